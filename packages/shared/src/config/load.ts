@@ -1,0 +1,150 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { DEFAULT_MODELS } from '../models.js';
+import { DEFAULT_PRICES } from '../pricing/prices.js';
+import { configSchema, type Config } from './schema.js';
+
+/** Environment variable → config path. The single place where `process.env` is read. */
+const ENV_PATHS: Record<string, string> = {
+  NODE_ENV: 'env',
+  LOG_LEVEL: 'logLevel',
+  REDIS_URL: 'redis.url',
+  REDIS_PREFIX: 'redis.prefix',
+  GEMINI_API_KEY: 'gemini.apiKeys',
+  GEMINI_BASE_URL: 'gemini.baseUrl',
+  GEMINI_API_VERSION: 'gemini.apiVersion',
+  GEMINI_MODEL: 'gemini.defaultModel',
+  GEMINI_TIMEOUT_MS: 'gemini.timeoutMs',
+  PRODUCER_PORT: 'producer.port',
+  API_KEYS: 'producer.apiKeys',
+  MAX_REQUEST_BYTES: 'producer.maxRequestBytes',
+  MAX_IMAGE_BYTES: 'producer.maxImageBytes',
+  MAX_WAIT_SECONDS: 'producer.maxWaitSeconds',
+  RESULT_TTL_SECONDS: 'producer.resultTtlSeconds',
+  WORKER_PORT: 'worker.port',
+  WORKER_CONCURRENCY: 'worker.concurrency',
+  JOB_ATTEMPTS: 'worker.attempts',
+  BACKOFF_BASE_MS: 'worker.backoffBaseMs',
+  BACKOFF_MAX_MS: 'worker.backoffMaxMs',
+  SHUTDOWN_TIMEOUT_MS: 'worker.shutdownTimeoutMs',
+  LOCK_DURATION_MS: 'worker.lockDurationMs',
+  DASHBOARD_PORT: 'dashboard.port',
+  DASHBOARD_USER: 'dashboard.user',
+  DASHBOARD_PASSWORD: 'dashboard.password',
+};
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+type Env = Record<string, string | undefined>;
+
+/**
+ * Reads CONFIG_FILE (YAML or JSON) when set, applies environment overrides on top, and validates
+ * the result. Throws a ConfigError whose message names the offending variable or file field.
+ */
+export function loadConfig(env: Env = process.env): Config {
+  const fromFile = env.CONFIG_FILE ? readConfigFile(env.CONFIG_FILE) : {};
+  const raw: Record<string, unknown> = structuredClone(fromFile);
+  const origin = new Map<string, string>();
+
+  for (const [name, path] of Object.entries(ENV_PATHS)) {
+    const value = env[name];
+    if (value === undefined || value === '') continue;
+    setPath(raw, path, parseEnvValue(name, value));
+    origin.set(path, name);
+  }
+  // File entries extend the shipped tables rather than replace them.
+  raw.models = { ...DEFAULT_MODELS, ...(raw.models as object | undefined) };
+  raw.prices = { ...DEFAULT_PRICES, ...(raw.prices as object | undefined) };
+
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => {
+      const path = issue.path.join('.');
+      const source = origin.get(path) ?? origin.get(issue.path.slice(0, 2).join('.'));
+      const where = source ? `${source} (${path})` : `${env.CONFIG_FILE ? 'CONFIG_FILE ' : ''}${path || '(root)'}`;
+      return `  ${where}: ${issue.message}`;
+    });
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  return applyEnvironmentDefaults(parsed.data);
+}
+
+/** For `main.ts` files: print what is wrong and exit 1 instead of a stack trace. */
+export function loadConfigOrExit(env: Env = process.env): Config {
+  try {
+    return loadConfig(env);
+  } catch (error) {
+    console.error(error instanceof Error ? error.message : String(error));
+    process.exit(1);
+  }
+}
+
+function applyEnvironmentDefaults(config: Config): Config {
+  if (config.producer.apiKeys.length === 0 && config.env === 'production') {
+    throw new ConfigError('Invalid configuration:\n  API_KEYS: required in production (tenant:key,tenant2:key2)');
+  }
+  if ((config.dashboard.user === undefined) !== (config.dashboard.password === undefined)) {
+    throw new ConfigError('Invalid configuration:\n  DASHBOARD_USER and DASHBOARD_PASSWORD must be set together');
+  }
+  return config;
+}
+
+/** True when no API_KEYS were given and the development tenant `dev` / `dev-key` is in use. */
+export function usesDevelopmentApiKey(config: Config): boolean {
+  return config.producer.apiKeys.length === 0;
+}
+
+export const DEVELOPMENT_API_KEY = { tenant: 'dev', key: 'dev-key' } as const;
+
+function readConfigFile(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ConfigError(`Invalid configuration:\n  CONFIG_FILE: cannot read ${file}: ${(error as Error).message}`);
+  }
+  try {
+    const value: unknown = /\.json$/i.test(file) ? JSON.parse(text) : parseYaml(text);
+    return z.record(z.string(), z.unknown()).parse(value ?? {});
+  } catch (error) {
+    throw new ConfigError(`Invalid configuration:\n  CONFIG_FILE: ${file} is not valid YAML/JSON: ${(error as Error).message}`);
+  }
+}
+
+function parseEnvValue(name: string, value: string): unknown {
+  switch (name) {
+    case 'GEMINI_API_KEY':
+      return splitList(value);
+    case 'API_KEYS':
+      return splitList(value).map((entry) => {
+        const colon = entry.indexOf(':');
+        if (colon <= 0 || colon === entry.length - 1) {
+          throw new ConfigError(`Invalid configuration:\n  API_KEYS: expected tenant:key pairs separated by commas`);
+        }
+        return { tenant: entry.slice(0, colon), key: entry.slice(colon + 1) };
+      });
+    default:
+      return value;
+  }
+}
+
+function splitList(value: string): string[] {
+  return value
+    .split(',')
+    .map((item) => item.trim())
+    .filter(Boolean);
+}
+
+function setPath(target: Record<string, unknown>, path: string, value: unknown): void {
+  const parts = path.split('.');
+  let node = target;
+  for (const part of parts.slice(0, -1)) {
+    const next = node[part];
+    if (typeof next !== 'object' || next === null) node[part] = {};
+    node = node[part] as Record<string, unknown>;
+  }
+  node[parts.at(-1)!] = value;
+}

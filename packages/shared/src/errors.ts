@@ -1,0 +1,122 @@
+/**
+ * Every error code prompt-queue reports, in one place. The producer answers with them, the worker
+ * fails jobs with them, and the dashboard groups failures by them. `retryable` says whether a
+ * later attempt of the same job could succeed; `httpStatus` is what the producer answers.
+ */
+export const ERROR_CATALOG = {
+  // Producer: bad input or state (never a 500 for these).
+  INVALID_JSON: { httpStatus: 400, retryable: false },
+  VALIDATION_FAILED: { httpStatus: 400, retryable: false },
+  UNKNOWN_MODEL: { httpStatus: 400, retryable: false },
+  UNAUTHORIZED: { httpStatus: 401, retryable: false },
+  NOT_FOUND: { httpStatus: 404, retryable: false },
+  IDEMPOTENCY_CONFLICT: { httpStatus: 409, retryable: false },
+  JOB_NOT_CANCELLABLE: { httpStatus: 409, retryable: false },
+  PAYLOAD_TOO_LARGE: { httpStatus: 413, retryable: false },
+  PROMPT_TOO_LARGE: { httpStatus: 413, retryable: false },
+  UNSUPPORTED_MEDIA_TYPE: { httpStatus: 415, retryable: false },
+  REDIS_UNAVAILABLE: { httpStatus: 503, retryable: true },
+  INTERNAL: { httpStatus: 500, retryable: true },
+
+  // Worker: outcomes of a provider call.
+  INVALID_JOB: { httpStatus: 422, retryable: false },
+  IMAGE_EXPIRED: { httpStatus: 422, retryable: false },
+  PROVIDER_BAD_REQUEST: { httpStatus: 422, retryable: false },
+  PROVIDER_AUTH_FAILED: { httpStatus: 502, retryable: false },
+  PROVIDER_MODEL_NOT_FOUND: { httpStatus: 422, retryable: false },
+  PROMPT_BLOCKED: { httpStatus: 422, retryable: false },
+  RESPONSE_BLOCKED: { httpStatus: 422, retryable: false },
+  PROVIDER_RATE_LIMITED: { httpStatus: 429, retryable: true },
+  PROVIDER_UNAVAILABLE: { httpStatus: 503, retryable: true },
+  PROVIDER_TIMEOUT: { httpStatus: 504, retryable: true },
+  PROVIDER_NETWORK_ERROR: { httpStatus: 502, retryable: true },
+  CANCELLED: { httpStatus: 409, retryable: false },
+} as const satisfies Record<string, { httpStatus: number; retryable: boolean }>;
+
+export type ErrorCode = keyof typeof ERROR_CATALOG;
+
+export function isErrorCode(value: string): value is ErrorCode {
+  return Object.prototype.hasOwnProperty.call(ERROR_CATALOG, value);
+}
+
+/** An error that carries one of our codes. `details` must never hold prompt text or secrets. */
+export class PromptQueueError extends Error {
+  override readonly name = 'PromptQueueError';
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>) {
+    super(message);
+    this.code = code;
+    this.details = details;
+  }
+
+  get httpStatus(): number {
+    return ERROR_CATALOG[this.code].httpStatus;
+  }
+
+  get retryable(): boolean {
+    return ERROR_CATALOG[this.code].retryable;
+  }
+}
+
+/** Works across duplicated package copies, where `instanceof` would not. */
+export function isPromptQueueError(error: unknown): error is PromptQueueError {
+  return (
+    error instanceof Error &&
+    (error as { name?: unknown }).name === 'PromptQueueError' &&
+    typeof (error as { code?: unknown }).code === 'string'
+  );
+}
+
+/**
+ * How the worker reacts to a failed provider call. One disposition per failure type, so retry
+ * layers never multiply:
+ * - `fail`: the same request will fail again (4xx, safety block): fail the job now.
+ * - `backoff`: transient (5xx, timeout, network): retry through BullMQ attempts with backoff.
+ * - `rate-limit`: quota exhausted (429): wait `retryAfterMs`, ideally fleet-wide.
+ */
+export type FailureDisposition = 'fail' | 'backoff' | 'rate-limit';
+
+export class ProviderError extends Error {
+  override readonly name = 'ProviderError';
+  readonly code: ErrorCode;
+  readonly disposition: FailureDisposition;
+  /** From the provider's RetryInfo, when it sent one. */
+  readonly retryAfterMs: number | undefined;
+  readonly httpStatus: number | undefined;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { disposition: FailureDisposition; retryAfterMs?: number; httpStatus?: number; cause?: unknown },
+  ) {
+    super(message, { cause: options.cause });
+    this.code = code;
+    this.disposition = options.disposition;
+    this.retryAfterMs = options.retryAfterMs;
+    this.httpStatus = options.httpStatus;
+  }
+}
+
+export function isProviderError(error: unknown): error is ProviderError {
+  return error instanceof Error && (error as { name?: unknown }).name === 'ProviderError';
+}
+
+/**
+ * BullMQ keeps only a message for a failed job, so the code travels inside it as a `[CODE]` prefix;
+ * bull-board shows it as is and the producer parses it back.
+ */
+export function formatFailedReason(code: ErrorCode, message: string): string {
+  return `[${code}] ${message}`;
+}
+
+export function parseFailedReason(reason: string | undefined): { code: ErrorCode; message: string; retryable: boolean } {
+  const match = /^\[([A-Z_]+)\] ([\s\S]*)$/.exec(reason ?? '');
+  if (match && isErrorCode(match[1]!)) {
+    const code = match[1];
+    return { code, message: match[2]!, retryable: ERROR_CATALOG[code].retryable };
+  }
+  // A failure we did not classify (a crash, a stalled job over its limit): report it as internal.
+  return { code: 'INTERNAL', message: reason || 'The job failed without a reason.', retryable: true };
+}

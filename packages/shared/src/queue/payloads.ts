@@ -1,0 +1,116 @@
+import { z } from 'zod';
+
+/**
+ * Job payloads are persisted data: jobs enqueued by an older producer must still parse in a newer
+ * worker. Add optional fields only; a breaking change gets a new `v` and a parser for both.
+ */
+
+export const textPartSchema = z.strictObject({ text: z.string() });
+
+/** Inline data as the Gemini API takes it: base64 bytes with their MIME type. */
+export const inlineDataPartSchema = z.strictObject({
+  inlineData: z.strictObject({ mimeType: z.string().min(1), data: z.string() }),
+});
+
+export const fileDataPartSchema = z.strictObject({
+  fileData: z.strictObject({ mimeType: z.string().min(1), fileUri: z.string().min(1) }),
+});
+
+/**
+ * An image kept out of the job hash: the bytes sit under a content-addressed Redis key
+ * (see `blobKey`), so Redis and the dashboard stay light and a repeated image is stored once.
+ */
+export const blobPartSchema = z.strictObject({
+  blob: z.strictObject({
+    mimeType: z.string().min(1),
+    sha256: z.string().regex(/^[0-9a-f]{64}$/),
+    bytes: z.number().int().nonnegative(),
+  }),
+});
+
+export const storedPartSchema = z.union([textPartSchema, blobPartSchema, fileDataPartSchema]);
+export type StoredPart = z.infer<typeof storedPartSchema>;
+
+export const storedContentSchema = z.strictObject({
+  role: z.enum(['user', 'model']).default('user'),
+  parts: z.array(storedPartSchema).min(1),
+});
+export type StoredContent = z.infer<typeof storedContentSchema>;
+
+/** Gemini generationConfig fields we pass through; unknown fields are refused by the producer. */
+export const generationConfigSchema = z.strictObject({
+  temperature: z.number().min(0).max(2).optional(),
+  topP: z.number().min(0).max(1).optional(),
+  topK: z.number().int().positive().optional(),
+  maxOutputTokens: z.number().int().positive().optional(),
+  candidateCount: z.literal(1).optional(),
+  stopSequences: z.array(z.string()).max(5).optional(),
+  responseMimeType: z.enum(['text/plain', 'application/json', 'text/x.enum']).optional(),
+  responseSchema: z.record(z.string(), z.unknown()).optional(),
+  seed: z.number().int().optional(),
+  presencePenalty: z.number().optional(),
+  frequencyPenalty: z.number().optional(),
+  thinkingConfig: z
+    .strictObject({
+      thinkingBudget: z.number().int().min(-1).optional(),
+      includeThoughts: z.boolean().optional(),
+      thinkingLevel: z.string().optional(),
+    })
+    .optional(),
+});
+export type GenerationConfig = z.infer<typeof generationConfigSchema>;
+
+export const cacheOptionSchema = z.union([
+  z.boolean(),
+  z.strictObject({ ttlSeconds: z.number().int().positive().max(30 * 24 * 3600) }),
+]);
+
+export const priorityLevelSchema = z.enum(['high', 'normal', 'low']);
+export type PriorityLevel = z.infer<typeof priorityLevelSchema>;
+
+/** The payload of a job in the `prompts` queue, version 1. */
+export const promptJobDataSchema = z.object({
+  v: z.literal(1),
+  kind: z.literal('generate').default('generate'),
+  tenant: z.string().min(1),
+  model: z.string().min(1),
+  contents: z.array(storedContentSchema).min(1),
+  systemInstruction: z.string().optional(),
+  generationConfig: generationConfigSchema.optional(),
+  cache: cacheOptionSchema.optional(),
+  priority: priorityLevelSchema.optional(),
+  metadata: z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()])).optional(),
+  idempotencyKey: z.string().optional(),
+  /** sha256 of the normalized request: a retried POST with the same idempotency key must match it. */
+  requestHash: z.string(),
+  /** Epoch ms when the producer accepted the job. */
+  enqueuedAt: z.number().int(),
+  /** Estimated input tokens (text and images), for limits and size checks. */
+  estimatedInputTokens: z.number().int().nonnegative().optional(),
+});
+export type PromptJobData = z.infer<typeof promptJobDataSchema>;
+
+export const usageSchema = z.object({
+  inputTokens: z.number().int().nonnegative(),
+  outputTokens: z.number().int().nonnegative(),
+  thoughtsTokens: z.number().int().nonnegative(),
+  cachedTokens: z.number().int().nonnegative(),
+  totalTokens: z.number().int().nonnegative(),
+});
+
+/** What a completed job returns (BullMQ's returnvalue); also persisted, so evolve it compatibly. */
+export const promptJobResultSchema = z.object({
+  text: z.string(),
+  finishReason: z.string(),
+  provider: z.string(),
+  model: z.string(),
+  cached: z.boolean(),
+  usage: usageSchema,
+  /** USD, for display; `costNanoUsd` is the exact figure. null when the model has no known price. */
+  costUsd: z.number().nullable(),
+  costNanoUsd: z.number().int().nullable(),
+  /** Provider call time, ms. */
+  latencyMs: z.number().nonnegative(),
+  modelVersion: z.string().optional(),
+});
+export type PromptJobResult = z.infer<typeof promptJobResultSchema>;
