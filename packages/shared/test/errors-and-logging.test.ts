@@ -1,0 +1,60 @@
+import { describe, expect, it } from 'vitest';
+import winston from 'winston';
+import { Writable } from 'node:stream';
+import { createLogger, formatFailedReason, parseFailedReason, redact } from '../src/index.js';
+
+describe('failed reasons', () => {
+  it('round-trips a code through BullMQ’s message-only failedReason', () => {
+    expect(parseFailedReason(formatFailedReason('PROVIDER_BAD_REQUEST', 'bad field'))).toEqual({
+      code: 'PROVIDER_BAD_REQUEST',
+      message: 'bad field',
+      retryable: false,
+    });
+    expect(parseFailedReason('[PROVIDER_UNAVAILABLE] overloaded').retryable).toBe(true);
+  });
+
+  it('reports unclassified reasons as INTERNAL', () => {
+    expect(parseFailedReason('job stalled more than allowable limit').code).toBe('INTERNAL');
+    expect(parseFailedReason('[NOT_A_CODE] x').code).toBe('INTERNAL');
+    expect(parseFailedReason(undefined).code).toBe('INTERNAL');
+  });
+});
+
+describe('logging', () => {
+  it('redacts prompt fields and keys by name, recursively, and key-shaped strings anywhere', () => {
+    const out = redact({
+      jobId: 'j1',
+      prompt: 'secret prompt',
+      nested: { contents: [{ parts: [{ text: 'x' }] }], apiKey: 'k', count: 3 },
+      note: 'called with AIzaSyA1234567890abcdefghijklmnopqrstuv',
+    });
+    expect(out).toEqual({
+      jobId: 'j1',
+      prompt: '[redacted]',
+      nested: { contents: '[redacted]', apiKey: '[redacted]', count: 3 },
+      note: 'called with [redacted]',
+    });
+  });
+
+  it('never writes prompt text or keys to the log stream', () => {
+    const lines: string[] = [];
+    const logger = createLogger({ service: 'test', json: true });
+    logger.clear();
+    logger.add(
+      new winston.transports.Stream({
+        stream: new Writable({
+          write(chunk, _enc, done) {
+            lines.push(String(chunk));
+            done();
+          },
+        }),
+      }),
+    );
+    logger.info('job done Bearer abc123', { prompt: 'tell me a secret', tenant: 'acme', request: { text: 'hidden' } });
+    const line = lines.join('');
+    expect(line).toContain('acme');
+    expect(line).not.toContain('tell me a secret');
+    expect(line).not.toContain('hidden');
+    expect(line).not.toContain('abc123');
+  });
+});
