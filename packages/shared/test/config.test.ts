@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, usesDevelopmentApiKey } from '../src/index.js';
+import { assertProducerApiKeys, ConfigError, loadConfig, usesDevelopmentApiKey } from '../src/index.js';
 
 describe('loadConfig', () => {
   it('applies the documented defaults', () => {
@@ -31,9 +31,10 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ API_KEYS: 'no-colon' })).toThrow(/API_KEYS/);
   });
 
-  it('refuses production without API keys', () => {
-    expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(ConfigError);
-    expect(loadConfig({ NODE_ENV: 'production', API_KEYS: 'a:b' }).env).toBe('production');
+  it('lets the producer refuse production without API keys; other services do not need them', () => {
+    const config = loadConfig({ NODE_ENV: 'production' });
+    expect(() => assertProducerApiKeys(config)).toThrow(ConfigError);
+    expect(() => assertProducerApiKeys(loadConfig({ NODE_ENV: 'production', API_KEYS: 'a:b' }))).not.toThrow();
   });
 
   it('reads CONFIG_FILE (YAML) and lets the environment override it; file models extend the defaults', () => {

@@ -83,13 +83,20 @@ export function loadConfigOrExit(env: Env = process.env): Config {
 }
 
 function applyEnvironmentDefaults(config: Config): Config {
-  if (config.producer.apiKeys.length === 0 && config.env === 'production') {
-    throw new ConfigError('Invalid configuration:\n  API_KEYS: required in production (tenant:key,tenant2:key2)');
-  }
   if ((config.dashboard.user === undefined) !== (config.dashboard.password === undefined)) {
     throw new ConfigError('Invalid configuration:\n  DASHBOARD_USER and DASHBOARD_PASSWORD must be set together');
   }
   return config;
+}
+
+/**
+ * The producer refuses to start in production without tenant keys: the development key would let
+ * anyone enqueue. Other services do not read API_KEYS, so only the producer calls this.
+ */
+export function assertProducerApiKeys(config: Config): void {
+  if (config.producer.apiKeys.length === 0 && config.env === 'production') {
+    throw new ConfigError('Invalid configuration:\n  API_KEYS: required in production (tenant:key,tenant2:key2)');
+  }
 }
 
 /** True when no API_KEYS were given and the development tenant `dev` / `dev-key` is in use. */

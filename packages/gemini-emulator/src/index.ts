@@ -1,0 +1,16 @@
+// Public API of @prompt-queue/gemini-emulator.
+
+export { createEmulator, type Emulator, type EmulatorOptions } from './server.js';
+export { EmulatorClient } from './client.js';
+export { startEmulatorProcess, mainScriptPath, type EmulatorProcess, type StartEmulatorOptions } from './process.js';
+export type { EmulatorControl } from './admin.js';
+export type { ActiveFault, FaultKind, FaultSpec } from './faults.js';
+export { FAULT_KINDS, FaultRegistry } from './faults.js';
+export type { CountersSnapshot, ModelCounters, WindowStats } from './counters.js';
+export { keyFingerprint, maxInWindow } from './counters.js';
+export { QuotaManager, type QuotaConfig, type QuotaDecision, type QuotaLimit } from './quotas.js';
+export { MODELS, findModel, type ModelInfo, type ModelKind } from './models.js';
+export { MEDIA_TOKENS, textTokens } from './tokens.js';
+export { DEFAULT_DIMENSION, embedText } from './embeddings.js';
+export { answerText } from './answers.js';
+export { readConfig, type CliConfig } from './config.js';
