@@ -10,6 +10,7 @@ export const ERROR_CATALOG = {
   UNKNOWN_MODEL: { httpStatus: 400, retryable: false },
   UNAUTHORIZED: { httpStatus: 401, retryable: false },
   NOT_FOUND: { httpStatus: 404, retryable: false },
+  METHOD_NOT_ALLOWED: { httpStatus: 405, retryable: false },
   IDEMPOTENCY_CONFLICT: { httpStatus: 409, retryable: false },
   JOB_NOT_CANCELLABLE: { httpStatus: 409, retryable: false },
   PAYLOAD_TOO_LARGE: { httpStatus: 413, retryable: false },

@@ -1,0 +1,202 @@
+import type { Redis } from 'ioredis';
+import { z } from 'zod';
+import { PromptQueueError, promptJobOptions, putBlobs, type Config } from '@prompt-queue/shared';
+import { isFinished, jobView, statusOf, type JobStatus, type JobView, type ViewSource } from './job-view.js';
+import type { PromptQueue } from './queue.js';
+import { assertRedisAvailable, isRedisUnavailableError } from './redis-availability.js';
+import type { Issue, PreparedJob } from './requests.js';
+import { deleteTombstone, readTombstone, tombstoneView, writeTombstone, type Tombstone } from './tombstones.js';
+
+export interface Accepted {
+  id: string;
+  status: JobStatus;
+}
+
+/** The part of a stored payload the producer reads back; lenient, so newer payload versions still show. */
+const storedJobSchema = z.object({
+  tenant: z.string(),
+  model: z.string(),
+  requestHash: z.string().optional(),
+  metadata: z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()])).optional(),
+});
+type StoredJob = z.infer<typeof storedJobSchema>;
+
+/**
+ * Jobs as the API sees them, on top of BullMQ and the cancel tombstones. Every method checks that
+ * Redis is reachable first, so an outage is a fast 503 rather than a hung request.
+ */
+export class JobStore {
+  private readonly prefix: string;
+
+  constructor(
+    private readonly config: Config,
+    private readonly redis: Redis,
+    private readonly queue: PromptQueue,
+  ) {
+    this.prefix = config.redis.prefix;
+  }
+
+  /**
+   * Adds one job. With an idempotency key the id is deterministic and BullMQ's add is atomic: of
+   * two concurrent identical requests one creates the job and the other gets it back, so the
+   * provider is called once. The stored payload is then compared, to refuse a different request
+   * reusing the key.
+   */
+  async enqueue(job: PreparedJob): Promise<Accepted> {
+    await assertRedisAvailable(this.redis, this.queue);
+    const idempotent = job.data.idempotencyKey !== undefined;
+    if (idempotent) {
+      const cancelled = await this.cancelledReplay(job);
+      if (cancelled) return cancelled;
+    }
+    await putBlobs(this.redis, this.prefix, job.blobs, this.config.producer.resultTtlSeconds);
+    await this.queue.add('generate', job.data, promptJobOptions(this.config, job.id, job.data.priority));
+    if (!idempotent) return { id: job.id, status: 'queued' };
+
+    const stored = await this.readStoredJob(job.id);
+    if (stored && stored.requestHash !== job.data.requestHash) throw idempotencyConflict([{ path: 'idempotencyKey', message: conflictMessage }]);
+    return { id: job.id, status: (await this.currentStatus(job.id)) ?? 'queued' };
+  }
+
+  /**
+   * Adds all jobs with one addBulk after checking every idempotency key (within the batch and
+   * against Redis), so a conflict refuses the whole request before anything is written.
+   */
+  async enqueueBulk(jobs: PreparedJob[]): Promise<Accepted[]> {
+    await assertRedisAvailable(this.redis, this.queue);
+    const issues: Issue[] = [];
+    const firstIndexById = new Map<string, number>();
+    jobs.forEach((job, index) => {
+      if (job.data.idempotencyKey === undefined) return;
+      const first = firstIndexById.get(job.id);
+      if (first === undefined) firstIndexById.set(job.id, index);
+      else if (jobs[first]!.data.requestHash !== job.data.requestHash) {
+        issues.push({ path: `jobs[${index}].idempotencyKey`, message: `same key as jobs[${first}] with a different request` });
+      }
+    });
+
+    const existing = await Promise.all(
+      [...firstIndexById].map(async ([id, index]) => ({
+        index,
+        stored: await this.readStoredJob(id),
+        tombstone: await readTombstone(this.redis, this.prefix, id),
+      })),
+    );
+    const cancelledIds = new Set<string>();
+    for (const { index, stored, tombstone } of existing) {
+      const hash = stored?.requestHash ?? tombstone?.requestHash;
+      if (hash !== undefined && hash !== jobs[index]!.data.requestHash) {
+        issues.push({ path: `jobs[${index}].idempotencyKey`, message: conflictMessage });
+      } else if (!stored && tombstone) {
+        cancelledIds.add(jobs[index]!.id);
+      }
+    }
+    if (issues.length > 0) throw idempotencyConflict(issues);
+
+    const toAdd = jobs.filter((job) => !cancelledIds.has(job.id));
+    await putBlobs(this.redis, this.prefix, toAdd.flatMap((job) => job.blobs), this.config.producer.resultTtlSeconds);
+    if (toAdd.length > 0) {
+      await this.queue.addBulk(toAdd.map((job) => ({ name: 'generate' as const, data: job.data, opts: promptJobOptions(this.config, job.id, job.data.priority) })));
+    }
+    return Promise.all(
+      jobs.map(async (job): Promise<Accepted> => {
+        if (cancelledIds.has(job.id)) return { id: job.id, status: 'cancelled' };
+        if (job.data.idempotencyKey === undefined) return { id: job.id, status: 'queued' };
+        return { id: job.id, status: (await this.currentStatus(job.id)) ?? 'queued' };
+      }),
+    );
+  }
+
+  /** The job's view, or undefined when it does not exist or belongs to another tenant. */
+  async find(id: string, tenant: string): Promise<JobView | undefined> {
+    await assertRedisAvailable(this.redis, this.queue);
+    // State first, then the hash: the payload read is never older than the status it is shown
+    // with (a completed status always comes with its return value).
+    const status = statusOf(await this.queue.getJobState(id));
+    const job = status ? await this.queue.getJob(id) : undefined;
+    if (status && job) {
+      const source = ownedBy(job.data, tenant);
+      return source ? jobView(job, status, source) : undefined;
+    }
+    return this.findCancelled(id, tenant);
+  }
+
+  /**
+   * Cancels a job that no worker has taken. The tombstone is written before the removal, so there
+   * is never a moment where the job is gone and GET answers 404; if the removal fails (a worker
+   * took the job meanwhile), the tombstone goes again: a live job always wins over it on GET.
+   */
+  async cancel(id: string, tenant: string): Promise<JobView | undefined> {
+    await assertRedisAvailable(this.redis, this.queue);
+    const job = await this.queue.getJob(id);
+    if (!job) return this.findCancelled(id, tenant);
+    const source = ownedBy(job.data, tenant);
+    if (!source) return undefined;
+    const status = statusOf(await job.getState());
+    if (status === undefined) return this.findCancelled(id, tenant);
+    if (status === 'active' || isFinished(status)) {
+      throw new PromptQueueError('JOB_NOT_CANCELLABLE', `The job is ${status}; only queued jobs can be cancelled.`);
+    }
+
+    const tombstone: Tombstone = {
+      id,
+      tenant,
+      model: source.model,
+      createdAt: new Date(job.timestamp).toISOString(),
+      cancelledAt: new Date().toISOString(),
+      ...(source.requestHash ? { requestHash: source.requestHash } : {}),
+      ...(source.metadata ? { metadata: source.metadata } : {}),
+    };
+    await writeTombstone(this.redis, this.prefix, tombstone, this.config.producer.resultTtlSeconds);
+    try {
+      await job.remove();
+    } catch (error) {
+      await deleteTombstone(this.redis, this.prefix, id).catch(() => undefined);
+      if (isRedisUnavailableError(error)) throw error;
+      throw new PromptQueueError('JOB_NOT_CANCELLABLE', 'A worker started the job; it can no longer be cancelled.');
+    }
+    return tombstoneView(tombstone);
+  }
+
+  private async findCancelled(id: string, tenant: string): Promise<JobView | undefined> {
+    const tombstone = await readTombstone(this.redis, this.prefix, id);
+    return tombstone && tombstone.tenant === tenant ? tombstoneView(tombstone) : undefined;
+  }
+
+  /** A replay of a cancelled idempotent request stays cancelled instead of creating the job again. */
+  private async cancelledReplay(job: PreparedJob): Promise<Accepted | undefined> {
+    const tombstone = await readTombstone(this.redis, this.prefix, job.id);
+    if (!tombstone || (await this.queue.getJobState(job.id)) !== 'unknown') return undefined;
+    if (tombstone.requestHash !== undefined && tombstone.requestHash !== job.data.requestHash) {
+      throw idempotencyConflict([{ path: 'idempotencyKey', message: conflictMessage }]);
+    }
+    return { id: job.id, status: 'cancelled' };
+  }
+
+  /** The payload fields we compare, read straight from the job hash (one HGET, no Job object). */
+  private async readStoredJob(id: string): Promise<StoredJob | undefined> {
+    const raw = await this.redis.hget(this.queue.toKey(id), 'data');
+    if (raw === null) return undefined;
+    try {
+      const parsed = storedJobSchema.safeParse(JSON.parse(raw));
+      return parsed.success ? parsed.data : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async currentStatus(id: string): Promise<JobStatus | undefined> {
+    return statusOf(await this.queue.getJobState(id));
+  }
+}
+
+const conflictMessage = 'was already used for a different request (model, contents, systemInstruction or generationConfig differ)';
+
+function idempotencyConflict(issues: Issue[]): PromptQueueError {
+  return new PromptQueueError('IDEMPOTENCY_CONFLICT', `Idempotency key conflict: ${issues[0]!.path} ${issues[0]!.message}`, { issues });
+}
+
+function ownedBy(data: unknown, tenant: string): (ViewSource & { requestHash?: string }) | undefined {
+  const parsed = storedJobSchema.safeParse(data);
+  return parsed.success && parsed.data.tenant === tenant ? parsed.data : undefined;
+}

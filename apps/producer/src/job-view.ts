@@ -1,0 +1,82 @@
+import type { Job, JobState } from 'bullmq';
+import { parseFailedReason, promptJobResultSchema, type ErrorCode } from '@prompt-queue/shared';
+
+/**
+ * What `GET /v1/jobs/:id` answers. BullMQ's states are an implementation detail; clients see five
+ * statuses, and finished jobs carry either `result` or `error`.
+ */
+export type JobStatus = 'queued' | 'active' | 'completed' | 'failed' | 'cancelled';
+
+export interface JobView {
+  id: string;
+  status: JobStatus;
+  model: string;
+  /** BullMQ's attemptsMade: provider attempts that ended (retries included). */
+  attempts: number;
+  createdAt: string;
+  finishedAt: string | null;
+  metadata?: Record<string, string | number | boolean | null>;
+  result?: {
+    text: string;
+    finishReason: string;
+    provider: string;
+    model: string;
+    cached: boolean;
+    usage: { inputTokens: number; outputTokens: number; thoughtsTokens: number; cachedTokens: number; totalTokens: number };
+    costUsd: number | null;
+  };
+  error?: { code: ErrorCode; message: string; retryable: boolean };
+}
+
+export function isFinished(status: JobStatus): boolean {
+  return status === 'completed' || status === 'failed' || status === 'cancelled';
+}
+
+/** undefined for `unknown` (the job vanished between reads). */
+export function statusOf(state: JobState | 'unknown'): JobStatus | undefined {
+  switch (state) {
+    case 'active':
+    case 'completed':
+    case 'failed':
+      return state;
+    case 'unknown':
+      return undefined;
+    default:
+      // waiting, wait, prioritized, delayed (backoff between attempts), waiting-children
+      return 'queued';
+  }
+}
+
+/** The parts of the payload a view needs, already checked by the caller. */
+export interface ViewSource {
+  model: string;
+  metadata?: Record<string, string | number | boolean | null>;
+}
+
+export function jobView(job: Job, status: JobStatus, source: ViewSource): JobView {
+  const view: JobView = {
+    id: job.id!,
+    status,
+    model: source.model,
+    attempts: job.attemptsMade,
+    createdAt: new Date(job.timestamp).toISOString(),
+    finishedAt: status === 'completed' || status === 'failed' ? isoOrNull(job.finishedOn) : null,
+    ...(source.metadata ? { metadata: source.metadata } : {}),
+  };
+  if (status === 'completed') {
+    const parsed = promptJobResultSchema.safeParse(job.returnvalue);
+    if (parsed.success) {
+      const { text, finishReason, provider, model, cached, usage, costUsd } = parsed.data;
+      view.result = { text, finishReason, provider, model, cached, usage, costUsd };
+    } else {
+      view.error = { code: 'INTERNAL', message: 'The job completed but its result could not be read.', retryable: false };
+    }
+  } else if (status === 'failed') {
+    view.error = parseFailedReason(job.failedReason);
+  }
+  return view;
+}
+
+function isoOrNull(epochMs: number | undefined): string | null {
+  return epochMs ? new Date(epochMs).toISOString() : null;
+}

@@ -1,0 +1,49 @@
+import type { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { PromptQueueError } from '@prompt-queue/shared';
+
+/**
+ * The producer's Redis fails fast (no offline queue, one retry), so while Redis is down a command
+ * rejects at once and the request becomes a 503. Two cases need more than that: BullMQ's Queue
+ * waits (without a bound) for its first `ready` before it can run a script, and a command can be
+ * lost with its socket. `assertRedisAvailable` covers the first; `isRedisUnavailableError` the
+ * errors ioredis and BullMQ raise for the second.
+ */
+
+/** How long a request waits for BullMQ's first connection setup (INFO, script loading). */
+const QUEUE_READY_TIMEOUT_MS = 1_000;
+
+export function redisUnavailable(): PromptQueueError {
+  return new PromptQueueError('REDIS_UNAVAILABLE', 'Redis is not reachable; retry shortly.');
+}
+
+export async function assertRedisAvailable(redis: Redis, queue: Queue): Promise<void> {
+  if (redis.status !== 'ready') throw redisUnavailable();
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(redisUnavailable()), QUEUE_READY_TIMEOUT_MS);
+  });
+  try {
+    await Promise.race([queue.waitUntilReady(), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH']);
+const CONNECTION_MESSAGES = [
+  'enableOfflineQueue', // "Stream isn't writeable and enableOfflineQueue options is false"
+  'Connection is closed',
+  'Reached the max retries per request limit',
+  'Redis is loading the dataset',
+  'LOADING',
+];
+
+export function isRedisUnavailableError(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  if (error instanceof PromptQueueError) return error.code === 'REDIS_UNAVAILABLE';
+  if (error.name === 'MaxRetriesPerRequestError' || error.name === 'ConnectionClosedError') return true;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string' && CONNECTION_CODES.has(code)) return true;
+  return CONNECTION_MESSAGES.some((text) => error.message.includes(text));
+}

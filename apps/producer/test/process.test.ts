@@ -1,0 +1,83 @@
+// The producer as a real process, as scripts/start.mjs and the e2e tests run it.
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startServiceProcess, startTestRedis, uniquePrefix, type TestRedis } from '@prompt-queue/shared/testing';
+
+const main = join(dirname(fileURLToPath(import.meta.url)), '../dist/main.js');
+const env = (redisUrl: string) => ({
+  NODE_ENV: 'test',
+  REDIS_URL: redisUrl,
+  REDIS_PREFIX: uniquePrefix('proc'),
+  API_KEYS: 'acme:key-a',
+  PRODUCER_PORT: '0',
+  LOG_LEVEL: 'warn',
+});
+
+let server: TestRedis;
+beforeAll(async () => {
+  server = await startTestRedis();
+});
+afterAll(async () => {
+  await server?.stop();
+});
+
+describe('producer process', () => {
+  it('prints its URL, serves jobs, and exits 0 on SIGTERM', async () => {
+    const producer = await startServiceProcess({ args: [main], env: env(server.url), readyLine: /producer listening on (http:\/\/\S+)/ });
+    try {
+      const api = producer.ready[1]!;
+      const accepted = await fetch(`${api}/v1/jobs`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer key-a', 'content-type': 'application/json' },
+        body: JSON.stringify({ prompt: 'hello' }),
+      });
+      expect(accepted.status).toBe(202);
+      const { id } = (await accepted.json()) as { id: string };
+      // A long-poll in flight (or still connecting) must not hold the shutdown up: it is answered
+      // or refused, and the process exits well before the poll's 30 s.
+      const polling = fetch(`${api}/v1/jobs/${id}?wait=30`, { headers: { authorization: 'Bearer key-a' } });
+      const started = Date.now();
+      const exit = await producer.stop('SIGTERM', 8_000);
+      expect(exit).toEqual({ code: 0, signal: null });
+      expect(Date.now() - started).toBeLessThan(5_000);
+      const polled = await polling.then((response) => response.status).catch(() => 'closed');
+      expect([200, 'closed']).toContain(polled);
+      expect(producer.output()).not.toContain('key-a');
+    } finally {
+      await producer.stop('SIGKILL');
+    }
+  });
+
+  it('starts without Redis, answers /healthz and 503s, and exits 0 on SIGTERM', async () => {
+    const producer = await startServiceProcess({
+      args: [main],
+      env: env('redis://127.0.0.1:1'),
+      readyLine: /producer listening on (http:\/\/\S+)/,
+    });
+    try {
+      const api = producer.ready[1]!;
+      expect((await fetch(`${api}/healthz`)).status).toBe(200);
+      expect((await fetch(`${api}/readyz`)).status).toBe(503);
+      const post = await fetch(`${api}/v1/jobs`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer key-a', 'content-type': 'application/json' },
+        body: JSON.stringify({ prompt: 'hello' }),
+      });
+      expect(post.status).toBe(503);
+      expect(((await post.json()) as { error: { code: string } }).error.code).toBe('REDIS_UNAVAILABLE');
+      expect(await producer.stop('SIGTERM', 8_000)).toEqual({ code: 0, signal: null });
+    } finally {
+      await producer.stop('SIGKILL');
+    }
+  });
+
+  it('refuses to start in production without API_KEYS, naming the variable', async () => {
+    const start = startServiceProcess({
+      args: [main],
+      env: { ...env(server.url), NODE_ENV: 'production', API_KEYS: undefined },
+      readyLine: /producer listening on (http:\/\/\S+)/,
+    });
+    await expect(start).rejects.toThrow(/exited \(1\)[\s\S]*API_KEYS: required in production/);
+  });
+});
