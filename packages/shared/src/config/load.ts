@@ -32,6 +32,8 @@ const ENV_PATHS: Record<string, string> = {
   DASHBOARD_PORT: 'dashboard.port',
   DASHBOARD_USER: 'dashboard.user',
   DASHBOARD_PASSWORD: 'dashboard.password',
+  AUDIT_LOG: 'audit.destination',
+  LOG_PROMPTS: 'audit.logPrompts',
 };
 
 export class ConfigError extends Error {

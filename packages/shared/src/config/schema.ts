@@ -23,6 +23,22 @@ const apiKeyEntry = z.object({
   key: z.string().min(1),
 });
 
+/** A boolean from the environment: `true`/`false`, `1`/`0`, `yes`/`no` (z.coerce would read "false" as true). */
+const booleanFlag = z.union([
+  z.boolean(),
+  z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((value) => ['true', '1', 'yes'].includes(value)),
+]);
+
+/** Per-tenant spend limits, USD. Enforced fleet-wide by `BudgetGuard` (accounting/budgets.ts). */
+const tenantBudget = z.object({
+  /** Spend limit per UTC day, USD. None when absent. */
+  dailyUsd: z.number().nonnegative().optional(),
+  /** Spend limit per UTC month, USD. None when absent. */
+  monthlyUsd: z.number().nonnegative().optional(),
+  /** Over budget: `fail` the job (402 upfront from the producer) or `wait` until the next period. */
+  onExceeded: z.enum(['fail', 'wait']).default('fail'),
+});
+
 /**
  * The whole configuration, parsed once at start. Every field documents its default and unit;
  * docs/configuration.md lists the environment variables that set them.
@@ -86,6 +102,16 @@ export const configSchema = z.object({
       port: port.default(3001),
       user: z.string().min(1).optional(),
       password: z.string().min(1).optional(),
+    })
+    .prefault({}),
+  /** Per-tenant budgets (CONFIG_FILE only), keyed by tenant name. Tenants not listed have none. */
+  tenants: z.record(apiKeyEntry.shape.tenant, tenantBudget).default({}),
+  audit: z
+    .object({
+      /** Where audit lines go: `stdout`, `stderr` or a file path (appended). */
+      destination: z.string().min(1).default('stderr'),
+      /** Adds the prompt text to every audit line. Off by default: audit lines carry only its sha256. */
+      logPrompts: booleanFlag.default(false),
     })
     .prefault({}),
   /** Known models; CONFIG_FILE entries add to or override the defaults. */

@@ -37,3 +37,23 @@ function nanoPerToken(usdPerMillionTokens: number): number {
 export function nanoUsdToUsd(nanoUsd: number): number {
   return nanoUsd / 1e9;
 }
+
+/**
+ * The most one call can cost, integer nano-USD, for budget reservations: every input token billed
+ * uncached (cached input is cheaper, so this bounds it), at the tier of the input size, plus
+ * `maxOutputTokens` at that tier's output rate. Token counts are rounded up.
+ *
+ * Assumption: Gemini bills thinking tokens as output (docs/gemini-api.md) and counts them within
+ * `maxOutputTokens` (a thinking model that spends the budget on thoughts stops with MAX_TOKENS), so
+ * `maxOutputTokens` bounds visible output plus thoughts. A caller that does not trust that for a
+ * model should pass `maxOutputTokens + thinkingBudget`. The bound is only as good as
+ * `estimatedInputTokens`: use an upper-side estimate (`estimateTextTokens`).
+ */
+export function worstCaseCostNanoUsd(estimatedInputTokens: number, maxOutputTokens: number, price: ModelPrice): number {
+  const inputTokens = Math.max(0, Math.ceil(estimatedInputTokens));
+  const outputTokens = Math.max(0, Math.ceil(maxOutputTokens));
+  return costNanoUsd(
+    { inputTokens, outputTokens, thoughtsTokens: 0, cachedTokens: 0, totalTokens: inputTokens + outputTokens },
+    price,
+  );
+}

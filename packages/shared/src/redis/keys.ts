@@ -10,3 +10,60 @@ export function blobKey(prefix: string, sha256: string): string {
 export function cancelledJobKey(prefix: string, jobId: string): string {
   return `${prefix}:cancelled:${jobId}`;
 }
+
+/*
+ * Accounting (usage aggregates and budgets). On Redis Cluster, give the prefix a hash tag (`{pq}`):
+ * one budget script touches the keys of every tenant in a batch, so they must share a slot.
+ * Periods are UTC: day `YYYY-MM-DD`, month `YYYY-MM`, hour `YYYY-MM-DDTHH`.
+ */
+
+/** Hash of one tenant's usage on one UTC day; fields `<model>|<metric>`. */
+export function usageDayKey(prefix: string, day: string, tenant: string): string {
+  return `${prefix}:usage:day:${day}:t:${tenant}`;
+}
+
+/** Hash of one tenant's usage in one UTC month; fields `<model>|<metric>`. */
+export function usageMonthKey(prefix: string, month: string, tenant: string): string {
+  return `${prefix}:usage:month:${month}:t:${tenant}`;
+}
+
+/** Fleet-wide hash of one UTC hour; fields `<tenant>|<model>|<metric>` (jobs, failures, cost). */
+export function usageHourKey(prefix: string, hour: string): string {
+  return `${prefix}:usage:hour:${hour}`;
+}
+
+/** Set of the tenants (or models) with usage in a day or month: the dashboard's index, no SCAN. */
+export function usageIndexKey(prefix: string, scope: 'day' | 'month', period: string, of: 'tenants' | 'models'): string {
+  return `${prefix}:usage:${scope}:${period}:${of}`;
+}
+
+/** A tenant's settled spend in a UTC day (`YYYY-MM-DD`) or month (`YYYY-MM`), integer nano-USD. */
+export function budgetSpentKey(prefix: string, tenant: string, period: string): string {
+  return `${prefix}:budget:${tenant}:spent:${period}`;
+}
+
+/** A tenant's nano-USD held by open budget reservations. */
+export function budgetReservedKey(prefix: string, tenant: string): string {
+  return `${prefix}:budget:${tenant}:reserved`;
+}
+
+/** Sorted set of a tenant's open reservations (`<id>:<nanoUsd>`), scored by expiry (epoch ms). */
+export function budgetReservationsKey(prefix: string, tenant: string): string {
+  return `${prefix}:budget:${tenant}:reservations`;
+}
+
+/** The parts of one fleet-wide rate-limit scope (packages/shared/src/limits). */
+export type LimiterKeyPart = 'log' | 'est' | 'total' | 'pause' | 'learned';
+
+/**
+ * Keys of the fleet-wide limiter, one set per quota scope (provider + model + project), e.g.
+ * `<prefix>:limits:{gemini:gemini-3.6-flash:default}:log`. All parts of a scope share the hash tag
+ * `{provider:model:project}` so that one Lua script may touch them all on Redis Cluster.
+ */
+export function limiterKey(
+  prefix: string,
+  scope: { provider: string; model: string; project?: string },
+  part: LimiterKeyPart,
+): string {
+  return `${prefix}:limits:{${scope.provider}:${scope.model}:${scope.project ?? 'default'}}:${part}`;
+}

@@ -1,0 +1,208 @@
+import { randomBytes } from 'node:crypto';
+import type { ChainableCommander, Redis } from 'ioredis';
+import { limiterKey } from '../redis/keys.js';
+import { OBSERVE_LUA } from './lua/observe.js';
+import { PAUSE_LUA } from './lua/pause.js';
+import { RELEASE_LUA } from './lua/release.js';
+import { RESERVE_LUA } from './lua/reserve.js';
+import { SETTLE_LUA } from './lua/settle.js';
+import { STATE_LUA } from './lua/state.js';
+import type {
+  FleetLimiterOptions,
+  LimiterState,
+  LimitKey,
+  ObservedRateLimit,
+  RateLimits,
+  Reservation,
+  ReserveResult,
+  SettleItem,
+} from './types.js';
+
+type Arg = string | number;
+type Run<R> = (...args: Arg[]) => R;
+
+/** The scripts, registered on the connection with `defineCommand` (EVALSHA, EVAL on NOSCRIPT). */
+const SCRIPTS = {
+  pqLimitReserve: { numberOfKeys: 5, lua: RESERVE_LUA },
+  pqLimitSettle: { numberOfKeys: 3, lua: SETTLE_LUA },
+  pqLimitRelease: { numberOfKeys: 3, lua: RELEASE_LUA },
+  pqLimitPause: { numberOfKeys: 1, lua: PAUSE_LUA },
+  pqLimitObserve: { numberOfKeys: 4, lua: OBSERVE_LUA },
+  pqLimitState: { numberOfKeys: 5, lua: STATE_LUA },
+} as const;
+
+type ScriptName = keyof typeof SCRIPTS;
+type LimiterRedis = Redis & { [K in ScriptName]: Run<Promise<unknown>> };
+type LimiterPipeline = ChainableCommander & { [K in 'pqLimitSettle' | 'pqLimitRelease']: Run<ChainableCommander> };
+
+/**
+ * Fleet-wide rate limiter for provider quotas (requests and input tokens per rolling window),
+ * shared by every worker replica through Redis. A sliding log: each granted request is a member of
+ * a sorted set scored by Redis server time, with its token estimate in a hash and a running total,
+ * so a reservation never sums the window. Every operation is one Lua script (one round trip);
+ * settle and release pipeline one script per scope. See docs/decisions/limiter.md.
+ *
+ * Uses a standalone `Redis` connection (a pipeline over several scopes would cross slots on
+ * Cluster; the keys of one scope do share a hash tag).
+ */
+export class FleetLimiter {
+  /** Length of the rolling window, ms. */
+  readonly windowMs: number;
+  private readonly redis: LimiterRedis;
+  private readonly prefix: string;
+  private readonly learnedTtlMs: number;
+  private readonly learnFactor: number;
+  private readonly minLearnedTokens: number;
+
+  constructor(redis: Redis, prefix: string, options: FleetLimiterOptions = {}) {
+    this.windowMs = positiveInteger(options.windowMs ?? 60_000, 'windowMs');
+    this.learnedTtlMs = positiveInteger(options.learnedTtlMs ?? 600_000, 'learnedTtlMs');
+    this.learnFactor = options.learnFactor ?? 0.9;
+    if (!(this.learnFactor > 0 && this.learnFactor <= 1)) throw new RangeError('learnFactor must be in (0, 1]');
+    this.minLearnedTokens = positiveInteger(options.minLearnedTokens ?? 1_000, 'minLearnedTokens');
+    this.prefix = prefix;
+    // Redefining on a shared connection is harmless (same name, same script).
+    for (const [name, script] of Object.entries(SCRIPTS)) redis.defineCommand(name, script);
+    this.redis = redis as LimiterRedis;
+  }
+
+  /**
+   * Reserves room for a batch of requests in one round trip: grants the longest prefix that fits
+   * (count + 1 ≤ rpm and tokens + estimate ≤ tpm, against min(configured, learned) limits) and
+   * records it. When some do not fit, `waitMs` says when the next one could (or when a fleet pause
+   * ends; then nothing is granted). A single request larger than the whole token limit is granted
+   * when the window is empty — otherwise it could never run — and then fills the window.
+   *
+   * @param limits configured limits per window, 0 = unlimited
+   * @param estimatedTokens input-token estimate of each request, in order (rounded up)
+   */
+  async reserve(key: LimitKey, limits: RateLimits, estimatedTokens: number[]): Promise<ReserveResult> {
+    const estimates = estimatedTokens.map((tokens) => tokenCount(tokens, 'estimatedTokens'));
+    const idPrefix = randomBytes(9).toString('base64url');
+    const [granted, waitMs, now, pausedUntil] = (await this.redis.pqLimitReserve(
+      ...this.keys(key, 'log', 'est', 'total', 'pause', 'learned'),
+      this.windowMs,
+      limit(limits.rpm, 'rpm'),
+      limit(limits.tpm, 'tpm'),
+      idPrefix,
+      ...estimates,
+    )) as [number, number, number, number];
+    const reservations = estimates
+      .slice(0, granted)
+      .map((tokens, i): Reservation => ({ key: { ...key }, id: `${idPrefix}:${i}`, estimatedTokens: tokens, reservedAt: now }));
+    return pausedUntil >= 0 ? { granted: reservations, waitMs, pausedUntil, now } : { granted: reservations, waitMs, now };
+  }
+
+  /**
+   * Replaces each reservation's estimate by the input tokens the provider counted
+   * (usageMetadata.promptTokenCount), keeping its place in the window. One round trip; a
+   * reservation that already left the window (or was released) is skipped.
+   */
+  async settle(items: SettleItem[]): Promise<void> {
+    const groups = this.groupByScope(items.map((item) => ({
+      key: item.reservation.key,
+      args: [item.reservation.id, tokenCount(item.actualTokens, 'actualTokens')],
+    })));
+    await this.runPerScope(groups, (pipeline, keys, args) => pipeline.pqLimitSettle(...keys, this.windowMs, ...args));
+  }
+
+  /** Gives back reservations whose call was never made (shutdown, cancelled job). One round trip. */
+  async release(reservations: Reservation[]): Promise<void> {
+    const groups = this.groupByScope(reservations.map((r) => ({ key: r.key, args: [r.id] })));
+    await this.runPerScope(groups, (pipeline, keys, args) => pipeline.pqLimitRelease(...keys, this.windowMs, ...args));
+  }
+
+  /**
+   * Pauses the scope fleet-wide for `ms` (a 429's RetryInfo delay): reserve() grants nothing and
+   * reports the remaining pause until it ends. Never shortens a longer pause already in force.
+   */
+  async pause(key: LimitKey, ms: number): Promise<void> {
+    const length = Math.ceil(ms);
+    if (!(length > 0)) return;
+    await this.redis.pqLimitPause(limiterKey(this.prefix, key, 'pause'), length);
+  }
+
+  /**
+   * Call when the provider answered 429 although the window was within the limits: the real limit
+   * is lower than configured. Learns, for the dimension closest to its limit (usage / limit;
+   * requests when neither is limited), `floor(usage × learnFactor)` — at least 1 request or
+   * `minLearnedTokens`, never above the current effective limit. reserve() then uses
+   * min(configured, learned) until `learnedTtlMs` after the last such 429.
+   *
+   * Learning from usage rather than multiplying the current limit means a burst of 429s from many
+   * replicas at once lowers the limit once, not once per replica.
+   */
+  async observeRateLimit(key: LimitKey, limits: RateLimits): Promise<ObservedRateLimit> {
+    const [dimension, learned, expiresAt] = (await this.redis.pqLimitObserve(
+      ...this.keys(key, 'log', 'est', 'total', 'learned'),
+      this.windowMs,
+      limit(limits.rpm, 'rpm'),
+      limit(limits.tpm, 'tpm'),
+      this.learnFactor,
+      this.learnedTtlMs,
+      this.minLearnedTokens,
+    )) as [number, number, number];
+    return { dimension: dimension === 0 ? 'rpm' : 'tpm', limit: learned, expiresAt };
+  }
+
+  /** Read-only view of the scope's rolling window, effective limits and pause (dashboard, metrics). */
+  async state(key: LimitKey, limits: RateLimits): Promise<LimiterState> {
+    const [requests, tokens, rpmLimit, tpmLimit, learnedRpm, learnedTpm, learnedTtl, pausedUntil, now] =
+      (await this.redis.pqLimitState(
+        ...this.keys(key, 'log', 'est', 'total', 'pause', 'learned'),
+        this.windowMs,
+        limit(limits.rpm, 'rpm'),
+        limit(limits.tpm, 'tpm'),
+      )) as [number, number, number, number, number, number, number, number, number];
+    const state: LimiterState = { requests, tokens, rpmLimit, tpmLimit, pausedUntil: pausedUntil >= 0 ? pausedUntil : null, now };
+    if (learnedRpm >= 0 || learnedTpm >= 0) {
+      state.learned = { expiresAt: now + Math.max(0, learnedTtl) };
+      if (learnedRpm >= 0) state.learned.rpm = learnedRpm;
+      if (learnedTpm >= 0) state.learned.tpm = learnedTpm;
+    }
+    return state;
+  }
+
+  private keys(key: LimitKey, ...parts: Parameters<typeof limiterKey>[2][]): string[] {
+    return parts.map((part) => limiterKey(this.prefix, key, part));
+  }
+
+  private groupByScope(items: { key: LimitKey; args: Arg[] }[]): Map<string, { key: LimitKey; args: Arg[] }> {
+    const groups = new Map<string, { key: LimitKey; args: Arg[] }>();
+    for (const item of items) {
+      const tag = limiterKey(this.prefix, item.key, 'log');
+      const group = groups.get(tag);
+      if (group) group.args.push(...item.args);
+      else groups.set(tag, { key: item.key, args: [...item.args] });
+    }
+    return groups;
+  }
+
+  private async runPerScope(
+    groups: Map<string, { key: LimitKey; args: Arg[] }>,
+    add: (pipeline: LimiterPipeline, keys: string[], args: Arg[]) => void,
+  ): Promise<void> {
+    if (groups.size === 0) return;
+    const pipeline = this.redis.pipeline() as LimiterPipeline;
+    for (const { key, args } of groups.values()) add(pipeline, this.keys(key, 'log', 'est', 'total'), args);
+    const results = await pipeline.exec();
+    for (const [error] of results ?? []) if (error) throw error;
+  }
+}
+
+function positiveInteger(value: number, name: string): number {
+  if (!Number.isInteger(value) || value <= 0) throw new RangeError(`${name} must be a positive integer (got ${value})`);
+  return value;
+}
+
+/** A limit per window: a non-negative integer, 0 = unlimited (a fraction never rounds to unlimited). */
+function limit(value: number, name: string): number {
+  if (!Number.isFinite(value) || value < 0) throw new RangeError(`${name} must be ≥ 0 (0 = unlimited), got ${value}`);
+  return value === 0 ? 0 : Math.max(1, Math.floor(value));
+}
+
+/** A token count: non-negative, rounded up (an estimate errs high). */
+function tokenCount(value: number, name: string): number {
+  if (!Number.isFinite(value) || value < 0) throw new RangeError(`${name} must be a finite number ≥ 0, got ${value}`);
+  return Math.ceil(value);
+}

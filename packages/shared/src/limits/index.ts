@@ -1,0 +1,12 @@
+export { FleetLimiter } from './fleet-limiter.js';
+export type {
+  FleetLimiterOptions,
+  LearnedLimits,
+  LimiterState,
+  LimitKey,
+  ObservedRateLimit,
+  RateLimits,
+  Reservation,
+  ReserveResult,
+  SettleItem,
+} from './types.js';

@@ -1,0 +1,281 @@
+import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import {
+  BudgetGuard,
+  budgetReservedKey,
+  budgetSpentKey,
+  loadConfig,
+  type BudgetDecision,
+  type BudgetReservation,
+} from '../src/index.js';
+import { startServiceProcess, startTestRedis, uniquePrefix, type TestRedis } from '../src/testing/index.js';
+
+const CENT = 10_000_000; // $0.01 in nano-USD
+const WORST = 400_000; // $0.0004
+const NOW = new Date('2026-03-10T12:00:00Z');
+const TENANTS = {
+  acme: { dailyUsd: 0.01 },
+  monthly: { dailyUsd: 1, monthlyUsd: 0.001 },
+};
+
+const granted = (decisions: BudgetDecision[]): BudgetReservation[] =>
+  decisions.flatMap((d) => (d.ok ? [d.reservation] : []));
+
+describe('BudgetGuard (real Redis)', () => {
+  let server: TestRedis;
+  let redis: Redis;
+  beforeAll(async () => {
+    server = await startTestRedis();
+    redis = new Redis(server.url);
+  });
+  afterAll(async () => {
+    redis.disconnect();
+    await server.stop();
+  });
+
+  it('never grants more than the budget to many concurrent clients', async () => {
+    const prefix = uniquePrefix();
+    const clients = Array.from({ length: 10 }, () => new Redis(server.url));
+    try {
+      const guards = clients.map((client) => new BudgetGuard(client, prefix, TENANTS));
+      // 200 requests of $0.0004 against $0.01: 15 calls per client in parallel, 5 batches of 2 and 10 of 1.
+      const calls = guards.flatMap((guard) =>
+        Array.from({ length: 15 }, (_, i) =>
+          guard.reserve(Array.from({ length: i % 3 === 0 ? 2 : 1 }, () => ({ tenant: 'acme', worstCaseNanoUsd: WORST })), NOW),
+        ),
+      );
+      const decisions = (await Promise.all(calls)).flat();
+      expect(decisions).toHaveLength(200);
+      const ok = granted(decisions);
+      expect(ok.length * WORST).toBeLessThanOrEqual(CENT);
+      expect(ok.length).toBe(25); // the budget is filled exactly, never exceeded
+      expect(Number(await redis.get(budgetReservedKey(prefix, 'acme')))).toBe(25 * WORST);
+      const denied = decisions.find((d) => !d.ok);
+      expect(denied).toEqual({
+        ok: false,
+        scope: 'daily',
+        retryAtMs: Date.UTC(2026, 2, 11),
+        limitNanoUsd: CENT,
+        exceedsLimit: false,
+      });
+    } finally {
+      for (const client of clients) client.disconnect();
+    }
+  });
+
+  it('settles actual costs, which frees the difference; release frees everything', async () => {
+    const prefix = uniquePrefix();
+    const guard = new BudgetGuard(redis, prefix, TENANTS);
+    const first = granted(await guard.reserve(Array.from({ length: 30 }, () => ({ tenant: 'acme', worstCaseNanoUsd: WORST })), NOW));
+    expect(first).toHaveLength(25);
+
+    // 5 requests cost $0.0001 each instead of $0.0004 (one a cache hit: 0): 4 × 300,000 + 400,000 freed.
+    await guard.settle([
+      ...first.slice(0, 4).map((reservation) => ({ reservation, actualNanoUsd: 100_000 })),
+      { reservation: first[4]!, actualNanoUsd: 0 },
+    ]);
+    expect(await guard.remaining('acme', NOW)).toEqual({
+      daily: {
+        limitNanoUsd: CENT,
+        spentNanoUsd: 400_000,
+        reservedNanoUsd: 20 * WORST,
+        remainingNanoUsd: CENT - 400_000 - 20 * WORST,
+        resetsAtMs: Date.UTC(2026, 2, 11),
+      },
+    });
+    // 1,600,000 free → exactly 4 more requests of 400,000.
+    const second = granted(await guard.reserve(Array.from({ length: 6 }, () => ({ tenant: 'acme', worstCaseNanoUsd: WORST })), NOW));
+    expect(second).toHaveLength(4);
+
+    await guard.release([...first.slice(5), ...second]);
+    expect(Number(await redis.get(budgetReservedKey(prefix, 'acme')))).toBe(0);
+    expect((await guard.remaining('acme', NOW)).daily).toMatchObject({ spentNanoUsd: 400_000, reservedNanoUsd: 0 });
+    // Room again for (10,000,000 − 400,000) / 400,000 = 24.
+    expect(granted(await guard.reserve(Array.from({ length: 30 }, () => ({ tenant: 'acme', worstCaseNanoUsd: WORST })), NOW))).toHaveLength(24);
+  });
+
+  it('enforces the monthly scope and says when to retry', async () => {
+    const guard = new BudgetGuard(redis, uniquePrefix(), TENANTS);
+    const decisions = await guard.reserve(Array.from({ length: 3 }, () => ({ tenant: 'monthly', worstCaseNanoUsd: WORST })), NOW);
+    expect(decisions.map((d) => d.ok)).toEqual([true, true, false]);
+    expect(decisions[2]).toMatchObject({ ok: false, scope: 'monthly', retryAtMs: Date.UTC(2026, 3, 1), limitNanoUsd: 1_000_000 });
+
+    await guard.settle(granted(decisions).map((reservation) => ({ reservation, actualNanoUsd: WORST })));
+    // Next day: the daily spend is back to 0, the month is not.
+    const tomorrow = new Date('2026-03-11T00:00:01Z');
+    expect((await guard.reserve([{ tenant: 'monthly', worstCaseNanoUsd: WORST }], tomorrow))[0]).toMatchObject({ ok: false, scope: 'monthly' });
+    expect(await guard.remaining('monthly', tomorrow)).toMatchObject({
+      daily: { spentNanoUsd: 0, limitNanoUsd: 1_000_000_000 },
+      monthly: { spentNanoUsd: 800_000, limitNanoUsd: 1_000_000, remainingNanoUsd: 200_000 },
+    });
+    // Next month: allowed again.
+    expect((await guard.reserve([{ tenant: 'monthly', worstCaseNanoUsd: WORST }], new Date('2026-04-01T00:00:00Z')))[0]?.ok).toBe(true);
+  });
+
+  it('marks a request larger than the whole budget', async () => {
+    const guard = new BudgetGuard(redis, uniquePrefix(), TENANTS);
+    const [decision] = await guard.reserve([{ tenant: 'acme', worstCaseNanoUsd: 2 * CENT }], NOW);
+    expect(decision).toMatchObject({ ok: false, scope: 'daily', exceedsLimit: true });
+  });
+
+  it("frees a crashed worker's reservation after its TTL", async () => {
+    const prefix = uniquePrefix();
+    const guard = new BudgetGuard(redis, prefix, TENANTS, { reservationTtlMs: 60_000 });
+    expect(granted(await guard.reserve([{ tenant: 'acme', worstCaseNanoUsd: CENT }], NOW))).toHaveLength(1);
+    // The worker dies without settling. 30 s later the room is still held…
+    const later = new Date(NOW.getTime() + 30_000);
+    expect((await guard.reserve([{ tenant: 'acme', worstCaseNanoUsd: WORST }], later))[0]?.ok).toBe(false);
+    // …after the TTL it is freed by the next reserve.
+    const afterTtl = new Date(NOW.getTime() + 60_001);
+    expect((await guard.remaining('acme', afterTtl)).daily?.reservedNanoUsd).toBe(0);
+    const [decision] = await guard.reserve([{ tenant: 'acme', worstCaseNanoUsd: WORST }], afterTtl);
+    expect(decision?.ok).toBe(true);
+    expect(Number(await redis.get(budgetReservedKey(prefix, 'acme')))).toBe(WORST);
+    const ttl = await redis.pttl(budgetReservedKey(prefix, 'acme'));
+    expect(ttl).toBeGreaterThan(60_000);
+    expect(ttl).toBeLessThanOrEqual(120_000);
+  });
+
+  it('settling an already expired reservation still charges its cost', async () => {
+    const prefix = uniquePrefix();
+    const guard = new BudgetGuard(redis, prefix, TENANTS, { reservationTtlMs: 1_000 });
+    const [reservation] = granted(await guard.reserve([{ tenant: 'acme', worstCaseNanoUsd: WORST }], NOW));
+    await guard.reserve([{ tenant: 'acme', worstCaseNanoUsd: 1 }], new Date(NOW.getTime() + 2_000)); // cleans up
+    await guard.settle([{ reservation: reservation!, actualNanoUsd: 300_000 }]);
+    expect(Number(await redis.get(budgetSpentKey(prefix, 'acme', '2026-03-10')))).toBe(300_000);
+    expect(Number(await redis.get(budgetReservedKey(prefix, 'acme')))).toBe(1); // only the second one
+  });
+
+  it('reports isOverBudget from settled spend', async () => {
+    const guard = new BudgetGuard(redis, uniquePrefix(), TENANTS);
+    expect(await guard.isOverBudget('acme', NOW)).toEqual({ over: false, scope: 'daily', spentNanoUsd: 0, limitNanoUsd: CENT });
+    const held = granted(await guard.reserve([{ tenant: 'acme', worstCaseNanoUsd: CENT }], NOW));
+    expect((await guard.isOverBudget('acme', NOW)).over).toBe(false); // reservations are not spend
+    await guard.settle([{ reservation: held[0]!, actualNanoUsd: CENT }]);
+    expect(await guard.isOverBudget('acme', NOW)).toEqual({ over: true, scope: 'daily', spentNanoUsd: CENT, limitNanoUsd: CENT });
+    expect((await guard.isOverBudget('acme', new Date('2026-03-11T00:00:00Z'))).over).toBe(false);
+
+    const monthly = new BudgetGuard(redis, uniquePrefix(), TENANTS);
+    const [r] = granted(await monthly.reserve([{ tenant: 'monthly', worstCaseNanoUsd: 1_000_000 }], NOW));
+    await monthly.settle([{ reservation: r!, actualNanoUsd: 1_000_000 }]);
+    expect(await monthly.isOverBudget('monthly', NOW)).toEqual({ over: true, scope: 'monthly', spentNanoUsd: 1_000_000, limitNanoUsd: 1_000_000 });
+  });
+
+  it('lets tenants without a budget through without touching Redis', async () => {
+    const untouchable = new Proxy({}, {
+      get(_target, property) {
+        throw new Error(`Redis was touched: ${String(property)}`);
+      },
+    }) as Redis;
+    const guard = new BudgetGuard(untouchable, uniquePrefix(), TENANTS);
+    const decisions = await guard.reserve([{ tenant: 'free', worstCaseNanoUsd: 100 * CENT }, { tenant: 'free', worstCaseNanoUsd: 1 }], NOW);
+    expect(decisions.every((d) => d.ok && !d.reservation.tracked)).toBe(true);
+    await guard.settle(granted(decisions).map((reservation) => ({ reservation, actualNanoUsd: 5 })));
+    await guard.release(granted(decisions));
+    expect(await guard.isOverBudget('free', NOW)).toEqual({ over: false, spentNanoUsd: 0, limitNanoUsd: null });
+    expect(await guard.remaining('free', NOW)).toEqual({});
+    expect(guard.policy('free')).toEqual({ budgeted: false, onExceeded: 'fail' });
+  });
+
+  it('reserves a mixed batch in one call: budgeted and unbudgeted tenants, in order', async () => {
+    const guard = new BudgetGuard(redis, uniquePrefix(), TENANTS);
+    const decisions = await guard.reserve(
+      [
+        { tenant: 'free', worstCaseNanoUsd: CENT },
+        { tenant: 'acme', worstCaseNanoUsd: 6_000_000 },
+        { tenant: 'monthly', worstCaseNanoUsd: 2_000_000 },
+        { tenant: 'acme', worstCaseNanoUsd: 6_000_000 },
+        { tenant: 'acme', worstCaseNanoUsd: 4_000_000 },
+      ],
+      NOW,
+    );
+    expect(decisions.map((d) => (d.ok ? d.reservation.tenant : `${d.scope}`))).toEqual(['free', 'acme', 'monthly', 'daily', 'acme']);
+  });
+
+  it('reads budgets from the CONFIG_FILE tenants section', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pq-config-'));
+    const file = join(dir, 'config.yaml');
+    writeFileSync(file, 'tenants:\n  acme:\n    dailyUsd: 5\n    monthlyUsd: 100\n    onExceeded: wait\n  globex:\n    monthlyUsd: 0.5\n');
+    const config = loadConfig({ CONFIG_FILE: file });
+    expect(config.tenants).toEqual({
+      acme: { dailyUsd: 5, monthlyUsd: 100, onExceeded: 'wait' },
+      globex: { monthlyUsd: 0.5, onExceeded: 'fail' },
+    });
+    expect(loadConfig({}).tenants).toEqual({});
+    const guard = new BudgetGuard(redis, uniquePrefix(), config.tenants);
+    expect(guard.policy('acme')).toEqual({ budgeted: true, onExceeded: 'wait' });
+    writeFileSync(file, 'tenants:\n  acme:\n    dailyUsd: -1\n');
+    expect(() => loadConfig({ CONFIG_FILE: file })).toThrow(/tenants\.acme\.dailyUsd/);
+  });
+});
+
+// Real processes against the built package: the atomicity holds across separate Node processes.
+describe('BudgetGuard across processes', () => {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const dist = join(here, '..', 'dist', 'index.js');
+  let server: TestRedis;
+  let redis: Redis;
+  beforeAll(async () => {
+    for (const file of ['budgets', 'budget-scripts']) {
+      const built = statSync(join(here, '..', 'dist', 'accounting', `${file}.js`), { throwIfNoEntry: false });
+      const source = statSync(join(here, '..', 'src', 'accounting', `${file}.ts`));
+      if (!built || built.mtimeMs < source.mtimeMs) {
+        throw new Error('packages/shared/dist is missing or stale: run `npx tsc -p packages/shared/tsconfig.json` first');
+      }
+    }
+    server = await startTestRedis();
+    redis = new Redis(server.url);
+  });
+  afterAll(async () => {
+    redis.disconnect();
+    await server?.stop();
+  });
+
+  // Each process reserves batches of 3 × $0.0004 and settles them at a random actual ≤ the worst case,
+  // until 40 rounds in a row were denied. It prints its total spend.
+  const FIXTURE = `
+    const { BudgetGuard, createRedis } = await import(process.env.PQ_DIST);
+    const redis = createRedis(process.env.REDIS_URL, 'worker');
+    const guard = new BudgetGuard(redis, process.env.PREFIX, { acme: { dailyUsd: 0.02 } });
+    while (Date.now() < Number(process.env.START_AT)) await new Promise((r) => setTimeout(r, 5));
+    let spent = 0, grants = 0, denied = 0;
+    while (denied < 40) {
+      const decisions = await guard.reserve([0, 1, 2].map(() => ({ tenant: 'acme', worstCaseNanoUsd: 400000 })));
+      const ok = decisions.filter((d) => d.ok).map((d) => d.reservation);
+      if (ok.length === 0) { denied += 1; await new Promise((r) => setTimeout(r, 2)); continue; }
+      denied = 0;
+      grants += ok.length;
+      await new Promise((r) => setTimeout(r, Math.random() * 5));
+      const items = ok.map((reservation) => ({ reservation, actualNanoUsd: 100000 + Math.floor(Math.random() * 300001) }));
+      spent += items.reduce((sum, item) => sum + item.actualNanoUsd, 0);
+      await guard.settle(items);
+    }
+    console.log('done ' + JSON.stringify({ spent, grants }));
+    redis.disconnect();
+  `;
+
+  it('keeps the total spend of 3 worker processes within the budget', async () => {
+    const prefix = uniquePrefix();
+    const env = { PQ_DIST: pathToFileURL(dist).href, REDIS_URL: server.url, PREFIX: prefix, START_AT: String(Date.now() + 2_500) };
+    const processes = await Promise.all(
+      [0, 1, 2].map(() =>
+        startServiceProcess({ args: ['--input-type=module', '-e', FIXTURE], env, readyLine: /^done (\{.*\})$/m, timeoutMs: 30_000 }),
+      ),
+    );
+    const reports = processes.map((p) => JSON.parse(p.ready[1]!) as { spent: number; grants: number });
+    for (const p of processes) expect((await p.exited).code).toBe(0);
+
+    const today = new Date().toISOString().slice(0, 10);
+    const spent = Number(await redis.get(budgetSpentKey(prefix, 'acme', today)));
+    expect(spent).toBe(reports.reduce((sum, r) => sum + r.spent, 0));
+    expect(spent).toBeLessThanOrEqual(20_000_000);
+    // Denials stop only when less than one worst case is left: the budget was really used up.
+    expect(spent).toBeGreaterThan(20_000_000 - 400_000);
+    expect(Number(await redis.get(budgetReservedKey(prefix, 'acme')))).toBe(0);
+    expect(reports.every((r) => r.grants > 0)).toBe(true);
+  });
+});

@@ -1,0 +1,274 @@
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { Redis } from 'ioredis';
+import { FleetLimiter, limiterKey, type LimitKey } from '../src/index.js';
+import { startTestRedis, uniquePrefix, waitFor, type TestRedis } from '../src/testing/index.js';
+
+const KEY: LimitKey = { provider: 'gemini', model: 'gemini-3.6-flash' };
+
+describe('FleetLimiter (real Redis)', () => {
+  let server: TestRedis;
+  let redis: Redis;
+  beforeAll(async () => {
+    server = await startTestRedis();
+    redis = new Redis(server.url);
+  });
+  afterAll(async () => {
+    redis.disconnect();
+    await server.stop();
+  });
+
+  /** Redis server time in ms: the clock the limiter uses. */
+  async function serverNow(): Promise<number> {
+    const [seconds, micros] = await redis.time();
+    return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+  }
+
+  it('grants up to rpm, then reports a wait within the window', async () => {
+    const limiter = new FleetLimiter(redis, uniquePrefix());
+    const limits = { rpm: 3, tpm: 0 };
+    for (let i = 0; i < 3; i++) expect((await limiter.reserve(KEY, limits, [10])).granted).toHaveLength(1);
+    const refused = await limiter.reserve(KEY, limits, [10]);
+    expect(refused.granted).toEqual([]);
+    expect(refused.waitMs).toBeGreaterThan(0);
+    expect(refused.waitMs).toBeLessThanOrEqual(60_000);
+    expect(refused.pausedUntil).toBeUndefined();
+  });
+
+  it('binds on tokens with uneven estimates and grants the longest fitting prefix of a batch', async () => {
+    const limiter = new FleetLimiter(redis, uniquePrefix());
+    const limits = { rpm: 100, tpm: 1000 };
+    const first = await limiter.reserve(KEY, limits, [600, 300, 200, 50]);
+    // 600 + 300 fit; 200 would make 1100; the 50 behind it is not granted either (prefix only).
+    expect(first.granted.map((r) => r.estimatedTokens)).toEqual([600, 300]);
+    expect(first.waitMs).toBeGreaterThan(0);
+    expect(first.granted.every((r) => r.reservedAt === first.now)).toBe(true);
+    expect(new Set(first.granted.map((r) => r.id)).size).toBe(2);
+    // A later small request still fits in the remaining 100 tokens.
+    expect((await limiter.reserve(KEY, limits, [100])).granted).toHaveLength(1);
+    expect((await limiter.reserve(KEY, limits, [1])).granted).toHaveLength(0);
+    expect(await limiter.state(KEY, limits)).toMatchObject({ requests: 3, tokens: 1000 });
+  });
+
+  it('computes waitMs from the oldest reservations that must leave the window', async () => {
+    const limiter = new FleetLimiter(redis, uniquePrefix(), { windowMs: 10_000 });
+    const limits = { rpm: 0, tpm: 1000 };
+    const a = await limiter.reserve(KEY, limits, [400]);
+    await waitFor(async () => (await serverNow()) >= a.now + 20, { intervalMs: 5 });
+    const b = await limiter.reserve(KEY, limits, [500]);
+    expect(b.now).toBeGreaterThan(a.now);
+    // 900 in the window; a request of 200 needs the first reservation (400) gone, not the second.
+    const refused = await limiter.reserve(KEY, limits, [200]);
+    expect(refused.waitMs).toBe(a.now + 10_000 - refused.now);
+    // A request of 700 needs both gone.
+    const bigger = await limiter.reserve(KEY, limits, [700]);
+    expect(bigger.waitMs).toBe(b.now + 10_000 - bigger.now);
+  });
+
+  it('lets the window roll: after waitMs (Redis time) the next reservation succeeds', async () => {
+    const limiter = new FleetLimiter(redis, uniquePrefix(), { windowMs: 1000 });
+    const limits = { rpm: 2, tpm: 0 };
+    expect((await limiter.reserve(KEY, limits, [1, 1])).granted).toHaveLength(2);
+    const refused = await limiter.reserve(KEY, limits, [1]);
+    expect(refused.granted).toHaveLength(0);
+    expect(refused.waitMs).toBeGreaterThan(0);
+    expect(refused.waitMs).toBeLessThanOrEqual(1000);
+    await waitFor(async () => (await serverNow()) >= refused.now + refused.waitMs, { intervalMs: 10, what: 'waitMs to pass' });
+    const next = await limiter.reserve(KEY, limits, [1, 1, 1]);
+    expect(next.granted).toHaveLength(2);
+    expect(await limiter.state(KEY, limits)).toMatchObject({ requests: 2 });
+  });
+
+  it('settle replaces the estimate: a larger actual leaves less room, a smaller one frees room', async () => {
+    const prefix = uniquePrefix();
+    const limiter = new FleetLimiter(redis, prefix);
+    const limits = { rpm: 0, tpm: 1000 };
+    const [a, b] = (await limiter.reserve(KEY, limits, [300, 300])).granted;
+    expect((await limiter.state(KEY, limits)).tokens).toBe(600);
+
+    await limiter.settle([{ reservation: a!, actualTokens: 500 }]);
+    expect((await limiter.state(KEY, limits)).tokens).toBe(800);
+    expect((await limiter.reserve(KEY, limits, [300])).granted).toHaveLength(0); // 300 would have fit before
+
+    await limiter.settle([{ reservation: b!, actualTokens: 100 }]);
+    expect((await limiter.state(KEY, limits)).tokens).toBe(600);
+    expect((await limiter.reserve(KEY, limits, [400])).granted).toHaveLength(1);
+    expect((await limiter.state(KEY, limits)).tokens).toBe(1000);
+
+    // The reservation keeps its timestamp: its score is unchanged by settle.
+    const score = await redis.zscore(limiterKey(prefix, KEY, 'log'), a!.id);
+    expect(Number(score)).toBe(a!.reservedAt);
+  });
+
+  it('settles several scopes in one call, and ignores reservations that left the window', async () => {
+    const prefix = uniquePrefix();
+    const limiter = new FleetLimiter(redis, prefix, { windowMs: 1000 });
+    const other: LimitKey = { provider: 'gemini', model: 'gemini-3.5-flash', project: 'p2' };
+    const limits = { rpm: 0, tpm: 0 };
+    const [a] = (await limiter.reserve(KEY, limits, [10])).granted;
+    const [b] = (await limiter.reserve(other, limits, [20])).granted;
+    await limiter.settle([
+      { reservation: a!, actualTokens: 11 },
+      { reservation: b!, actualTokens: 22 },
+    ]);
+    expect((await limiter.state(KEY, limits)).tokens).toBe(11);
+    expect((await limiter.state(other, limits)).tokens).toBe(22);
+
+    await waitFor(async () => (await limiter.state(KEY, limits)).requests === 0, { what: 'window to roll' });
+    await limiter.settle([{ reservation: a!, actualTokens: 5000 }]);
+    expect(await limiter.state(KEY, limits)).toMatchObject({ requests: 0, tokens: 0 });
+    expect(await redis.exists(limiterKey(prefix, KEY, 'est'), limiterKey(prefix, KEY, 'total'))).toBe(0);
+  });
+
+  it('release frees the requests and tokens at once', async () => {
+    const limiter = new FleetLimiter(redis, uniquePrefix());
+    const limits = { rpm: 2, tpm: 1000 };
+    const { granted } = await limiter.reserve(KEY, limits, [400, 400]);
+    expect((await limiter.reserve(KEY, limits, [100])).granted).toHaveLength(0);
+    await limiter.release(granted);
+    expect(await limiter.state(KEY, limits)).toMatchObject({ requests: 0, tokens: 0 });
+    expect((await limiter.reserve(KEY, limits, [500, 500])).granted).toHaveLength(2);
+    await limiter.release(granted); // already released: a no-op
+    expect(await limiter.state(KEY, limits)).toMatchObject({ requests: 2, tokens: 1000 });
+  });
+
+  it('pause blocks every caller with the remaining time and is never shortened', async () => {
+    const prefix = uniquePrefix();
+    const otherConnection = new Redis(server.url); // another worker
+    const a = new FleetLimiter(redis, prefix);
+    const b = new FleetLimiter(otherConnection, prefix);
+    const limits = { rpm: 100, tpm: 0 };
+    try {
+      await a.pause(KEY, 30_000);
+      await b.pause(KEY, 1_000); // shorter: ignored
+      const refused = await b.reserve(KEY, limits, [1]);
+      expect(refused.granted).toEqual([]);
+      expect(refused.waitMs).toBeGreaterThan(29_000);
+      expect(refused.waitMs).toBeLessThanOrEqual(30_000);
+      expect(refused.pausedUntil).toBe(refused.now + refused.waitMs);
+      expect((await a.reserve(KEY, limits, [1])).granted).toEqual([]);
+      expect((await a.state(KEY, limits)).pausedUntil).toBeGreaterThanOrEqual(refused.pausedUntil!);
+      // Other scopes are not paused.
+      expect((await a.reserve({ ...KEY, project: 'other' }, limits, [1])).granted).toHaveLength(1);
+      // A longer pause extends it.
+      await b.pause(KEY, 60_000);
+      expect((await a.reserve(KEY, limits, [1])).waitMs).toBeGreaterThan(59_000);
+    } finally {
+      otherConnection.disconnect();
+    }
+  });
+
+  it('a pause ends by itself', async () => {
+    const limiter = new FleetLimiter(redis, uniquePrefix());
+    await limiter.pause(KEY, 200);
+    const limits = { rpm: 10, tpm: 0 };
+    const refused = await limiter.reserve(KEY, limits, [1]);
+    expect(refused.granted).toEqual([]);
+    await waitFor(async () => (await serverNow()) >= refused.pausedUntil!, { intervalMs: 10 });
+    expect((await limiter.reserve(KEY, limits, [1])).granted).toHaveLength(1);
+    expect((await limiter.state(KEY, limits)).pausedUntil).toBeNull();
+  });
+
+  it('observeRateLimit learns a lower limit for the dimension closest to its limit, which expires', async () => {
+    const limiter = new FleetLimiter(redis, uniquePrefix(), { learnedTtlMs: 1000 });
+    const limits = { rpm: 100, tpm: 100_000 };
+    expect((await limiter.reserve(KEY, limits, Array(20).fill(100))).granted).toHaveLength(20);
+    // 20/100 of requests vs 2000/100000 of tokens: requests are closer to their limit.
+    const observed = await limiter.observeRateLimit(KEY, limits);
+    expect(observed).toMatchObject({ dimension: 'rpm', limit: 18 });
+    const state = await limiter.state(KEY, limits);
+    expect(state).toMatchObject({ requests: 20, rpmLimit: 18, tpmLimit: 100_000, learned: { rpm: 18 } });
+    expect(state.learned!.tpm).toBeUndefined();
+    expect(state.learned!.expiresAt).toBeGreaterThan(state.now);
+    expect((await limiter.reserve(KEY, limits, [1])).granted).toHaveLength(0);
+
+    // A second 429 at the same usage does not lower it again (many replicas report one burst).
+    expect((await limiter.observeRateLimit(KEY, limits)).limit).toBe(18);
+
+    await waitFor(async () => (await limiter.state(KEY, limits)).learned === undefined, { what: 'learned limit to expire' });
+    expect(await limiter.state(KEY, limits)).toMatchObject({ rpmLimit: 100 });
+    expect((await limiter.reserve(KEY, limits, [1])).granted).toHaveLength(1);
+  });
+
+  it('observeRateLimit learns tokens when they bind, with a floor', async () => {
+    const limiter = new FleetLimiter(redis, uniquePrefix(), { minLearnedTokens: 500 });
+    const limits = { rpm: 1000, tpm: 10_000 };
+    await limiter.reserve(KEY, limits, [4000, 4000]);
+    expect(await limiter.observeRateLimit(KEY, limits)).toMatchObject({ dimension: 'tpm', limit: 7200 });
+    expect((await limiter.state(KEY, limits)).tpmLimit).toBe(7200);
+    expect((await limiter.reserve(KEY, limits, [1])).granted).toHaveLength(0);
+
+    const small = new FleetLimiter(redis, uniquePrefix(), { minLearnedTokens: 500 });
+    await small.reserve(KEY, limits, [100]);
+    expect(await small.observeRateLimit(KEY, limits)).toMatchObject({ dimension: 'tpm', limit: 500 });
+  });
+
+  it('state() reports usage, limits and pause for the dashboard', async () => {
+    const limiter = new FleetLimiter(redis, uniquePrefix());
+    const limits = { rpm: 60, tpm: 0 };
+    expect(await limiter.state(KEY, limits)).toMatchObject({ requests: 0, tokens: 0, rpmLimit: 60, tpmLimit: 0, pausedUntil: null });
+    await limiter.reserve(KEY, limits, [5, 7, 11]);
+    const state = await limiter.state(KEY, limits);
+    expect(state).toMatchObject({ requests: 3, tokens: 23, rpmLimit: 60, tpmLimit: 0, pausedUntil: null });
+    expect(state.learned).toBeUndefined();
+  });
+
+  it('grants a single request larger than the whole TPM when the window is empty', async () => {
+    const limiter = new FleetLimiter(redis, uniquePrefix(), { windowMs: 10_000 });
+    const limits = { rpm: 10, tpm: 1000 };
+    const huge = await limiter.reserve(KEY, limits, [5000, 1]);
+    expect(huge.granted.map((r) => r.estimatedTokens)).toEqual([5000]);
+    // It fills the window: the next one waits for it to leave, not forever.
+    expect(huge.waitMs).toBe(10_000);
+    const other = new FleetLimiter(redis, uniquePrefix(), { windowMs: 10_000 });
+    const first = await other.reserve(KEY, limits, [10]);
+    const refused = await other.reserve(KEY, limits, [5000]);
+    expect(refused.granted).toEqual([]);
+    expect(refused.waitMs).toBe(first.now + 10_000 - refused.now); // until the window is empty
+  });
+
+  it('uses Redis server time, not the client clock', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(new Date('2001-01-01T00:00:00Z'));
+      const prefix = uniquePrefix();
+      const limiter = new FleetLimiter(redis, prefix, { windowMs: 60_000 });
+      const before = await serverNow();
+      const result = await limiter.reserve(KEY, { rpm: 1, tpm: 0 }, [1]);
+      const after = await serverNow();
+      expect(result.now).toBeGreaterThanOrEqual(before);
+      expect(result.now).toBeLessThanOrEqual(after);
+      expect(result.granted[0]!.reservedAt).toBe(result.now);
+      expect(Number(await redis.zscore(limiterKey(prefix, KEY, 'log'), result.granted[0]!.id))).toBe(result.now);
+      // A client clock an hour ahead changes nothing: the window is still full.
+      vi.setSystemTime(Date.now() + 3_600_000);
+      expect((await limiter.reserve(KEY, { rpm: 1, tpm: 0 }, [1])).granted).toHaveLength(0);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('puts every key of a scope under one hash tag, with TTLs of at least two windows', async () => {
+    const prefix = uniquePrefix();
+    const limiter = new FleetLimiter(redis, prefix, { windowMs: 5000 });
+    const scope: LimitKey = { provider: 'gemini', model: 'gemini-3.6-flash', project: 'proj-a' };
+    await limiter.reserve(scope, { rpm: 10, tpm: 0 }, [1]);
+    await limiter.pause(scope, 1000);
+    await limiter.observeRateLimit(scope, { rpm: 10, tpm: 0 });
+    const keys = (await redis.keys(`${prefix}:*`)).sort();
+    expect(keys).toEqual(
+      ['est', 'learned', 'log', 'pause', 'total'].map((part) => `${prefix}:limits:{gemini:gemini-3.6-flash:proj-a}:${part}`),
+    );
+    for (const part of ['log', 'est', 'total'] as const) {
+      const ttl = await redis.pttl(limiterKey(prefix, scope, part));
+      expect(ttl).toBeGreaterThan(9000);
+      expect(ttl).toBeLessThanOrEqual(10_000);
+    }
+  });
+
+  it('rejects invalid input before touching Redis', async () => {
+    const limiter = new FleetLimiter(redis, uniquePrefix());
+    await expect(limiter.reserve(KEY, { rpm: -1, tpm: 0 }, [1])).rejects.toThrow(RangeError);
+    await expect(limiter.reserve(KEY, { rpm: 1, tpm: 0 }, [Number.NaN])).rejects.toThrow(RangeError);
+    expect(() => new FleetLimiter(redis, 'x', { windowMs: 0 })).toThrow(RangeError);
+  });
+});
