@@ -1,0 +1,51 @@
+import express, { type Express, type Response } from 'express';
+import type { Redis } from 'ioredis';
+
+const PING_TIMEOUT_MS = 1_000;
+
+export interface HealthDeps {
+  redis: Redis;
+  /** True while the BullMQ worker runs (fetches or may fetch jobs). */
+  isWorkerRunning(): boolean;
+}
+
+/**
+ * `/healthz`: the process is alive (liveness: never restart a worker for a Redis outage, BullMQ
+ * reconnects on its own). `/readyz`: Redis answers PING and the worker is running (readiness).
+ */
+export function createHealthApp({ redis, isWorkerRunning }: HealthDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  app.get('/readyz', async (_req, res) => {
+    if (!(await pings(redis))) {
+      return sendError(res, 'REDIS_UNAVAILABLE', `Redis did not answer PING within ${PING_TIMEOUT_MS} ms.`);
+    }
+    if (!isWorkerRunning()) return sendError(res, 'WORKER_NOT_RUNNING', 'The queue worker is not running (starting or shutting down).');
+    res.json({ status: 'ready' });
+  });
+  app.use((_req, res) => sendError(res, 'NOT_FOUND', 'Only GET /healthz and GET /readyz are served here.', 404));
+  return app;
+}
+
+function sendError(res: Response, code: string, message: string, status = 503): void {
+  res.status(status).json({ error: { code, message } });
+}
+
+async function pings(redis: Redis): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      redis.ping().then((reply) => reply === 'PONG'),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), PING_TIMEOUT_MS);
+      }),
+    ]);
+  } catch {
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,135 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Redis } from 'ioredis';
+import { createLogger, createRedis, loadConfigOrExit, type Logger } from '@prompt-queue/shared';
+import { createHealthApp } from './health.js';
+import { GeminiProvider, geminiOptionsFromConfig } from './providers/gemini.js';
+import { createPromptWorker } from './worker.js';
+
+// Wiring only: configuration, connections, the worker, the health server, ordered shutdown.
+
+/** Past worker.shutdownTimeoutMs plus this, the process exits 1 whatever is still pending, ms. */
+const SHUTDOWN_SLACK_MS = 5_000;
+
+const config = loadConfigOrExit();
+if (config.gemini.apiKeys.length === 0) {
+  console.error(
+    'GEMINI_API_KEY is required: set one or more Gemini API keys (comma-separated). ' +
+      'For local runs start the emulator and point the worker at it (GEMINI_BASE_URL, GEMINI_API_KEY=emulator-key), see README.',
+  );
+  process.exit(1);
+}
+const logger = createLogger({ service: 'worker', level: config.logLevel, json: config.env === 'production' });
+
+let shuttingDown: Promise<void> | undefined;
+const shutdown = (reason: string, exitCode = 0): Promise<void> => (shuttingDown ??= stop(reason, exitCode));
+const onSignal = (signal: NodeJS.Signals): void => {
+  if (shuttingDown) {
+    logger.warn(`second ${signal}: exiting now; in-flight jobs return through stalled-job recovery`);
+    process.exit(1);
+  }
+  void shutdown(signal);
+};
+process.on('SIGTERM', onSignal);
+process.on('SIGINT', onSignal);
+process.on('uncaughtException', (error) => {
+  logger.error('uncaught exception', { error: describe(error), stack: error.stack });
+  void shutdown('uncaughtException', 1);
+});
+process.on('unhandledRejection', (reason) => {
+  logger.error('unhandled rejection', { error: describe(reason) });
+  void shutdown('unhandledRejection', 1);
+});
+
+const redis = createRedis(config.redis.url, 'worker', 'pq-worker');
+logConnectionState(redis, logger);
+const promptWorker = createPromptWorker({ config, logger, provider: new GeminiProvider(geminiOptionsFromConfig(config)), connection: redis });
+const server = createServer(
+  createHealthApp({ redis, isWorkerRunning: () => promptWorker.worker.isRunning() && !shuttingDown }),
+);
+
+try {
+  await promptWorker.worker.waitUntilReady();
+  const port = await listen(server, config.worker.port);
+  if (!shuttingDown) {
+    logger.info('worker started', {
+      concurrency: config.worker.concurrency,
+      prefix: config.redis.prefix,
+      geminiBaseUrl: config.gemini.baseUrl,
+      apiKeyCount: config.gemini.apiKeys.length,
+    });
+    // Scripts and tests parse this exact line.
+    console.log(`worker listening on http://127.0.0.1:${port}`);
+  }
+} catch (error) {
+  logger.error('worker failed to start', { error: describe(error) });
+  await shutdown('startup failure', 1);
+}
+
+/** Ordered: stop health HTTP, close the worker (in-flight jobs finish, bounded), Redis last. */
+async function stop(reason: string, exitCode: number): Promise<void> {
+  logger.info('shutting down', { reason });
+  const hardStop = setTimeout(() => {
+    logger.error('shutdown took too long; exiting');
+    process.exit(1);
+  }, config.worker.shutdownTimeoutMs + SHUTDOWN_SLACK_MS);
+  hardStop.unref();
+
+  await step('health server', async () => {
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeAllConnections();
+    await closed;
+  });
+  await step('worker', async () => {
+    const { forced } = await promptWorker.close(config.worker.shutdownTimeoutMs);
+    if (forced) logger.warn('worker closed after the shutdown timeout; unfinished jobs were handed back to the queue');
+  });
+  await step('redis', () => closeRedis(redis));
+  clearTimeout(hardStop);
+  logger.info('stopped', { reason });
+  process.exit(exitCode);
+}
+
+/** Runs one shutdown step; a failing step is logged and the next one still runs. */
+async function step(name: string, action: () => Promise<unknown>): Promise<void> {
+  try {
+    await action();
+  } catch (error) {
+    logger.warn(`shutdown step failed: ${name}`, { error: describe(error) });
+  }
+}
+
+async function closeRedis(client: Redis): Promise<void> {
+  if (client.status === 'ready') {
+    await Promise.race([client.quit().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
+  }
+  client.disconnect();
+}
+
+function listen(httpServer: Server, wanted: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    httpServer.once('error', reject);
+    httpServer.listen(wanted, () => {
+      httpServer.off('error', reject);
+      resolve((httpServer.address() as AddressInfo).port);
+    });
+  });
+}
+
+/** ioredis reports every failed reconnect; log the outage once and its end once. */
+function logConnectionState(client: Redis, log: Logger): void {
+  let down = false;
+  client.on('error', (error: Error) => {
+    if (down) return;
+    down = true;
+    log.warn('Redis connection lost; reconnecting in the background', { error: error.message });
+  });
+  client.on('ready', () => {
+    if (down) log.info('Redis connection restored');
+    down = false;
+  });
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}

@@ -1,0 +1,48 @@
+import type { GenerationConfig, TokenUsage } from '@prompt-queue/shared';
+
+/**
+ * The one seam between the worker and a model vendor. Deliberately narrow: one call, one answer,
+ * failures thrown as a shared `ProviderError` (see classify.ts), so a breaker, a fallback chain or
+ * another vendor's adapter (`@google/genai`, OpenAI-compatible) can wrap or replace it later.
+ */
+export interface Provider {
+  /** Stable name, recorded in job results and logs (`gemini`, later `vertex`, `openai`…). */
+  readonly name: string;
+  /**
+   * Runs one generation. Resolves only with a usable answer; a blocked prompt or response, an HTTP
+   * error, a timeout or a network failure rejects with a `ProviderError`. Aborting `signal` abandons
+   * the call (the provider may still finish, and bill, the work on its side).
+   */
+  generate(request: GenerateRequest, options?: { signal?: AbortSignal }): Promise<GenerateResult>;
+}
+
+/** Gemini's wire shapes, which are also our job payload's: other adapters translate from these. */
+export type ProviderPart =
+  | { text: string }
+  | { inlineData: { mimeType: string; data: string } }
+  | { fileData: { mimeType: string; fileUri: string } };
+
+export interface ProviderContent {
+  role: 'user' | 'model';
+  parts: ProviderPart[];
+}
+
+export interface GenerateRequest {
+  model: string;
+  /** Images already resolved from the blob store into base64 `inlineData`. */
+  contents: ProviderContent[];
+  systemInstruction?: string;
+  generationConfig?: GenerationConfig;
+}
+
+export interface GenerateResult {
+  /** Visible answer text (thought parts excluded); may be '' for e.g. a MAX_TOKENS finish. */
+  text: string;
+  /** As the provider reported it: STOP, MAX_TOKENS, OTHER… */
+  finishReason: string;
+  usage: TokenUsage;
+  modelVersion?: string;
+  /** Which provider and model actually answered (a fallback chain may differ from the request). */
+  provider: string;
+  model: string;
+}

@@ -1,0 +1,156 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { Queue } from 'bullmq';
+import { startEmulatorProcess, type EmulatorProcess } from '@prompt-queue/gemini-emulator';
+import { createRedis, QueueName, type Config } from '@prompt-queue/shared';
+import { startServiceProcess, startTestRedis, uniquePrefix, waitFor, type ServiceProcess, type TestRedis } from '@prompt-queue/shared/testing';
+import { enqueue, promptData, testConfig, waitForJob } from './helpers.js';
+
+const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
+const READY_LINE = /worker listening on (http:\/\/\S+)/;
+
+// The worker as production runs it: `node dist/main.js`, configured by environment, stopped by signals.
+describe('worker process (node dist/main.js)', () => {
+  let redisServer: TestRedis;
+  let emulator: EmulatorProcess;
+  const processes: ServiceProcess[] = [];
+  const cleanups: (() => Promise<unknown>)[] = [];
+
+  beforeAll(async () => {
+    if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build first (npx turbo run build --filter=@prompt-queue/worker)`);
+    [redisServer, emulator] = await Promise.all([startTestRedis(), startEmulatorProcess()]);
+  });
+  afterAll(async () => {
+    await Promise.all([emulator?.stop(), redisServer?.stop()]);
+  });
+  beforeEach(async () => {
+    await emulator.client.reset();
+    await emulator.client.setLatency(0);
+  });
+  afterEach(async () => {
+    await Promise.all(processes.splice(0).map((p) => p.stop('SIGKILL')));
+    for (const cleanup of cleanups.splice(0)) await cleanup();
+  });
+
+  function setup(env: Record<string, string> = {}) {
+    const processEnv = {
+      REDIS_URL: redisServer.url,
+      REDIS_PREFIX: uniquePrefix('p'),
+      GEMINI_API_KEY: emulator.apiKey,
+      GEMINI_BASE_URL: emulator.url,
+      WORKER_PORT: '0',
+      LOG_LEVEL: 'info',
+      ...env,
+    };
+    const config: Config = testConfig(processEnv);
+    const connection = createRedis(config.redis.url, 'worker');
+    const queue = new Queue(QueueName.Prompts, { connection, prefix: config.redis.prefix });
+    cleanups.push(async () => {
+      await queue.close();
+      connection.disconnect();
+    });
+    const start = async () => {
+      const proc = await startServiceProcess({ args: [MAIN], env: processEnv, readyLine: READY_LINE });
+      processes.push(proc);
+      return proc;
+    };
+    return { config, queue, start };
+  }
+
+  /** Enqueues one job and returns once a worker has it and its Gemini call is in flight. */
+  async function jobInFlight(queue: Queue, config: Config): Promise<string> {
+    const id = await enqueue(queue, config, promptData());
+    await waitForJob(queue, id, ['active']);
+    await waitFor(async () => (await emulator.client.counters()).totalCalls >= 1, { what: 'the Gemini call' });
+    return id;
+  }
+
+  it('refuses to start without GEMINI_API_KEY', async () => {
+    const attempt = startServiceProcess({
+      args: [MAIN],
+      env: { REDIS_URL: redisServer.url, GEMINI_API_KEY: '', WORKER_PORT: '0' },
+      readyLine: READY_LINE,
+    });
+    await expect(attempt).rejects.toThrow(/exited \(1\)[\s\S]*GEMINI_API_KEY is required: .*see README/);
+  });
+
+  it('prints its real port for WORKER_PORT=0 and serves /healthz and /readyz', async () => {
+    const { start } = setup();
+    const worker = await start();
+    const base = worker.ready[1]!;
+    expect(base).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(base).not.toMatch(/:0$/);
+    const health = await fetch(`${base}/healthz`);
+    expect([health.status, await health.json()]).toEqual([200, { status: 'ok' }]);
+    const ready = await fetch(`${base}/readyz`);
+    expect(ready.status).toBe(200);
+    const missing = await fetch(`${base}/nope`);
+    expect([missing.status, ((await missing.json()) as { error: { code: string } }).error.code]).toEqual([404, 'NOT_FOUND']);
+  });
+
+  it('SIGTERM finishes the job in flight, then exits 0', async () => {
+    const { config, queue, start } = setup();
+    await emulator.client.setLatency(1_500);
+    const worker = await start();
+    const id = await jobInFlight(queue, config);
+    const exit = await worker.stop('SIGTERM');
+    expect(exit).toEqual({ code: 0, signal: null });
+    const { job, state } = await waitForJob(queue, id, ['completed', 'failed'], 1_000);
+    expect(state).toBe('completed');
+    expect(job.attemptsMade).toBe(1);
+    expect((await emulator.client.counters()).totalCalls).toBe(1);
+    expect(worker.output()).toMatch(/stopped/);
+  });
+
+  it('SIGTERM past SHUTDOWN_TIMEOUT_MS exits in bound and the job is served later by another worker', async () => {
+    const { config, queue, start } = setup({ SHUTDOWN_TIMEOUT_MS: '200', LOCK_DURATION_MS: '2000' });
+    await emulator.client.setLatency(3_000);
+    const first = await start();
+    const id = await jobInFlight(queue, config);
+    const signalled = Date.now();
+    const exit = await first.stop('SIGTERM');
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(Date.now() - signalled).toBeLessThan(2_000);
+    // Handed back at once, without spending an attempt (no wait for the lock to expire).
+    const handedBack = await waitForJob(queue, id, ['delayed', 'wait', 'waiting', 'prioritized'], 1_000);
+    expect(handedBack.job.attemptsMade).toBe(0);
+
+    await emulator.client.setLatency(200);
+    await start();
+    const { job, state } = await waitForJob(queue, id, ['completed', 'failed'], 10_000);
+    expect(state).toBe('completed');
+    expect(job.attemptsMade).toBe(1);
+    const counters = await emulator.client.counters();
+    expect(counters.totalCalls).toBe(2);
+    expect(counters.totals.aborted).toBe(1);
+  });
+
+  it('a second signal forces the exit', async () => {
+    const { config, queue, start } = setup({ SHUTDOWN_TIMEOUT_MS: '20000' });
+    await emulator.client.setLatency(5_000);
+    const worker = await start();
+    await jobInFlight(queue, config);
+    const signalled = Date.now();
+    worker.child.kill('SIGTERM');
+    await waitFor(() => /shutting down/.test(worker.output()), { what: 'shutdown to begin' });
+    worker.child.kill('SIGTERM');
+    expect(await worker.exited).toEqual({ code: 1, signal: null });
+    expect(Date.now() - signalled).toBeLessThan(2_000);
+  });
+
+  it('SIGKILL mid-job: the job returns through stalled-job recovery and another worker completes it', async () => {
+    const { config, queue, start } = setup({ LOCK_DURATION_MS: '1000' });
+    await emulator.client.setLatency(2_000);
+    const first = await start();
+    const id = await jobInFlight(queue, config);
+    expect(await first.stop('SIGKILL')).toEqual({ code: null, signal: 'SIGKILL' });
+
+    await emulator.client.setLatency(100);
+    await start();
+    const { job, state } = await waitForJob(queue, id, ['completed', 'failed'], 15_000);
+    expect(state).toBe('completed');
+    expect(job.attemptsMade).toBe(1);
+    expect((await emulator.client.counters()).totalCalls).toBe(2);
+  });
+});
