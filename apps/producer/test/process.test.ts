@@ -36,12 +36,15 @@ describe('producer process', () => {
       const { id } = (await accepted.json()) as { id: string };
       // A long-poll in flight (or still connecting) must not hold the shutdown up: it is answered
       // or refused, and the process exits well before the poll's 30 s.
-      const polling = fetch(`${api}/v1/jobs/${id}?wait=30`, { headers: { authorization: 'Bearer key-a' } });
+      // The outcome is read after the shutdown; handle it now so a reset is not an unhandled rejection.
+      const polling = fetch(`${api}/v1/jobs/${id}?wait=30`, { headers: { authorization: 'Bearer key-a' } })
+        .then((response) => response.status)
+        .catch(() => 'closed');
       const started = Date.now();
       const exit = await producer.stop('SIGTERM', 8_000);
       expect(exit).toEqual({ code: 0, signal: null });
       expect(Date.now() - started).toBeLessThan(5_000);
-      const polled = await polling.then((response) => response.status).catch(() => 'closed');
+      const polled = await polling;
       expect([200, 'closed']).toContain(polled);
       expect(producer.output()).not.toContain('key-a');
     } finally {
