@@ -1,13 +1,16 @@
 import express, { Router, type Express } from 'express';
 import type { Redis } from 'ioredis';
-import type { Config, Logger } from '@prompt-queue/shared';
+import { BudgetGuard, UsageLedger, type Config, type Logger } from '@prompt-queue/shared';
 import { accessLog } from './access-log.js';
 import { ApiKeys, authenticate } from './auth.js';
 import { errorHandler, notFound } from './http-errors.js';
 import { JobStore } from './job-store.js';
+import { ProducerMetrics } from './metrics.js';
 import type { PromptQueue } from './queue.js';
 import { healthRouter } from './routes/health.js';
 import { jobsRouter } from './routes/jobs.js';
+import { metricsRouter } from './routes/metrics.js';
+import { usageRouter } from './routes/usage.js';
 import type { JobEvents } from './wait.js';
 
 export interface AppDeps {
@@ -17,21 +20,28 @@ export interface AppDeps {
   queue: PromptQueue;
   jobEvents: JobEvents;
   logger: Logger;
+  /** Prometheus metrics served at `/metrics`. @defaultValue a new registry with process metrics */
+  metrics?: ProducerMetrics;
 }
 
 /** The HTTP API. Owns no connections: whoever built `deps` closes them (see main.ts). */
 export function createApp(deps: AppDeps): Express {
   const { config, redis, queue, jobEvents, logger } = deps;
+  const metrics = deps.metrics ?? new ProducerMetrics([queue]);
+  const budgets = new BudgetGuard(redis, config.redis.prefix, config.tenants);
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
 
+  app.use(metrics.middleware());
   app.use(accessLog(logger));
   app.use(healthRouter({ redis }));
+  app.use(metricsRouter({ metrics, token: config.metrics.token }));
 
   const v1 = Router();
   v1.use(authenticate(ApiKeys.fromConfig(config)));
-  v1.use(jobsRouter({ config, store: new JobStore(config, redis, queue), jobEvents }));
+  v1.use(jobsRouter({ config, store: new JobStore(config, redis, queue, { budgets, metrics }), jobEvents }));
+  v1.use(usageRouter({ redis, queue, ledger: new UsageLedger(redis, config.redis.prefix), budgets }));
   app.use('/v1', v1);
 
   app.use(notFound);

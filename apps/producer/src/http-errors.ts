@@ -11,6 +11,7 @@ import { isRedisUnavailableError } from './redis-availability.js';
  */
 
 export function sendError(res: Response, status: number, code: ErrorCode, message: string, details?: Issue[]): void {
+  res.locals.errorCode = code; // for the rejections metric
   res.status(status).json({ error: { code, message, ...(details && details.length > 0 ? { details } : {}) } });
 }
 
@@ -91,7 +92,7 @@ export const notFound: RequestHandler = (_req, res) => sendError(res, 404, 'NOT_
 export function methodNotAllowed(allowed: string[]): RequestHandler {
   return (req, res) => {
     res.set('Allow', allowed.join(', '));
-    res.status(405).json({ error: { code: 'METHOD_NOT_ALLOWED', message: `${req.method} is not allowed here; use ${allowed.join(' or ')}.` } });
+    sendError(res, 405, 'METHOD_NOT_ALLOWED', `${req.method} is not allowed here; use ${allowed.join(' or ')}.`);
   };
 }
 

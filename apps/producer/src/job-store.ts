@@ -1,7 +1,21 @@
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import { PromptQueueError, promptJobOptions, putBlobs, type Config } from '@prompt-queue/shared';
+import {
+  PromptQueueError,
+  assignFairPriorities,
+  nanoUsdToUsd,
+  nextUtcDayStartMs,
+  nextUtcMonthStartMs,
+  priorityLevelSchema,
+  promptJobOptions,
+  putBlobs,
+  releaseBacklog,
+  type BudgetGuard,
+  type Config,
+  type PriorityLevel,
+} from '@prompt-queue/shared';
 import { isFinished, jobView, statusOf, type JobStatus, type JobView, type ViewSource } from './job-view.js';
+import type { ProducerMetrics } from './metrics.js';
 import type { PromptQueue } from './queue.js';
 import { assertRedisAvailable, isRedisUnavailableError } from './redis-availability.js';
 import type { Issue, PreparedJob } from './requests.js';
@@ -17,23 +31,43 @@ const storedJobSchema = z.object({
   tenant: z.string(),
   model: z.string(),
   requestHash: z.string().optional(),
+  priority: priorityLevelSchema.optional().catch(undefined),
   metadata: z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()])).optional(),
 });
-type StoredJob = z.infer<typeof storedJobSchema>;
+type StoredJob = z.infer<typeof storedJobSchema> & {
+  /** BullMQ's numeric priority of the stored job (0 when it has none). */
+  bullmqPriority: number;
+};
+
+export interface JobStoreOptions {
+  /** Over-budget tenants get 402 BUDGET_EXCEEDED instead of new jobs. */
+  budgets: BudgetGuard;
+  metrics?: ProducerMetrics;
+}
 
 /**
  * Jobs as the API sees them, on top of BullMQ and the cancel tombstones. Every method checks that
  * Redis is reachable first, so an outage is a fast 503 rather than a hung request.
+ *
+ * Every new job gets a fair BullMQ priority (its place in its tenant's line, queue/fairness.ts in
+ * shared): the backlog counters go up here, once per request, and down when a job is cancelled
+ * here or finishes in the worker. A job that turns out not to be added (an idempotent replay that
+ * lost a race, a failed add) gives its place back at once.
  */
 export class JobStore {
   private readonly prefix: string;
+  private readonly budgets: BudgetGuard;
+  private readonly metrics: ProducerMetrics | undefined;
 
   constructor(
     private readonly config: Config,
     private readonly redis: Redis,
     private readonly queue: PromptQueue,
+    options: JobStoreOptions,
   ) {
     this.prefix = config.redis.prefix;
+    this.budgets = options.budgets;
+    this.metrics = options.metrics;
   }
 
   /**
@@ -44,16 +78,29 @@ export class JobStore {
    */
   async enqueue(job: PreparedJob): Promise<Accepted> {
     await assertRedisAvailable(this.redis, this.queue);
+    const { tenant, priority: level } = job.data;
     const idempotent = job.data.idempotencyKey !== undefined;
     if (idempotent) {
       const cancelled = await this.cancelledReplay(job);
       if (cancelled) return cancelled;
     }
+    const overBudget = await this.overBudget(tenant);
+    if (overBudget) {
+      // A replay of a job that is already in is answered as usual: nothing new would be spent.
+      const stored = idempotent ? await this.readStoredJob(job.id) : undefined;
+      if (!stored || stored.requestHash !== job.data.requestHash) throw overBudget;
+    }
     await putBlobs(this.redis, this.prefix, job.blobs, this.config.producer.resultTtlSeconds);
-    await this.queue.add('generate', job.data, promptJobOptions(this.config, job.id, job.data.priority));
-    if (!idempotent) return { id: job.id, status: 'queued' };
+    const [priority] = await assignFairPriorities(this.redis, this.prefix, tenant, [level]);
+    await this.addOrGiveBack(tenant, [level], () => this.queue.add('generate', job.data, promptJobOptions(this.config, job.id, priority)));
+    if (!idempotent) {
+      this.metrics?.jobsEnqueued(tenant, [level]);
+      return { id: job.id, status: 'queued' };
+    }
 
     const stored = await this.readStoredJob(job.id);
+    if (stored && stored.bullmqPriority === priority) this.metrics?.jobsEnqueued(tenant, [level]);
+    else await this.giveBack(tenant, [level]); // the job already existed: the add was a no-op
     if (stored && stored.requestHash !== job.data.requestHash) throw idempotencyConflict([{ path: 'idempotencyKey', message: conflictMessage }]);
     return { id: job.id, status: (await this.currentStatus(job.id)) ?? 'queued' };
   }
@@ -93,10 +140,32 @@ export class JobStore {
     }
     if (issues.length > 0) throw idempotencyConflict(issues);
 
-    const toAdd = jobs.filter((job) => !cancelledIds.has(job.id));
+    // Each id once; jobs already in Redis are replays: adding them again would be a no-op.
+    const storedIds = new Set(existing.filter(({ stored }) => stored).map(({ index }) => jobs[index]!.id));
+    const seen = new Set<string>();
+    const toAdd = jobs.filter((job) => {
+      if (cancelledIds.has(job.id) || storedIds.has(job.id) || seen.has(job.id)) return false;
+      seen.add(job.id);
+      return true;
+    });
+    const tenant = jobs[0]!.data.tenant;
+    const overBudget = toAdd.length > 0 ? await this.overBudget(tenant) : undefined;
+    if (overBudget) throw overBudget;
+
     await putBlobs(this.redis, this.prefix, toAdd.flatMap((job) => job.blobs), this.config.producer.resultTtlSeconds);
     if (toAdd.length > 0) {
-      await this.queue.addBulk(toAdd.map((job) => ({ name: 'generate' as const, data: job.data, opts: promptJobOptions(this.config, job.id, job.data.priority) })));
+      const levels = toAdd.map((job) => job.data.priority);
+      const priorities = await assignFairPriorities(this.redis, this.prefix, tenant, levels);
+      await this.addOrGiveBack(tenant, levels, () =>
+        this.queue.addBulk(toAdd.map((job, i) => ({ name: 'generate' as const, data: job.data, opts: promptJobOptions(this.config, job.id, priorities[i]) }))),
+      );
+      // An idempotent job created by a concurrent request between our check and our add: ours was
+      // a no-op, so its place goes back. The stored priority tells (places are unique per level).
+      const lost = await Promise.all(
+        toAdd.map(async (job, i) => job.data.idempotencyKey !== undefined && (await this.readStoredJob(job.id))?.bullmqPriority !== priorities[i]),
+      );
+      await this.giveBack(tenant, levels.filter((_, i) => lost[i]));
+      this.metrics?.jobsEnqueued(tenant, levels.filter((_, i) => !lost[i]));
     }
     return Promise.all(
       jobs.map(async (job): Promise<Accepted> => {
@@ -155,6 +224,9 @@ export class JobStore {
       if (isRedisUnavailableError(error)) throw error;
       throw new PromptQueueError('JOB_NOT_CANCELLABLE', 'A worker started the job; it can no longer be cancelled.');
     }
+    // The job is gone for good; its place in the tenant's line too. Best effort: the cancel
+    // already happened, and a missed decrement is bounded drift (see fairness.ts).
+    await this.giveBack(tenant, [source.priority]);
     return tombstoneView(tombstone);
   }
 
@@ -173,16 +245,45 @@ export class JobStore {
     return { id: job.id, status: 'cancelled' };
   }
 
-  /** The payload fields we compare, read straight from the job hash (one HGET, no Job object). */
+  /** The payload fields we compare and the BullMQ priority, straight from the job hash (one HMGET, no Job object). */
   private async readStoredJob(id: string): Promise<StoredJob | undefined> {
-    const raw = await this.redis.hget(this.queue.toKey(id), 'data');
-    if (raw === null) return undefined;
+    const [raw, priority] = await this.redis.hmget(this.queue.toKey(id), 'data', 'priority');
+    if (raw === null || raw === undefined) return undefined;
     try {
       const parsed = storedJobSchema.safeParse(JSON.parse(raw));
-      return parsed.success ? parsed.data : undefined;
+      return parsed.success ? { ...parsed.data, bullmqPriority: Number(priority ?? 0) } : undefined;
     } catch {
       return undefined;
     }
+  }
+
+  /** The 402 to answer when the tenant's budget is spent and its policy is to fail (not `wait`). */
+  private async overBudget(tenant: string): Promise<PromptQueueError | undefined> {
+    const policy = this.budgets.policy(tenant);
+    if (!policy.budgeted || policy.onExceeded !== 'fail') return undefined;
+    const status = await this.budgets.isOverBudget(tenant);
+    if (!status.over || status.scope === undefined || status.limitNanoUsd === null) return undefined;
+    const now = new Date();
+    const resetsAt = new Date(status.scope === 'daily' ? nextUtcDayStartMs(now) : nextUtcMonthStartMs(now)).toISOString();
+    const period = status.scope === 'daily' ? 'UTC day' : 'UTC month';
+    return new PromptQueueError(
+      'BUDGET_EXCEEDED',
+      `The ${status.scope} budget is spent ($${nanoUsdToUsd(status.spentNanoUsd)} of $${nanoUsdToUsd(status.limitNanoUsd)} this ${period}); it resets at ${resetsAt}.`,
+    );
+  }
+
+  /** Runs the add; if it fails, the places taken for it go back before the error propagates. */
+  private async addOrGiveBack(tenant: string, levels: (PriorityLevel | undefined)[], add: () => Promise<unknown>): Promise<void> {
+    try {
+      await add();
+    } catch (error) {
+      await this.giveBack(tenant, levels);
+      throw error;
+    }
+  }
+
+  private async giveBack(tenant: string, levels: (PriorityLevel | undefined)[]): Promise<void> {
+    await releaseBacklog(this.redis, this.prefix, levels.map((level) => ({ tenant, level }))).catch(() => undefined);
   }
 
   private async currentStatus(id: string): Promise<JobStatus | undefined> {
@@ -196,7 +297,7 @@ function idempotencyConflict(issues: Issue[]): PromptQueueError {
   return new PromptQueueError('IDEMPOTENCY_CONFLICT', `Idempotency key conflict: ${issues[0]!.path} ${issues[0]!.message}`, { issues });
 }
 
-function ownedBy(data: unknown, tenant: string): (ViewSource & { requestHash?: string }) | undefined {
+function ownedBy(data: unknown, tenant: string): (ViewSource & { requestHash?: string; priority?: PriorityLevel }) | undefined {
   const parsed = storedJobSchema.safeParse(data);
   return parsed.success && parsed.data.tenant === tenant ? parsed.data : undefined;
 }

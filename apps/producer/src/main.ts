@@ -12,6 +12,7 @@ import {
   type Logger,
 } from '@prompt-queue/shared';
 import { createApp } from './app.js';
+import { ProducerMetrics } from './metrics.js';
 import { createPromptQueue } from './queue.js';
 import { JobEvents } from './wait.js';
 
@@ -42,7 +43,8 @@ const redis = createRedis(config.redis.url, 'producer', 'pq-producer');
 logConnectionState(redis, logger);
 const queue = createPromptQueue(config, redis, logger);
 const jobEvents = JobEvents.start(config, logger);
-const server = createServer(createApp({ config, redis, queue, jobEvents, logger }));
+const metrics = new ProducerMetrics([queue]);
+const server = createServer(createApp({ config, redis, queue, jobEvents, logger, metrics }));
 
 let shuttingDown: Promise<void> | undefined;
 const shutdown = (signal: string): Promise<void> => (shuttingDown ??= stop(signal));

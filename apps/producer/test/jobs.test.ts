@@ -2,7 +2,7 @@
 // priorities, views of finished jobs (a real BullMQ Worker plays the worker), long-poll, cancel.
 import { UnrecoverableError } from 'bullmq';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { BULLMQ_PRIORITY, blobKey, cancelledJobKey, promptJobDataSchema, sha256Hex } from '@prompt-queue/shared';
+import { blobKey, cancelledJobKey, fairPriority, promptJobDataSchema, sha256Hex } from '@prompt-queue/shared';
 import { startTestRedis, waitFor, type TestRedis } from '@prompt-queue/shared/testing';
 import { ACME, IMAGES, RESULT, startHarness, totalJobs, type Harness } from './harness.js';
 
@@ -84,11 +84,13 @@ describe('POST /v1/jobs', () => {
     expect(data.contents[2]!.parts[2]).toMatchObject({ blob: { mimeType: 'image/jpeg' } });
   });
 
-  it('maps priorities to BullMQ priorities (normal by default)', async () => {
+  it('gives each job a fair BullMQ priority: its place in the tenant\'s line, levels counted from high down', async () => {
+    // Places: high 0; normal after 1 high; low after 1 high + 1 normal; the default (normal) after 1 high + 1 normal.
+    const expected = { high: fairPriority('high', 0), normal: fairPriority('normal', 1), low: fairPriority('low', 2), default: fairPriority('normal', 2) };
     for (const priority of ['high', 'normal', 'low', undefined] as const) {
       const { body } = await post({ prompt: 'p', ...(priority ? { priority } : {}) });
       const job = await h.queue.getJob(body.id);
-      expect(job!.priority, String(priority)).toBe(BULLMQ_PRIORITY[priority ?? 'normal']);
+      expect(job!.priority, String(priority)).toBe(expected[priority ?? 'default']);
       expect(job!.data.priority).toBe(priority);
     }
   });
@@ -146,7 +148,7 @@ describe('POST /v1/jobs/bulk', () => {
     const jobs = await Promise.all(response.body.jobs.map(({ id }: { id: string }) => h.queue.getJob(id)));
     expect(jobs.map((job) => (job!.data.contents[0]!.parts[0] as { text: string }).text)).toEqual(['a', 'b', 'c']);
     expect(response.body.jobs.map((job: { status: string }) => job.status)).toEqual(['queued', 'queued', 'queued']);
-    expect(jobs[1]!.priority).toBe(BULLMQ_PRIORITY.high);
+    expect(jobs.map((job) => job!.priority)).toEqual([fairPriority('normal', 1), fairPriority('high', 0), fairPriority('normal', 2)]);
 
     const replay = await bulk([{ prompt: 'c', idempotencyKey: 'bulk-c' }]);
     expect(replay.body.jobs[0].id).toBe(response.body.jobs[2].id);

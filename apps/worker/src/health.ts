@@ -7,13 +7,16 @@ export interface HealthDeps {
   redis: Redis;
   /** True while the BullMQ worker runs (fetches or may fetch jobs). */
   isWorkerRunning(): boolean;
+  /** Body of `GET /status` (batches, jobs held, per-link breaker and limiter state); 404 without. */
+  status?(): Promise<unknown>;
 }
 
 /**
  * `/healthz`: the process is alive (liveness: never restart a worker for a Redis outage, BullMQ
  * reconnects on its own). `/readyz`: Redis answers PING and the worker is running (readiness).
+ * `/status`: what this worker sees, as JSON, for people and scripts (not a probe).
  */
-export function createHealthApp({ redis, isWorkerRunning }: HealthDeps): Express {
+export function createHealthApp({ redis, isWorkerRunning, status }: HealthDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.get('/healthz', (_req, res) => {
@@ -26,7 +29,16 @@ export function createHealthApp({ redis, isWorkerRunning }: HealthDeps): Express
     if (!isWorkerRunning()) return sendError(res, 'WORKER_NOT_RUNNING', 'The queue worker is not running (starting or shutting down).');
     res.json({ status: 'ready' });
   });
-  app.use((_req, res) => sendError(res, 'NOT_FOUND', 'Only GET /healthz and GET /readyz are served here.', 404));
+  if (status) {
+    app.get('/status', async (_req, res) => {
+      try {
+        res.json(await status());
+      } catch (error) {
+        sendError(res, 'REDIS_UNAVAILABLE', `Cannot read the worker status: ${error instanceof Error ? error.message : String(error)}`);
+      }
+    });
+  }
+  app.use((_req, res) => sendError(res, 'NOT_FOUND', `Only GET /healthz, /readyz${status ? ', /status' : ''} are served here.`, 404));
   return app;
 }
 

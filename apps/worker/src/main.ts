@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { Redis } from 'ioredis';
 import { createLogger, createRedis, loadConfigOrExit, type Logger } from '@prompt-queue/shared';
 import { createHealthApp } from './health.js';
-import { GeminiProvider, geminiOptionsFromConfig } from './providers/gemini.js';
+import { statusReport } from './status.js';
 import { createPromptWorker } from './worker.js';
 
 // Wiring only: configuration, connections, the worker, the health server, ordered shutdown.
@@ -12,7 +12,10 @@ import { createPromptWorker } from './worker.js';
 const SHUTDOWN_SLACK_MS = 5_000;
 
 const config = loadConfigOrExit();
-if (config.gemini.apiKeys.length === 0) {
+// Gemini links without their own keys (the default chain's included) use GEMINI_API_KEY.
+const chainLinks = Object.values(config.chains).flat();
+const needsGeminiKey = chainLinks.length === 0 || chainLinks.some((link) => link.provider === 'gemini' && !link.apiKeys?.length);
+if (needsGeminiKey && config.gemini.apiKeys.length === 0) {
   console.error(
     'GEMINI_API_KEY is required: set one or more Gemini API keys (comma-separated). ' +
       'For local runs start the emulator and point the worker at it (GEMINI_BASE_URL, GEMINI_API_KEY=emulator-key), see README.',
@@ -43,9 +46,13 @@ process.on('unhandledRejection', (reason) => {
 
 const redis = createRedis(config.redis.url, 'worker', 'pq-worker');
 logConnectionState(redis, logger);
-const promptWorker = createPromptWorker({ config, logger, provider: new GeminiProvider(geminiOptionsFromConfig(config)), connection: redis });
+const promptWorker = createPromptWorker({ config, logger, connection: redis });
 const server = createServer(
-  createHealthApp({ redis, isWorkerRunning: () => promptWorker.worker.isRunning() && !shuttingDown }),
+  createHealthApp({
+    redis,
+    isWorkerRunning: () => promptWorker.worker.isRunning() && !shuttingDown,
+    status: () => statusReport(promptWorker.stats, promptWorker.chains, promptWorker.limiter),
+  }),
 );
 
 try {
@@ -54,6 +61,8 @@ try {
   if (!shuttingDown) {
     logger.info('worker started', {
       concurrency: config.worker.concurrency,
+      batching: config.batching,
+      chains: Object.keys(config.chains).length > 0 ? Object.keys(config.chains) : ['(default: gemini, the job model)'],
       prefix: config.redis.prefix,
       geminiBaseUrl: config.gemini.baseUrl,
       apiKeyCount: config.gemini.apiKeys.length,
@@ -66,7 +75,10 @@ try {
   await shutdown('startup failure', 1);
 }
 
-/** Ordered: stop health HTTP, close the worker (in-flight jobs finish, bounded), Redis last. */
+/**
+ * Ordered: stop health HTTP, close the worker (in-flight batches finish and settle or release their
+ * limiter reservations, bounded), Redis last.
+ */
 async function stop(reason: string, exitCode: number): Promise<void> {
   logger.info('shutting down', { reason });
   const hardStop = setTimeout(() => {

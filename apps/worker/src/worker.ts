@@ -1,19 +1,12 @@
 import { hostname } from 'node:os';
-import { Queue, Worker } from 'bullmq';
+import { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { createRedis, QueueName, type Config, type Logger, type PromptJobResult } from '@prompt-queue/shared';
+import { createRedis, FleetLimiter, QueueName, type Config, type Logger, type PromptJobResult } from '@prompt-queue/shared';
 import { jitteredBackoffStrategy } from './backoff.js';
 import { createPromptProcessor, SHUTDOWN_ABORT_REASON } from './processor.js';
-import type { Provider } from './providers/provider.js';
-
-/**
- * BullMQ only honours a manual rate limit (`queue.rateLimit(ms)`, which SETs the queue's limiter
- * key with a TTL) in workers that have a `limiter`: its moveToActive script compares the key with
- * `limiter.max` and ignores it otherwise (commands/includes/getRateLimitTTL.lua, bullmq 6.7). So
- * every worker runs with a limiter so high it never limits by itself (it costs one INCR per job);
- * a manual limit stores MAX_SAFE_INTEGER in the key, above any max, and then stops all of them.
- */
-export const FLEET_PAUSE_LIMITER = { max: 1_000_000, duration: 1_000 } as const;
+import { ProviderChains, type ChainDeps } from './providers/chain.js';
+import type { BatchHooks } from './pipeline/serve-batch.js';
+import { WorkerStats } from './status.js';
 
 /** After a forced shutdown aborts the provider calls, how long their hand-back may take, ms. */
 const HAND_BACK_GRACE_MS = 2_000;
@@ -21,25 +14,32 @@ const HAND_BACK_GRACE_MS = 2_000;
 export interface PromptWorkerDeps {
   config: Config;
   logger: Logger;
-  provider: Provider;
   /**
-   * Redis for BullMQ's commands, blob reads and the rate limit (BullMQ opens its own blocking
-   * connection next to it). When given, the caller closes it after `close()`; when omitted, the
-   * worker opens one from `config.redis.url` and closes it itself.
+   * Redis for BullMQ's commands, blob reads, the limiter and breaker states (BullMQ opens its own
+   * blocking connection next to it). When given, the caller closes it after `close()`; when
+   * omitted, the worker opens one from `config.redis.url` and closes it itself.
    */
   connection?: Redis;
+  /** Builds each chain link's adapter and breaker; tests wrap them to observe calls. */
+  createProvider?: ChainDeps['createProvider'];
+  createBreaker?: ChainDeps['createBreaker'];
+  hooks?: BatchHooks;
   /** Jitter source for the backoff strategy; tests pin it. */
   random?: () => number;
 }
 
 export interface PromptWorker {
   worker: Worker<unknown, PromptJobResult>;
+  limiter: FleetLimiter;
+  chains: ProviderChains;
+  stats: WorkerStats;
   /**
-   * Stops fetching jobs and waits for in-flight ones up to `timeoutMs` (default
-   * `worker.shutdownTimeoutMs`). Past it, provider calls still running are aborted and their jobs
-   * handed back to the queue (no attempt spent); a job that cannot be handed back (Redis gone)
-   * stays locked and returns through BullMQ's stalled-job recovery once `lockDurationMs` passes.
-   * Idempotent: later calls return the first call's promise.
+   * Stops fetching jobs, dispatches the jobs still gathering into batches and waits for in-flight
+   * batches up to `timeoutMs` (default `worker.shutdownTimeoutMs`); a batch settles or releases its
+   * limiter reservations before its jobs end. Past the timeout, provider calls still running are
+   * aborted and their jobs handed back to the queue (no attempt spent); a job that cannot be handed
+   * back (Redis gone) stays locked and returns through BullMQ's stalled-job recovery once
+   * `lockDurationMs` passes. Idempotent: later calls return the first call's promise.
    */
   close(timeoutMs?: number): Promise<{ forced: boolean }>;
 }
@@ -50,32 +50,38 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
   const connection = deps.connection ?? createRedis(config.redis.url, 'worker', 'pq-worker');
   const prefix = config.redis.prefix;
 
-  // Only used to set the fleet-wide pause; shares the connection.
-  const queue = new Queue(QueueName.Prompts, { connection, prefix });
-  queue.on('error', (error) => logger.warn('queue connection error', { error: error.message }));
-
-  const processor = createPromptProcessor({
+  // The guard keeps a request in our window a little longer than in the provider's (schema.ts).
+  const limiter = new FleetLimiter(connection, prefix, { windowMs: config.limiter.windowMs + config.limiter.guardMs });
+  const chains = new ProviderChains({
     config,
     logger,
-    provider: deps.provider,
     redis: connection,
-    pauseQueue: async (ms) => {
-      // Extend only: a shorter delay from a concurrent 429 must not cut a longer pause short.
-      const current = await queue.getRateLimitTtl(FLEET_PAUSE_LIMITER.max);
-      if (current < ms) await queue.rateLimit(Math.ceil(ms));
-    },
+    ...(deps.createProvider ? { createProvider: deps.createProvider } : {}),
+    ...(deps.createBreaker ? { createBreaker: deps.createBreaker } : {}),
+  });
+  const stats = new WorkerStats();
+  const { processor, batcher } = createPromptProcessor({
+    config,
+    logger,
+    redis: connection,
+    limiter,
+    chains,
+    stats,
+    ...(deps.hooks ? { hooks: deps.hooks } : {}),
   });
 
+  // Fleet pauses after a 429 are per model, in the limiter (reserve() grants nothing while one is
+  // in force), so other models keep flowing: no queue-wide BullMQ rate limit, no `limiter` here.
   const worker = new Worker<unknown, PromptJobResult>(QueueName.Prompts, processor, {
     connection,
     prefix,
     name: `${hostname()}:${process.pid}`,
+    // Jobs held at once: gathering into batches, in flight, or awaiting their call.
     concurrency: config.worker.concurrency,
     lockDuration: config.worker.lockDurationMs,
     // Check for stalled jobs as often as a lock can expire, so a crashed worker's jobs come back
     // within about two lock durations (BullMQ's default is a fixed 30 s).
     stalledInterval: config.worker.lockDurationMs,
-    limiter: { ...FLEET_PAUSE_LIMITER },
     settings: {
       backoffStrategy: jitteredBackoffStrategy({
         baseMs: config.worker.backoffBaseMs,
@@ -93,6 +99,8 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
       const graceful = worker.close().catch((error: unknown) => {
         logger.warn('error while closing the worker', { error: String(error) });
       });
+      // Jobs gathering for a batch go out now rather than after maxWaitMs.
+      batcher.flushAll();
       let forced = false;
       if (!(await settlesWithin(graceful, timeoutMs))) {
         forced = true;
@@ -104,12 +112,12 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
           });
         }
       }
-      await queue.close().catch(() => undefined);
+      chains.shutdown();
       if (ownsConnection) await connection.quit().catch(() => connection.disconnect());
       return { forced };
     })());
 
-  return { worker, close };
+  return { worker, limiter, chains, stats, close };
 }
 
 async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {

@@ -17,11 +17,13 @@ import type { GenerateRequest, GenerateResult, Provider } from '../src/providers
 import { createPromptWorker, type PromptWorker } from '../src/worker.js';
 import { enqueue, MODEL, promptData, testConfig, waitForJob } from './helpers.js';
 
-/** The real Gemini adapter, with each call's start time noted (observation, not a mock). */
+/** Each chain link's real adapter, with each call's start time noted (observation, not a mock). */
 class RecordingProvider implements Provider {
   readonly name: string;
-  readonly calls: number[] = [];
-  constructor(private readonly inner: Provider) {
+  constructor(
+    private readonly inner: Provider,
+    readonly calls: number[],
+  ) {
     this.name = inner.name;
   }
   generate(request: GenerateRequest, options?: { signal?: AbortSignal }): Promise<GenerateResult> {
@@ -60,11 +62,15 @@ describe('prompt worker (real Redis, real SDK, emulator process)', () => {
       ...env,
     });
     const logger = createLogger({ service: 'worker-test', level: 'error' });
-    const provider = new RecordingProvider(new GeminiProvider(geminiOptionsFromConfig(config)));
+    const provider = { calls: [] as number[] };
     const workers: PromptWorker[] = [];
     const failures: string[] = [];
     for (let i = 0; i < (options.workers ?? 1); i++) {
-      const w = createPromptWorker({ config, logger, provider });
+      const w = createPromptWorker({
+        config,
+        logger,
+        createProvider: () => new RecordingProvider(new GeminiProvider(geminiOptionsFromConfig(config)), provider.calls),
+      });
       w.worker.on('failed', (_job, error) => failures.push(error.message));
       workers.push(w);
       cleanups.push(() => w.close(1_000));

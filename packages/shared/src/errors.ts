@@ -16,6 +16,8 @@ export const ERROR_CATALOG = {
   PAYLOAD_TOO_LARGE: { httpStatus: 413, retryable: false },
   PROMPT_TOO_LARGE: { httpStatus: 413, retryable: false },
   UNSUPPORTED_MEDIA_TYPE: { httpStatus: 415, retryable: false },
+  /** The tenant's daily or monthly budget is spent (producer: 402 upfront; worker: the job fails). */
+  BUDGET_EXCEEDED: { httpStatus: 402, retryable: false },
   REDIS_UNAVAILABLE: { httpStatus: 503, retryable: true },
   INTERNAL: { httpStatus: 500, retryable: true },
 

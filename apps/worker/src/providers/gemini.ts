@@ -1,7 +1,12 @@
-import { GoogleGenerativeAI, type Content, type GenerationConfig as SdkGenerationConfig } from '@google/generative-ai';
+import {
+  GoogleGenerativeAI,
+  type BatchEmbedContentsRequest,
+  type Content,
+  type GenerationConfig as SdkGenerationConfig,
+} from '@google/generative-ai';
 import { ProviderError, type Config, type TokenUsage } from '@prompt-queue/shared';
 import { classifyProviderError } from './classify.js';
-import type { GenerateRequest, GenerateResult, Provider } from './provider.js';
+import type { EmbedBatchRequest, EmbedBatchResult, GenerateRequest, GenerateResult, Provider } from './provider.js';
 
 /**
  * Finish reasons that mean the answer was withheld. The SDK's `response.text()` throws only for
@@ -47,6 +52,9 @@ export function geminiOptionsFromConfig(config: Config): GeminiProviderOptions {
   return { ...config.gemini };
 }
 
+/** Google's limit of requests in one batchEmbedContents call. */
+export const MAX_EMBED_BATCH = 100;
+
 /**
  * Gemini API adapter over `@google/generative-ai` (deprecated upstream but wire-compatible; kept
  * behind `Provider` so a `@google/genai` adapter can replace it).
@@ -61,6 +69,43 @@ export class GeminiProvider implements Provider {
     this.clients = options.apiKeys.map((key) => new GoogleGenerativeAI(key));
   }
 
+  /** One batchEmbedContents call for all items (a real native batch: one request of the quota). */
+  async embedBatch(request: EmbedBatchRequest, callOptions: { signal?: AbortSignal } = {}): Promise<EmbedBatchResult> {
+    if (request.items.length > MAX_EMBED_BATCH) throw new RangeError(`at most ${MAX_EMBED_BATCH} embeddings per call`);
+    const client = this.clients[this.nextClient++ % this.clients.length]!;
+    const model = client.getGenerativeModel({ model: request.model }, { baseUrl: this.options.baseUrl, apiVersion: this.options.apiVersion });
+    // outputDimensionality is newer than the SDK's types; the SDK passes the object through.
+    const body = {
+      requests: request.items.map((item) => ({
+        content: item.content as Content,
+        ...(item.taskType !== undefined ? { taskType: item.taskType } : {}),
+        ...(item.outputDimensionality !== undefined ? { outputDimensionality: item.outputDimensionality } : {}),
+      })),
+    } as BatchEmbedContentsRequest;
+    const response = await this.withTimeout(callOptions.signal, (signal) => model.batchEmbedContents(body, { signal }));
+    const embeddings = (response.embeddings ?? []).map((embedding) => embedding.values ?? []);
+    if (embeddings.length !== request.items.length) {
+      throw new ProviderError('PROVIDER_UNAVAILABLE', `Gemini returned ${embeddings.length} embeddings for ${request.items.length} requests`, {
+        disposition: 'backoff',
+      });
+    }
+    return { embeddings, provider: this.name, model: request.model };
+  }
+
+  /** Runs an SDK call under our own timeout (cleared when it settles) and classifies its failure. */
+  private async withTimeout<T>(outer: AbortSignal | undefined, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const timeout = new AbortController();
+    const timer = setTimeout(() => timeout.abort(), this.options.timeoutMs);
+    const signal = outer ? AbortSignal.any([outer, timeout.signal]) : timeout.signal;
+    try {
+      return await call(signal);
+    } catch (error) {
+      throw classifyProviderError(error, timeout.signal.aborted ? { timeoutMs: this.options.timeoutMs } : {});
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   async generate(request: GenerateRequest, callOptions: { signal?: AbortSignal } = {}): Promise<GenerateResult> {
     // Round-robin over keys. Quota is per Google Cloud project, so keys of one project add no
     // throughput; keys of several projects do.
@@ -73,23 +118,14 @@ export class GeminiProvider implements Provider {
         ...(request.generationConfig !== undefined ? { generationConfig: request.generationConfig as SdkGenerationConfig } : {}),
       },
       // No `timeout` here: the SDK never clears that timer, so every call would leave one pending
-      // for timeoutMs. Our own timer below is cleared as soon as the call settles.
+      // for timeoutMs. Our own timer (withTimeout) is cleared as soon as the call settles.
       { baseUrl: this.options.baseUrl, apiVersion: this.options.apiVersion },
     );
 
-    const timeout = new AbortController();
-    const timer = setTimeout(() => timeout.abort(), this.options.timeoutMs);
-    const signal = callOptions.signal ? AbortSignal.any([callOptions.signal, timeout.signal]) : timeout.signal;
-    let response: WireResponse;
-    try {
-      const result = await model.generateContent({ contents: request.contents as Content[] }, { signal });
-      response = result.response as WireResponse;
-    } catch (error) {
-      throw classifyProviderError(error, timeout.signal.aborted ? { timeoutMs: this.options.timeoutMs } : {});
-    } finally {
-      clearTimeout(timer);
-    }
-    return this.toResult(request.model, response);
+    const result = await this.withTimeout(callOptions.signal, (signal) =>
+      model.generateContent({ contents: request.contents as Content[] }, { signal }),
+    );
+    return this.toResult(request.model, result.response as WireResponse);
   }
 
   /** Reads candidates and promptFeedback directly: an HTTP 200 can still be a refusal. */

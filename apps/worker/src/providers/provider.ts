@@ -14,6 +14,29 @@ export interface Provider {
    * the call (the provider may still finish, and bill, the work on its side).
    */
   generate(request: GenerateRequest, options?: { signal?: AbortSignal }): Promise<GenerateResult>;
+  /**
+   * Embeds several texts in ONE provider call (Gemini batchEmbedContents), answers in request
+   * order. Optional: a provider without it cannot serve `embed` jobs (the chain skips it).
+   */
+  embedBatch?(request: EmbedBatchRequest, options?: { signal?: AbortSignal }): Promise<EmbedBatchResult>;
+}
+
+export interface EmbedItem {
+  content: ProviderContent;
+  taskType?: string;
+  outputDimensionality?: number;
+}
+
+export interface EmbedBatchRequest {
+  model: string;
+  items: EmbedItem[];
+}
+
+export interface EmbedBatchResult {
+  /** One vector per item, in order. */
+  embeddings: number[][];
+  provider: string;
+  model: string;
 }
 
 /** Gemini's wire shapes, which are also our job payload's: other adapters translate from these. */

@@ -12,6 +12,7 @@ const ENV_PATHS: Record<string, string> = {
   REDIS_URL: 'redis.url',
   REDIS_PREFIX: 'redis.prefix',
   GEMINI_API_KEY: 'gemini.apiKeys',
+  GEMINI_API_KEY_FILE: 'gemini.apiKeyFile',
   GEMINI_BASE_URL: 'gemini.baseUrl',
   GEMINI_API_VERSION: 'gemini.apiVersion',
   GEMINI_MODEL: 'gemini.defaultModel',
@@ -29,11 +30,24 @@ const ENV_PATHS: Record<string, string> = {
   BACKOFF_MAX_MS: 'worker.backoffMaxMs',
   SHUTDOWN_TIMEOUT_MS: 'worker.shutdownTimeoutMs',
   LOCK_DURATION_MS: 'worker.lockDurationMs',
+  BATCH_SIZE: 'batching.size',
+  BATCH_MAX_WAIT_MS: 'batching.maxWaitMs',
+  LIMITER_WINDOW_MS: 'limiter.windowMs',
+  LIMITER_GUARD_MS: 'limiter.guardMs',
+  BREAKER_ERROR_THRESHOLD_PERCENTAGE: 'breaker.errorThresholdPercentage',
+  BREAKER_VOLUME_THRESHOLD: 'breaker.volumeThreshold',
+  BREAKER_RESET_TIMEOUT_MS: 'breaker.resetTimeoutMs',
+  BREAKER_ROLLING_COUNT_TIMEOUT_MS: 'breaker.rollingCountTimeoutMs',
   DASHBOARD_PORT: 'dashboard.port',
   DASHBOARD_USER: 'dashboard.user',
   DASHBOARD_PASSWORD: 'dashboard.password',
+  DASHBOARD_TOKEN: 'dashboard.token',
+  DASHBOARD_READ_ONLY: 'dashboard.readOnly',
+  METRICS_TOKEN: 'metrics.token',
   AUDIT_LOG: 'audit.destination',
   LOG_PROMPTS: 'audit.logPrompts',
+  RESPONSE_CACHE: 'responseCache.enabled',
+  RESPONSE_CACHE_TTL_SECONDS: 'responseCache.defaultTtlSeconds',
 };
 
 export class ConfigError extends Error {
@@ -71,7 +85,38 @@ export function loadConfig(env: Env = process.env): Config {
     });
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
   }
-  return applyEnvironmentDefaults(parsed.data);
+  return applyLinkEnvironment(applyEnvironmentDefaults(parsed.data), env);
+}
+
+/** `GEMINI_RPM` / `GEMINI_TPM`: limits of `gemini.defaultModel`, over any CONFIG_FILE entry. */
+const DEFAULT_MODEL_LIMIT_VARIABLES = { GEMINI_RPM: 'rpm', GEMINI_TPM: 'tpm' } as const;
+
+/**
+ * Environment that depends on parsed values: the default model's limits, and each chain link's
+ * `apiKeyEnv` resolved into its `apiKeys` (so no other module reads the environment).
+ */
+function applyLinkEnvironment(config: Config, env: Env): Config {
+  for (const [name, field] of Object.entries(DEFAULT_MODEL_LIMIT_VARIABLES)) {
+    const value = env[name];
+    if (value === undefined || value === '') continue;
+    const parsed = Number(value);
+    if (!Number.isInteger(parsed) || parsed < 0) {
+      throw new ConfigError(`Invalid configuration:\n  ${name} (limits.${config.gemini.defaultModel}.${field}): expected an integer ≥ 0 (0 = unlimited)`);
+    }
+    const model = config.gemini.defaultModel;
+    config.limits[model] = { rpm: 0, tpm: 0, ...config.limits[model], [field]: parsed };
+  }
+  for (const [chain, links] of Object.entries(config.chains)) {
+    links.forEach((link, index) => {
+      if (link.apiKeyEnv === undefined) return;
+      const keys = splitList(env[link.apiKeyEnv] ?? '');
+      if (keys.length === 0) {
+        throw new ConfigError(`Invalid configuration:\n  chains.${chain}.${index}.apiKeyEnv: ${link.apiKeyEnv} is not set`);
+      }
+      link.apiKeys = keys;
+    });
+  }
+  return config;
 }
 
 /** For `main.ts` files: print what is wrong and exit 1 instead of a stack trace. */

@@ -4,6 +4,7 @@ import { DEFAULT_PRICES } from '../pricing/prices.js';
 
 const port = z.coerce.number().int().min(0).max(65_535);
 const positiveInt = z.coerce.number().int().positive();
+const nonNegativeInt = z.coerce.number().int().nonnegative();
 
 const priceRates = z.object({
   input: z.number().nonnegative(),
@@ -40,6 +41,56 @@ const tenantBudget = z.object({
 });
 
 /**
+ * A provider quota per rolling window (`limiter.windowMs`, 60 s like Google's): requests and input
+ * tokens, 0 = unlimited. Enforced fleet-wide by `FleetLimiter` (limits/).
+ */
+const rateLimitSpec = z.strictObject({
+  /** Requests per window. @defaultValue 0 (unlimited) */
+  rpm: nonNegativeInt.default(0),
+  /** Input tokens per window. @defaultValue 0 (unlimited) */
+  tpm: nonNegativeInt.default(0),
+  /** Cloud project whose quota this is (quotas are per project and model). @defaultValue 'default' */
+  project: z.string().min(1).optional(),
+});
+export type RateLimitSpec = z.infer<typeof rateLimitSpec>;
+
+/**
+ * One link of a fallback chain: a provider, a model and how to reach it. Each link has its own
+ * fleet-wide limits (`limits`, or the top-level `limits` table by `provider:model` or model), its
+ * own circuit breaker and its own prices (`prices` by model).
+ */
+const chainLink = z
+  .strictObject({
+    /** `gemini` (the Gemini API through the SDK) or `openai` (any OpenAI-compatible endpoint). */
+    provider: z.enum(['gemini', 'openai']),
+    /** Model this link calls; `$job` = the job's own model. @defaultValue '$job' */
+    model: z.string().min(1).default('$job'),
+    /** Name in results (`provider`), logs and breaker states. @defaultValue the provider */
+    name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
+    /** Endpoint. gemini: @defaultValue gemini.baseUrl; openai: required (e.g. http://ollama:11434/v1). */
+    baseUrl: z.url().optional(),
+    /** API keys of this link (another Gemini project). @defaultValue gemini.apiKeys for gemini links */
+    apiKeys: z.array(z.string().min(1)).optional(),
+    /** Environment variable holding the link's API key(s), comma-separated; read once at start. */
+    apiKeyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional(),
+    /** Quota project of the link's keys (its limiter scope). @defaultValue the limits entry's, else 'default' */
+    project: z.string().min(1).optional(),
+    /** Per-call timeout, ms. @defaultValue gemini.timeoutMs */
+    timeoutMs: positiveInt.optional(),
+    /** The link's own limits; overrides the `limits` table. */
+    limits: rateLimitSpec.optional(),
+  })
+  .refine((link) => link.provider !== 'openai' || link.baseUrl !== undefined, {
+    message: 'an openai link needs a baseUrl',
+    path: ['baseUrl'],
+  })
+  .refine((link) => link.provider !== 'openai' || link.model !== '$job', {
+    message: 'an openai link needs an explicit model (a Gemini model name means nothing there)',
+    path: ['model'],
+  });
+export type ChainLinkSpec = z.infer<typeof chainLink>;
+
+/**
  * The whole configuration, parsed once at start. Every field documents its default and unit;
  * docs/configuration.md lists the environment variables that set them.
  */
@@ -57,6 +108,11 @@ export const configSchema = z.object({
   gemini: z
     .object({
       apiKeys: z.array(z.string().min(1)).default([]),
+      /**
+       * File with more Gemini API keys, one per line (`#` comments), added to `apiKeys`. Re-read on
+       * SIGHUP and when the file changes, without a restart (apps/worker/src/keys). @defaultValue none
+       */
+      apiKeyFile: z.string().min(1).optional(),
       /** The only switch between Google and the emulator. */
       baseUrl: z.url().default('https://generativelanguage.googleapis.com'),
       apiVersion: z.enum(['v1beta', 'v1']).default('v1beta'),
@@ -84,8 +140,11 @@ export const configSchema = z.object({
     .object({
       /** Health endpoint port. */
       port: port.default(3002),
-      /** Jobs served at once by one worker process. */
-      concurrency: positiveInt.default(16),
+      /**
+       * Jobs one worker process holds at once (BullMQ concurrency): jobs being batched, in a batch
+       * in flight, or waiting for their provider call. High enough that batches can fill. @defaultValue 64
+       */
+      concurrency: positiveInt.default(64),
       /** Attempts per job for retryable failures (5xx, timeouts, network). */
       attempts: positiveInt.default(5),
       /** Exponential backoff with full jitter: base and cap, ms. */
@@ -97,11 +156,86 @@ export const configSchema = z.object({
       lockDurationMs: positiveInt.default(30_000),
     })
     .prefault({}),
+  /** Micro-batching in the worker (apps/worker/src/batching). */
+  batching: z
+    .object({
+      /** Most jobs in one batch (one limiter reservation, one embed call). @defaultValue 16 */
+      size: positiveInt.default(16),
+      /**
+       * Longest a job waits for its batch to fill while another batch of its route is in flight,
+       * ms. A job on an idle route goes out at once. @defaultValue 20
+       */
+      maxWaitMs: nonNegativeInt.default(20),
+    })
+    .prefault({}),
+  limiter: z
+    .object({
+      /**
+       * Rolling window of provider quotas, ms. Google counts per 60 s; change it only to match an
+       * emulator with a shorter window (tests). @defaultValue 60000
+       */
+      windowMs: positiveInt.default(60_000),
+      /**
+       * Added to the window in our own count, ms: a request is reserved a little before the
+       * provider counts it (the call still has to reach it), and calls of one batch arrive a few ms
+       * apart, so without a margin a request leaving our window could still sit in the provider's.
+       * Costs guardMs / windowMs of throughput (0.8% at the defaults). @defaultValue 500
+       */
+      guardMs: nonNegativeInt.default(500),
+    })
+    .prefault({}),
+  /**
+   * Fleet-wide quotas keyed by `provider:model` or by model (any provider). Models not listed are
+   * not limited (429s still pause them fleet-wide). GEMINI_RPM / GEMINI_TPM set gemini.defaultModel's.
+   */
+  limits: z.record(z.string(), rateLimitSpec).default({}),
+  /** Circuit breaker of every chain link (one per link and worker process, opossum). */
+  breaker: z
+    .object({
+      /** Share of failed calls in the rolling window that opens the breaker, percent. @defaultValue 50 */
+      errorThresholdPercentage: z.coerce.number().min(1).max(100).default(50),
+      /** Calls in the rolling window before the breaker may open at all. @defaultValue 5 */
+      volumeThreshold: nonNegativeInt.default(5),
+      /** How long an open breaker waits before a trial call (half-open), ms. @defaultValue 10000 */
+      resetTimeoutMs: positiveInt.default(10_000),
+      /** Rolling window of the error share, ms. @defaultValue 10000 */
+      rollingCountTimeoutMs: positiveInt.default(10_000),
+    })
+    .prefault({}),
+  /**
+   * Fallback chains: the links tried in order for a job, keyed by the job's model, else `default`.
+   * Without any, one Gemini link serves the job's own model.
+   */
+  chains: z.record(z.string(), z.array(chainLink).min(1)).default({}),
   dashboard: z
     .object({
       port: port.default(3001),
+      /** Basic-auth user; set together with `password`. */
       user: z.string().min(1).optional(),
       password: z.string().min(1).optional(),
+      /** Bearer token for scripts (`Authorization: Bearer <token>`), at least 16 characters. */
+      token: z.string().min(16, 'must be at least 16 characters').optional(),
+      /** bull-board without retry, clean, promote or delete. @defaultValue false */
+      readOnly: booleanFlag.default(false),
+    })
+    .prefault({}),
+  /** Prometheus `/metrics` endpoints (producer; the worker may share it). */
+  metrics: z
+    .object({
+      /**
+       * When set, `/metrics` requires `Authorization: Bearer <token>` (the series name tenants).
+       * At least 16 characters. @defaultValue none: `/metrics` is open, like `/healthz`
+       */
+      token: z.string().min(16, 'must be at least 16 characters').optional(),
+    })
+    .prefault({}),
+  /** Shared response cache in Redis (apps/worker/src/cache), keyed by the request's sha256. */
+  responseCache: z
+    .object({
+      /** Serve repeated requests from the cache (jobs opt out with `cache: false`). @defaultValue true */
+      enabled: booleanFlag.default(true),
+      /** How long an answer stays cached when the job sets no `cache.ttlSeconds`, s. @defaultValue 86400 */
+      defaultTtlSeconds: positiveInt.max(30 * 24 * 3600).default(86_400),
     })
     .prefault({}),
   /** Per-tenant budgets (CONFIG_FILE only), keyed by tenant name. Tenants not listed have none. */

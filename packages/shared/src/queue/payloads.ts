@@ -71,7 +71,11 @@ export type PriorityLevel = z.infer<typeof priorityLevelSchema>;
 /** The payload of a job in the `prompts` queue, version 1. */
 export const promptJobDataSchema = z.object({
   v: z.literal(1),
-  kind: z.literal('generate').default('generate'),
+  /**
+   * `generate` (generateContent) or `embed` (an embedding of the text parts of `contents`; a batch
+   * of embed jobs for one model is one batchEmbedContents call). Older jobs have `generate`.
+   */
+  kind: z.enum(['generate', 'embed']).default('generate'),
   tenant: z.string().min(1),
   model: z.string().min(1),
   contents: z.array(storedContentSchema).min(1),
@@ -87,6 +91,10 @@ export const promptJobDataSchema = z.object({
   enqueuedAt: z.number().int(),
   /** Estimated input tokens (text and images), for limits and size checks. */
   estimatedInputTokens: z.number().int().nonnegative().optional(),
+  /** Embed jobs: Gemini's taskType (RETRIEVAL_QUERY, RETRIEVAL_DOCUMENT, SEMANTIC_SIMILARITY…). */
+  taskType: z.string().min(1).optional(),
+  /** Embed jobs: length of the returned vector (the model's default when absent). */
+  outputDimensionality: z.number().int().positive().optional(),
 });
 export type PromptJobData = z.infer<typeof promptJobDataSchema>;
 
@@ -112,5 +120,7 @@ export const promptJobResultSchema = z.object({
   /** Provider call time, ms. */
   latencyMs: z.number().nonnegative(),
   modelVersion: z.string().optional(),
+  /** Embed jobs: the embedding vector (`text` is then ''). */
+  embedding: z.array(z.number()).optional(),
 });
 export type PromptJobResult = z.infer<typeof promptJobResultSchema>;

@@ -67,3 +67,20 @@ export function limiterKey(
 ): string {
   return `${prefix}:limits:{${scope.provider}:${scope.model}:${scope.project ?? 'default'}}:${part}`;
 }
+
+/**
+ * Fairness: how many of a tenant's jobs of one priority level are enqueued and not yet finished
+ * (a plain integer string; see queue/fairness.ts). Expires when the tenant is idle at that level.
+ */
+export function fairBacklogKey(prefix: string, tenant: string, level: 'high' | 'normal' | 'low'): string {
+  return `${prefix}:fair:${tenant}:${level}`;
+}
+
+/**
+ * Shared response cache (apps/worker/src/cache): one string per request digest (sha256 hex of the
+ * canonical request), a JSON `CachedAnswer` with a TTL. A batch is read with one MGET, so on Redis
+ * Cluster give the prefix a hash tag (`{pq}`) to keep every entry in one slot.
+ */
+export function responseCacheKey(prefix: string, digest: string): string {
+  return `${prefix}:rcache:${digest}`;
+}

@@ -1,0 +1,117 @@
+/**
+ * Adaptive micro-batching, per route (e.g. `generate:gemini-3.6-flash`).
+ *
+ * Every BullMQ job keeps its own processor call (so BullMQ still renews its lock, and records its
+ * result, retry or failure); that call hands the job to `submit` and awaits its own promise, while
+ * the batcher serves jobs of one route together. The rule is group commit, not a fixed timer:
+ * - a route with no batch in flight flushes at once: a lone job on an idle queue waits for nothing;
+ * - while a batch of the route is in flight, new jobs gather until `size` of them are pending or
+ *   the first of them has waited `maxWaitMs`, and the route also flushes as soon as it goes idle.
+ * So batches grow only under load, and a batch never waits for one that is in flight.
+ */
+
+export type Outcome<R> = { ok: true; value: R } | { ok: false; error: unknown };
+
+export interface BatcherOptions<T, R> {
+  /** Most items in one batch. */
+  size: number;
+  /** Longest an item waits for its batch to fill while the route is busy, ms. */
+  maxWaitMs: number;
+  /** Serves one batch: one outcome per item, in order. A rejection fails every item of the batch. */
+  dispatch(route: string, items: T[]): Promise<Outcome<R>[]>;
+  /** Observes each batch as it is dispatched (stats). */
+  onBatch?(route: string, size: number): void;
+}
+
+interface Waiter<T, R> {
+  item: T;
+  resolve(value: R): void;
+  reject(error: unknown): void;
+}
+
+interface RouteState<T, R> {
+  pending: Waiter<T, R>[];
+  inFlight: number;
+  timer: NodeJS.Timeout | undefined;
+}
+
+export class Batcher<T, R> {
+  private readonly routes = new Map<string, RouteState<T, R>>();
+
+  constructor(private readonly options: BatcherOptions<T, R>) {
+    if (!(Number.isInteger(options.size) && options.size > 0)) throw new RangeError('size must be a positive integer');
+    if (!(options.maxWaitMs >= 0)) throw new RangeError('maxWaitMs must be ≥ 0');
+  }
+
+  /** Adds an item to its route's next batch; settles with that item's own outcome. */
+  submit(route: string, item: T): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      const state = this.route(route);
+      state.pending.push({ item, resolve, reject });
+      if (state.pending.length >= this.options.size || state.inFlight === 0) this.flush(route, state);
+      else state.timer ??= setTimeout(() => this.flush(route, state), this.options.maxWaitMs);
+    });
+  }
+
+  /** Dispatches everything pending now, whatever the size (shutdown). */
+  flushAll(): void {
+    for (const [route, state] of this.routes) while (state.pending.length > 0) this.flush(route, state);
+  }
+
+  /** Items waiting for a batch, and batches in flight, over all routes. */
+  get load(): { pendingItems: number; batchesInFlight: number } {
+    let pendingItems = 0;
+    let batchesInFlight = 0;
+    for (const state of this.routes.values()) {
+      pendingItems += state.pending.length;
+      batchesInFlight += state.inFlight;
+    }
+    return { pendingItems, batchesInFlight };
+  }
+
+  private route(route: string): RouteState<T, R> {
+    let state = this.routes.get(route);
+    if (!state) {
+      state = { pending: [], inFlight: 0, timer: undefined };
+      this.routes.set(route, state);
+    }
+    return state;
+  }
+
+  private flush(route: string, state: RouteState<T, R>): void {
+    clearTimeout(state.timer);
+    state.timer = undefined;
+    const batch = state.pending.splice(0, this.options.size);
+    if (batch.length === 0) return;
+    // What is left waits for the next flush: at once if already full, else up to maxWaitMs.
+    if (state.pending.length >= this.options.size) queueMicrotask(() => this.flush(route, state));
+    else if (state.pending.length > 0) state.timer = setTimeout(() => this.flush(route, state), this.options.maxWaitMs);
+
+    state.inFlight += 1;
+    this.options.onBatch?.(route, batch.length);
+    void this.run(route, batch).finally(() => {
+      state.inFlight -= 1;
+      if (state.inFlight === 0 && state.pending.length > 0) this.flush(route, state);
+      else if (state.inFlight === 0 && state.pending.length === 0 && this.routes.get(route) === state) this.routes.delete(route);
+    });
+  }
+
+  private async run(route: string, batch: Waiter<T, R>[]): Promise<void> {
+    let outcomes: Outcome<R>[];
+    try {
+      outcomes = await this.options.dispatch(
+        route,
+        batch.map((waiter) => waiter.item),
+      );
+    } catch (error) {
+      for (const waiter of batch) waiter.reject(error);
+      return;
+    }
+    batch.forEach((waiter, i) => {
+      const outcome = outcomes[i];
+      if (!outcome) waiter.reject(new Error(`batch dispatch returned no outcome for item ${i} of ${batch.length}`));
+      else if (outcome.ok) waiter.resolve(outcome.value);
+      else waiter.reject(outcome.error);
+    });
+  }
+}

@@ -1,0 +1,297 @@
+import type { Redis } from 'ioredis';
+import {
+  isProviderError,
+  type Config,
+  type FleetLimiter,
+  type Logger,
+  type PromptJobResult,
+  type Reservation,
+  type SettleItem,
+} from '@prompt-queue/shared';
+import type { Outcome } from '../batching/batcher.js';
+import type { Link, ProviderChains } from '../providers/chain.js';
+import type { EmbedItem, GenerateRequest } from '../providers/provider.js';
+import type { JobEntry, JobOutcomes, WaitReason } from './outcomes.js';
+import { buildEmbedItem, buildRequest, estimateInputTokens } from './request.js';
+
+/**
+ * Serves one micro-batch (jobs of one kind and model) through the fallback chain:
+ *
+ *   prepare (blobs) → beforeCalls → for each link: [breaker open? skip] → limiter.reserve (one round
+ *   trip for the batch) → calls through the link's breaker → [429: observe + fleet pause]
+ *   → settleBatch (limiter settle + release: one round trip) → afterCalls → one outcome per job
+ *
+ * Limiter bookkeeping is a constant number of Redis round trips per batch (per link tried: one
+ * reserve, and on 429s one observe and one pause; then one settle/release), never one per job.
+ * `beforeCalls` / `afterCalls` are the per-batch seams for budgets, the result cache, usage records
+ * and audit lines.
+ */
+
+/** When a breaker is half-open (its trial call in flight), jobs for it look again after this, ms. */
+const HALF_OPEN_RECHECK_MS = 1_000;
+/** Shortest wait before a job that did not get quota looks again, ms. */
+const MIN_WAIT_MS = 25;
+
+export interface BatchContext {
+  kind: 'generate' | 'embed';
+  model: string;
+  jobs: readonly BatchJob[];
+}
+
+/** A job in flight through one batch. */
+export interface BatchJob {
+  readonly entry: JobEntry;
+  /** Input tokens reserved for it (limiter estimate). */
+  readonly estimate: number;
+  request?: GenerateRequest;
+  embedItem?: EmbedItem;
+  /** Its fate once decided; jobs without one are still travelling down the chain. */
+  final?: Final;
+}
+
+export type Final =
+  | { kind: 'served'; result: PromptJobResult; link: string }
+  | { kind: 'error'; error: unknown; latencyMs: number; link?: string }
+  | { kind: 'wait'; untilMs: number; reason: WaitReason; fields?: Record<string, unknown> };
+
+/** Per-batch stages the next features hook into (budgets, cache, usage, audit). */
+export interface BatchHooks {
+  /** After prepare, before any provider call: e.g. budget.reserve, cache.lookup (set `final`). */
+  beforeCalls?(batch: BatchContext): Promise<void>;
+  /** After the calls and the limiter settle: e.g. budget.settle, cache.store, usage.record, audit. */
+  afterCalls?(batch: BatchContext): Promise<void>;
+}
+
+export interface BatchServiceDeps {
+  config: Config;
+  logger: Logger;
+  /** Reads image blobs. */
+  redis: Redis;
+  limiter: FleetLimiter;
+  chains: ProviderChains;
+  outcomes: JobOutcomes;
+  hooks?: BatchHooks;
+  /** Counts served calls per link (for /status). */
+  onServed?(link: Link, jobs: number): void;
+}
+
+/** Limiter reservations to settle (call made, usage known) or release (call never made, or refused). */
+interface Ledger {
+  settle: SettleItem[];
+  release: Reservation[];
+}
+
+export type BatchService = (entries: JobEntry[]) => Promise<Outcome<PromptJobResult>[]>;
+
+export function createBatchService(deps: BatchServiceDeps): BatchService {
+  const { config, logger, limiter, outcomes } = deps;
+
+  async function prepare(batch: BatchContext): Promise<void> {
+    await Promise.all(
+      batch.jobs.map(async (job) => {
+        try {
+          if (batch.kind === 'embed') job.embedItem = buildEmbedItem(job.entry.data);
+          else job.request = await buildRequest(deps.redis, config.redis.prefix, job.entry.data);
+        } catch (error) {
+          job.final = { kind: 'error', error, latencyMs: 0 };
+        }
+      }),
+    );
+  }
+
+  async function runChain(batch: BatchContext, ledger: Ledger): Promise<void> {
+    const links = deps.chains.linksFor(batch.kind, batch.model);
+    let candidates = batch.jobs.filter((job) => !job.final);
+    for (const link of links) {
+      if (candidates.length === 0) return;
+      // An open breaker: straight to the next link, in the same attempt.
+      if (link.breaker.isOpen()) continue;
+      candidates = await serveOnLink(batch, link, candidates, ledger);
+    }
+    // Left over: every link's breaker is open. Wait for the earliest trial, no attempt spent.
+    if (candidates.length === 0) return;
+    const now = Date.now();
+    const retryAt = Math.min(...links.map((link) => (link.breaker.state.state === 'open' ? (link.breaker.state as { retryAt: number }).retryAt : now + HALF_OPEN_RECHECK_MS)));
+    for (const job of candidates) {
+      job.final = { kind: 'wait', untilMs: Math.max(retryAt, now + MIN_WAIT_MS), reason: 'breakers-open', fields: { links: links.map((l) => l.id) } };
+    }
+  }
+
+  /** Reserves quota for the candidates on one link, calls it, and returns the jobs for the next link. */
+  async function serveOnLink(batch: BatchContext, link: Link, candidates: BatchJob[], ledger: Ledger): Promise<BatchJob[]> {
+    // A job whose processor was aborted (forced shutdown, cancel) makes no call.
+    const live: BatchJob[] = [];
+    for (const job of candidates) {
+      if (job.entry.signal?.aborted) job.final = { kind: 'error', error: job.entry.signal.reason, latencyMs: 0 };
+      else live.push(job);
+    }
+    if (live.length === 0) return [];
+
+    const embed = batch.kind === 'embed';
+    // An embed batch is ONE request: one reservation for the sum of its inputs.
+    const estimates = embed ? [live.reduce((sum, job) => sum + job.estimate, 0)] : live.map((job) => job.estimate);
+    const reserved = await limiter.reserve(link.limitKey, link.limits, estimates);
+    const grantedCount = embed ? (reserved.granted.length > 0 ? live.length : 0) : reserved.granted.length;
+    if (grantedCount < live.length) {
+      // No room in the window (or the model is paused fleet-wide): wait in `delayed`, holding no
+      // slot and spending no attempt. Quota waits do not spill over to the next link on purpose:
+      // a fallback is for failures, not a cheaper or worse model taking the overflow.
+      const untilMs = Date.now() + Math.max(MIN_WAIT_MS, reserved.waitMs);
+      const reason: WaitReason = reserved.pausedUntil !== undefined ? 'rate-limited' : 'quota';
+      for (const job of live.slice(grantedCount)) job.final = { kind: 'wait', untilMs, reason, fields: { link: link.id } };
+    }
+    if (grantedCount === 0) return [];
+
+    const granted = live.slice(0, grantedCount);
+    const failures: { job: BatchJob; error: unknown; latencyMs: number; reservation: Reservation | undefined }[] = [];
+    if (embed) {
+      const reservation = reserved.granted[0]!;
+      const started = performance.now();
+      try {
+        const answer = await link.breaker.fire(() =>
+          link.provider.embedBatch!({ model: link.model, items: granted.map((job) => job.embedItem!) }, callOptions(granted)),
+        );
+        const latencyMs = elapsed(started);
+        granted.forEach((job, i) => {
+          const served = { provider: link.providerName, model: link.model, embedding: answer.embeddings[i]!, inputTokens: job.estimate };
+          job.final = served$(() => outcomes.embedded(job.entry, served, latencyMs), link, latencyMs);
+        });
+        deps.onServed?.(link, granted.length);
+        // batchEmbedContents reports no usage: the estimate stays in the window as reserved.
+      } catch (error) {
+        const latencyMs = elapsed(started);
+        // One call, one reservation: the first job carries it.
+        granted.forEach((job, i) => failures.push({ job, error, latencyMs, reservation: i === 0 ? reservation : undefined }));
+      }
+    } else {
+      await Promise.all(
+        granted.map(async (job, i) => {
+          const reservation = reserved.granted[i]!;
+          const started = performance.now();
+          try {
+            const answer = await link.breaker.fire(() => link.provider.generate({ ...job.request!, model: link.model }, callOptions([job])));
+            const latencyMs = elapsed(started);
+            ledger.settle.push({ reservation, actualTokens: answer.usage.inputTokens });
+            job.final = served$(() => outcomes.generated(job.entry, { ...answer, provider: link.providerName, model: link.model }, latencyMs), link, latencyMs);
+            deps.onServed?.(link, 1);
+          } catch (error) {
+            failures.push({ job, error, latencyMs: elapsed(started), reservation });
+          }
+        }),
+      );
+    }
+
+    const next: BatchJob[] = [];
+    let retryAfterMs = 0;
+    for (const { job, error, latencyMs, reservation } of failures) {
+      const made = isProviderError(error) && (error as { breakerOpen?: boolean }).breakerOpen !== true;
+      // A provider that answered with an error status served nothing and counted nothing (a quota
+      // 429 is refused before it counts): give the room back. A timeout or a lost connection may
+      // have reached it: keep the estimate in the window.
+      if (reservation && (!made || (isProviderError(error) && error.httpStatus !== undefined))) ledger.release.push(reservation);
+      if (job.entry.signal?.aborted) {
+        job.final = { kind: 'error', error, latencyMs, link: link.id };
+      } else if (isProviderError(error) && error.disposition === 'rate-limit') {
+        retryAfterMs = Math.max(retryAfterMs, error.retryAfterMs ?? 0);
+        job.final = { kind: 'wait', untilMs: Date.now() + (error.retryAfterMs ?? 0), reason: 'rate-limited', fields: { link: link.id, code: error.code } };
+      } else if (isProviderError(error) && error.disposition === 'backoff' && (!made || link.breaker.isOpen())) {
+        next.push(job);
+      } else {
+        job.final = { kind: 'error', error, latencyMs, link: link.id };
+      }
+    }
+    if (retryAfterMs > 0) await pauseLink(link, retryAfterMs);
+    return next;
+  }
+
+  /**
+   * A 429 from a link whose reservation our window granted: the quota is fleet-wide, so pause the
+   * model for the whole fleet, and when limits are configured let the limiter learn that the real
+   * limit is lower (before the refused reservation is released, so its usage counts). Without
+   * configured limits there is no belief to correct: the pause alone handles it.
+   */
+  async function pauseLink(link: Link, retryAfterMs: number): Promise<void> {
+    try {
+      if (link.limits.rpm > 0 || link.limits.tpm > 0) {
+        const learned = await limiter.observeRateLimit(link.limitKey, link.limits);
+        logger.warn('429 within our limits: lowering the fleet limit', { link: link.id, ...learned });
+      }
+      await limiter.pause(link.limitKey, retryAfterMs);
+      logger.warn('provider rate limit: model paused fleet-wide', { link: link.id, retryAfterMs });
+    } catch (error) {
+      // The jobs still wait their retry delay; only the fleet-wide part is lost.
+      logger.warn('could not pause the model fleet-wide', { link: link.id, error: String(error) });
+    }
+  }
+
+  /** One round trip: settles used reservations with actual input tokens, releases unused ones. */
+  async function settleBatch(ledger: Ledger): Promise<void> {
+    try {
+      // Both pipelines go out back to back on one connection: one round trip.
+      await Promise.all([limiter.settle(ledger.settle), limiter.release(ledger.release)]);
+    } catch (error) {
+      // Reservations then stay at their estimate until they leave the window: safe, only less room.
+      logger.warn('could not settle limiter reservations', { error: String(error) });
+    }
+  }
+
+  async function finish(job: BatchJob): Promise<Outcome<PromptJobResult>> {
+    const final = job.final ?? { kind: 'error' as const, error: new Error('job left the batch undecided'), latencyMs: 0 };
+    switch (final.kind) {
+      case 'served':
+        return { ok: true, value: final.result };
+      case 'wait':
+        return { ok: false, error: await outcomes.wait(job.entry, final.untilMs, final.reason, final.fields) };
+      case 'error':
+        return { ok: false, error: await outcomes.failed(job.entry, final.error, final.latencyMs) };
+    }
+  }
+
+  return async function serveBatch(entries: JobEntry[]): Promise<Outcome<PromptJobResult>[]> {
+    const first = entries[0]!.data;
+    const batch: BatchContext = {
+      kind: first.kind,
+      model: first.model,
+      jobs: entries.map((entry): BatchJob => ({ entry, estimate: estimateInputTokens(entry.data) })),
+    };
+    const ledger: Ledger = { settle: [], release: [] };
+    try {
+      await prepare(batch);
+      await deps.hooks?.beforeCalls?.(batch);
+      await runChain(batch, ledger);
+    } catch (error) {
+      // Redis failing under the limiter, a bug: every undecided job retries through its attempts.
+      for (const job of batch.jobs) job.final ??= { kind: 'error', error, latencyMs: 0 };
+    } finally {
+      await settleBatch(ledger);
+    }
+    await deps.hooks?.afterCalls?.(batch).catch((error: unknown) => logger.warn('afterCalls hook failed', { error: String(error) }));
+    return Promise.all(batch.jobs.map(finish));
+  };
+}
+
+/** One signal for a call serving several jobs: aborted only when all of them are. */
+function callOptions(jobs: readonly BatchJob[]): { signal?: AbortSignal } {
+  const signals = jobs.map((job) => job.entry.signal).filter((signal): signal is AbortSignal => signal !== undefined);
+  if (signals.length === 0 || signals.length < jobs.length) return {};
+  if (signals.length === 1) return { signal: signals[0]! };
+  const all = new AbortController();
+  const onAbort = (): void => {
+    if (signals.every((signal) => signal.aborted)) all.abort(signals[0]!.reason);
+  };
+  for (const signal of signals) signal.addEventListener('abort', onAbort, { once: true });
+  return { signal: all.signal };
+}
+
+/** A result built from a successful call; a malformed one is an error of that job only. */
+function served$(build: () => PromptJobResult, link: Link, latencyMs: number): Final {
+  try {
+    return { kind: 'served', result: build(), link: link.id };
+  } catch (error) {
+    return { kind: 'error', error, latencyMs, link: link.id };
+  }
+}
+
+function elapsed(started: number): number {
+  return Math.round(performance.now() - started);
+}

@@ -1,0 +1,109 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { Batcher, type Outcome } from '../src/batching/batcher.js';
+
+/** A dispatch whose batches stay in flight until the test finishes them. */
+function harness(size = 4, maxWaitMs = 20) {
+  const batches: { route: string; items: number[]; finish(): void }[] = [];
+  const batcher = new Batcher<number, string>({
+    size,
+    maxWaitMs,
+    dispatch: (route, items) =>
+      new Promise<Outcome<string>[]>((resolve) => {
+        batches.push({
+          route,
+          items,
+          finish: () => resolve(items.map((item) => (item < 0 ? { ok: false, error: new Error(`bad ${item}`) } : { ok: true, value: `done ${item}` }))),
+        });
+      }),
+  });
+  return { batcher, batches };
+}
+
+describe('Batcher (adaptive micro-batches, fake timers)', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('a lone job on an idle route goes out at once, alone', async () => {
+    const { batcher, batches } = harness();
+    const result = batcher.submit('a', 1);
+    expect(batches.map((b) => b.items)).toEqual([[1]]);
+    batches[0]!.finish();
+    await expect(result).resolves.toBe('done 1');
+  });
+
+  it('while a batch is in flight, jobs gather until maxWaitMs', async () => {
+    const { batcher, batches } = harness(4, 20);
+    void batcher.submit('a', 1);
+    const later = [batcher.submit('a', 2), batcher.submit('a', 3)];
+    expect(batches).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(19);
+    expect(batches).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(batches.map((b) => b.items)).toEqual([[1], [2, 3]]);
+    batches[1]!.finish();
+    await expect(Promise.all(later)).resolves.toEqual(['done 2', 'done 3']);
+  });
+
+  it('flushes as soon as `size` jobs are pending, without waiting', async () => {
+    const { batcher, batches } = harness(3, 1_000);
+    void batcher.submit('a', 0);
+    for (let i = 1; i <= 7; i++) void batcher.submit('a', i);
+    expect(batches.map((b) => b.items)).toEqual([[0], [1, 2, 3], [4, 5, 6]]);
+    // The 7th waits for more company, up to maxWaitMs.
+    await vi.advanceTimersByTimeAsync(999);
+    expect(batches).toHaveLength(3);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(batches.at(-1)!.items).toEqual([7]);
+  });
+
+  it('flushes what gathered as soon as the route goes idle (before maxWaitMs)', async () => {
+    const { batcher, batches } = harness(10, 1_000);
+    void batcher.submit('a', 1);
+    void batcher.submit('a', 2);
+    void batcher.submit('a', 3);
+    expect(batches).toHaveLength(1);
+    batches[0]!.finish();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(batches.map((b) => b.items)).toEqual([[1], [2, 3]]);
+  });
+
+  it('routes batch independently: a busy route never delays an idle one', () => {
+    const { batcher, batches } = harness();
+    void batcher.submit('a', 1);
+    void batcher.submit('a', 2);
+    void batcher.submit('b', 3);
+    expect(batches.map((b) => [b.route, b.items])).toEqual([
+      ['a', [1]],
+      ['b', [3]],
+    ]);
+  });
+
+  it('settles every job with its own outcome; a failed dispatch fails the whole batch', async () => {
+    const { batcher, batches } = harness(2, 5);
+    void batcher.submit('a', 0);
+    const ok = batcher.submit('a', 1);
+    const bad = batcher.submit('a', -1);
+    expect(batches[1]!.items).toEqual([1, -1]);
+    batches[1]!.finish();
+    await expect(ok).resolves.toBe('done 1');
+    await expect(bad).rejects.toThrow('bad -1');
+
+    const broken = new Batcher<number, string>({ size: 2, maxWaitMs: 5, dispatch: () => Promise.reject(new Error('redis down')) });
+    await expect(broken.submit('a', 1)).rejects.toThrow('redis down');
+  });
+
+  it('flushAll sends what is gathering at once (shutdown)', () => {
+    const { batcher, batches } = harness(10, 10_000);
+    void batcher.submit('a', 1);
+    void batcher.submit('a', 2);
+    void batcher.submit('b', 3);
+    void batcher.submit('b', 4);
+    expect(batcher.load).toEqual({ pendingItems: 2, batchesInFlight: 2 });
+    batcher.flushAll();
+    expect(batches.map((b) => b.items)).toEqual([[1], [3], [2], [4]]);
+  });
+});

@@ -1,0 +1,118 @@
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { Queue } from 'bullmq';
+import { startEmulatorProcess, embedText, type EmulatorProcess } from '@prompt-queue/gemini-emulator';
+import { createLogger, createRedis, promptJobResultSchema, QueueName, type Config } from '@prompt-queue/shared';
+import { startTestRedis, uniquePrefix, waitFor, type TestRedis } from '@prompt-queue/shared/testing';
+import { createPromptWorker, type PromptWorker } from '../src/worker.js';
+import { enqueue, MODEL, promptData, testConfig, waitForJob } from './helpers.js';
+
+const EMBED_MODEL = 'gemini-embedding-001';
+
+/** The batch pipeline in-process (one worker, spies on real objects), against the emulator process. */
+describe('batch pipeline (real Redis, emulator process)', () => {
+  let redisServer: TestRedis;
+  let emulator: EmulatorProcess;
+  const cleanups: (() => Promise<unknown>)[] = [];
+
+  beforeAll(async () => {
+    [redisServer, emulator] = await Promise.all([startTestRedis(), startEmulatorProcess()]);
+  });
+  afterAll(async () => {
+    await Promise.all([emulator?.stop(), redisServer?.stop()]);
+  });
+  beforeEach(async () => {
+    await emulator.client.reset();
+    await emulator.client.setLatency(0);
+  });
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  function setup(env: Record<string, string> = {}) {
+    const config: Config = testConfig({
+      REDIS_URL: redisServer.url,
+      REDIS_PREFIX: uniquePrefix('b'),
+      GEMINI_API_KEY: emulator.apiKey,
+      GEMINI_BASE_URL: emulator.url,
+      ...env,
+    });
+    const worker: PromptWorker = createPromptWorker({ config, logger: createLogger({ service: 'worker-test', level: 'error' }) });
+    cleanups.push(() => worker.close(1_000));
+    const connection = createRedis(config.redis.url, 'worker');
+    const queue = new Queue(QueueName.Prompts, { connection, prefix: config.redis.prefix });
+    cleanups.push(async () => {
+      await queue.close();
+      connection.disconnect();
+    });
+    return { config, queue, worker };
+  }
+
+  it('embed jobs of one model go out as ONE batchEmbedContents call', async () => {
+    const { config, queue, worker } = setup({ BATCH_MAX_WAIT_MS: '5000' });
+    await emulator.client.setLatency(300);
+    // A lone job on an idle route goes out at once; the next ones gather while it is in flight.
+    const primer = await enqueue(queue, config, promptData({ kind: 'embed', model: EMBED_MODEL, text: 'primer' }));
+    await waitFor(async () => (await emulator.client.counters()).totalCalls === 1, { what: 'the primer call' });
+    const texts = Array.from({ length: 10 }, (_, i) => `document number ${i}`);
+    const ids: string[] = [];
+    for (const text of texts) ids.push(await enqueue(queue, config, promptData({ kind: 'embed', model: EMBED_MODEL, text, outputDimensionality: 64 })));
+    await waitForJob(queue, primer, ['completed']);
+    const done = await Promise.all(ids.map((id) => waitForJob(queue, id, ['completed', 'failed'])));
+
+    expect(done.map((d) => d.state)).toEqual(texts.map(() => 'completed'));
+    done.forEach((d, i) => {
+      const result = promptJobResultSchema.parse(d.job.returnvalue);
+      expect(result).toMatchObject({ text: '', provider: 'gemini', model: EMBED_MODEL });
+      expect(result.embedding).toEqual(embedText(texts[i]!, 64));
+      expect(result.costUsd).toBeGreaterThan(0);
+    });
+    const counters = await emulator.client.counters();
+    expect(counters.byModel[EMBED_MODEL]!.byMethod).toEqual({ batchEmbedContents: 2 });
+    expect(worker.stats.snapshot().batches.bySize).toEqual({ 1: 1, 10: 1 });
+  });
+
+  it('limiter bookkeeping is a constant number of round trips per batch, not one per job', async () => {
+    const { config, queue, worker } = setup({ BATCH_SIZE: '16', BATCH_MAX_WAIT_MS: '200', GEMINI_RPM: '1000', GEMINI_TPM: '1000000', GEMINI_MODEL: MODEL });
+    const calls = { reserve: 0, settle: 0, release: 0, pause: 0, observeRateLimit: 0 };
+    for (const method of Object.keys(calls) as (keyof typeof calls)[]) {
+      const original = worker.limiter[method].bind(worker.limiter) as (...args: unknown[]) => Promise<unknown>;
+      vi.spyOn(worker.limiter, method).mockImplementation((...args: unknown[]) => {
+        calls[method] += 1;
+        return original(...args) as never;
+      });
+    }
+    await emulator.client.setLatency(200);
+    const ids = await Promise.all(Array.from({ length: 49 }, (_, i) => enqueue(queue, config, promptData({ text: `job ${i}` }))));
+    const done = await Promise.all(ids.map((id) => waitForJob(queue, id, ['completed', 'failed'])));
+    expect(done.every((d) => d.state === 'completed')).toBe(true);
+
+    const { batches } = worker.stats.snapshot();
+    console.log('bookkeeping', JSON.stringify({ jobs: 49, batches, limiterCalls: calls }));
+    expect(batches.jobs).toBe(49);
+    expect(batches.largest).toBeGreaterThan(1);
+    // One reserve per batch (one link), one settle and one release per batch (sent together).
+    expect(calls.reserve).toBe(batches.count);
+    expect(calls.settle).toBe(batches.count);
+    expect(calls.release).toBe(batches.count);
+    expect(calls.reserve).toBeLessThan(49);
+  });
+
+  it('when every link of the chain is open, jobs wait (no attempt spent) and complete after the outage', async () => {
+    const { config, queue, worker } = setup({
+      BREAKER_VOLUME_THRESHOLD: '2',
+      BREAKER_RESET_TIMEOUT_MS: '700',
+      JOB_ATTEMPTS: '3',
+    });
+    await emulator.client.addFault({ kind: 'unavailable', model: MODEL, durationMs: 2_500 });
+    const ids: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      ids.push(await enqueue(queue, config, promptData({ text: `during outage ${i}` })));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await waitFor(() => worker.chains.all()[0]?.breaker.state.state === 'open', { what: 'the breaker to open' });
+    const done = await Promise.all(ids.map((id) => waitForJob(queue, id, ['completed', 'failed'], 15_000)));
+    expect(done.map((d) => d.state)).toEqual(ids.map(() => 'completed'));
+    // Only the calls that opened the breaker spent attempts; waiting for it spent none.
+    expect(Math.max(...done.map((d) => d.job.attemptsMade))).toBeLessThanOrEqual(3);
+  });
+});
