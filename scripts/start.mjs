@@ -3,6 +3,7 @@
 // Builds (Turborepo skips what is up to date), finds or starts Redis, starts the Gemini emulator
 // unless GEMINI_API_KEY is set, then the producer, a worker and the dashboard. Ctrl-C stops all.
 import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -136,6 +137,15 @@ async function main() {
 
   const [, producerUrl] = await startChild('producer', process.execPath, ['apps/producer/dist/main.js'], /listening on (http:\/\/\S+)/);
   const [, workerUrl] = await startChild('worker', process.execPath, ['apps/worker/dist/main.js'], /listening on (http:\/\/\S+)/);
+  // The dashboard has no anonymous mode: without credentials of your own, use a password for this run.
+  let dashboardLogin = 'your DASHBOARD_USER / DASHBOARD_PASSWORD';
+  if (!env.DASHBOARD_USER && !env.DASHBOARD_PASSWORD && !env.DASHBOARD_TOKEN && !env.CONFIG_FILE) {
+    env.DASHBOARD_USER = 'admin';
+    env.DASHBOARD_PASSWORD = randomBytes(18).toString('base64url');
+    dashboardLogin = `user admin, password ${env.DASHBOARD_PASSWORD} (generated for this run)`;
+  } else if (!env.DASHBOARD_USER && !env.DASHBOARD_PASSWORD) {
+    dashboardLogin = 'see CONFIG_FILE / DASHBOARD_TOKEN (or the password the dashboard printed above)';
+  }
   const [, dashboardUrl] = await startChild('dashboard', process.execPath, ['apps/dashboard/dist/main.js'], /listening on (http:\/\/\S+)/);
 
   const key = env.API_KEYS ? '<your key>' : 'dev-key';
@@ -143,6 +153,7 @@ async function main() {
 prompt-queue is running.
   producer API   ${producerUrl}
   dashboard      ${dashboardUrl}        (queues at ${dashboardUrl}/queues)
+                 login: ${dashboardLogin}
   worker health  ${workerUrl}/healthz
   Gemini         ${env.GEMINI_BASE_URL ?? 'https://generativelanguage.googleapis.com'}
 

@@ -1,56 +1,62 @@
-import { createBullBoard } from '@bull-board/api';
-import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
-import { ExpressAdapter } from '@bull-board/express';
 import { QueueName, type Config, type Logger } from '@prompt-queue/shared';
 import { Queue } from 'bullmq';
-import express, { type Express } from 'express';
+import express, { type ErrorRequestHandler, type Express } from 'express';
 import type { Redis } from 'ioredis';
-import { basicAuth, dashboardCredentials } from './auth.js';
+import { configuredAuth, requireAuth, type DashboardAuth } from './auth.js';
+import { BOARD_PATH, createBoardRouter } from './board.js';
+import { requireSameOrigin } from './csrf.js';
+import { OverviewSource } from './overview/collect.js';
+import { overviewRouter } from './overview/router.js';
 
-/** Where bull-board is mounted; its UI, static assets and JSON API all live under it. */
-export const BOARD_PATH = '/queues';
+export { BOARD_PATH } from './board.js';
 
 export interface DashboardDeps {
   config: Config;
   /** Shared by every queue; created with `createRedis(url, 'worker')`. The caller closes it. */
   connection: Redis;
   logger: Logger;
+  /**
+   * Who may sign in. Defaults to the configured credentials (`DASHBOARD_USER`/`DASHBOARD_PASSWORD`,
+   * `DASHBOARD_TOKEN`); `main.ts` passes generated ones in development when none are configured.
+   */
+  auth?: DashboardAuth;
 }
 
 export interface Dashboard {
   app: Express;
+  /** Reads the overview's numbers (what `GET /api/overview` answers). */
+  overview: OverviewSource;
   /** Closes the queues (not the shared connection). Idempotent. */
   close(): Promise<void>;
 }
 
 /**
- * The dashboard: bull-board over every queue in `QueueName` at `/queues`, `/healthz` and `/readyz`
- * probes, and basic auth in front of everything but the probes. Without credentials it serves unauthenticated,
- * which `main.ts` only allows outside production; this factory refuses it in production too.
+ * The dashboard: the overview at `/` (page, `/api/overview`, `/assets`), bull-board over every
+ * queue in `QueueName` at `/queues`, and `/healthz` and `/readyz` probes. Everything but the probes
+ * requires credentials (no anonymous mode), and every state-changing request must come from the
+ * dashboard's own origin (CSRF).
  */
-export function createApp({ config, connection, logger }: DashboardDeps): Dashboard {
-  const credentials = dashboardCredentials(config);
-  if (!credentials && config.env === 'production') {
-    throw new Error('DASHBOARD_USER and DASHBOARD_PASSWORD are required in production');
+export function createApp({ config, connection, logger, auth = configuredAuth(config) }: DashboardDeps): Dashboard {
+  if (!auth) {
+    throw new Error('dashboard credentials are required: set DASHBOARD_USER and DASHBOARD_PASSWORD (or DASHBOARD_TOKEN)');
   }
 
-  const queues = Object.values(QueueName).map(
-    (name) => new Queue(name, { connection, prefix: config.redis.prefix }),
+  const queues = new Map(
+    Object.values(QueueName).map((name) => [name, new Queue(name, { connection, prefix: config.redis.prefix })] as const),
   );
-  for (const queue of queues) {
+  for (const queue of queues.values()) {
     // Connection errors are reported once by whoever owns the connection; keep them off stderr here.
     queue.on('error', (error) => logger.debug('queue error', { queue: queue.name, error }));
   }
-
-  const serverAdapter = new ExpressAdapter().setBasePath(BOARD_PATH);
-  createBullBoard({
-    queues: queues.map((queue) => new BullMQAdapter(queue)),
-    serverAdapter,
-    options: { uiConfig: { boardTitle: 'prompt-queue' } },
-  });
+  const overview = new OverviewSource({ config, connection, queues });
 
   const app = express();
   app.disable('x-powered-by');
+  app.use((_req, res, next) => {
+    // No page of ours may be framed: a framed board could be clicked through (clickjacking).
+    res.set('X-Frame-Options', 'DENY').set('X-Content-Type-Options', 'nosniff').set('Referrer-Policy', 'same-origin');
+    next();
+  });
 
   // Before auth: orchestrators probe these without credentials. They reveal only up/down.
   // Liveness: the process serves HTTP.
@@ -63,19 +69,24 @@ export function createApp({ config, connection, logger }: DashboardDeps): Dashbo
     res.status(ready ? 200 : 503).json({ status: ready ? 'ok' : 'unavailable', redis: ready ? 'up' : 'down' });
   });
 
-  if (credentials) app.use(basicAuth(credentials));
+  app.use(requireAuth(auth));
+  app.use(requireSameOrigin());
 
-  // Placeholder until the overview page exists.
-  app.get('/', (_req, res) => res.redirect(302, `${BOARD_PATH}/`));
-  const board = serverAdapter.getRouter() as Express;
-  board.disable('x-powered-by');
-  app.use(BOARD_PATH, board);
+  app.use(overviewRouter(overview, { boardPath: BOARD_PATH }));
+  app.use(BOARD_PATH, createBoardRouter([...queues.values()], { readOnly: config.dashboard.readOnly, overviewPath: '/' }));
+
+  const onError: ErrorRequestHandler = (error: unknown, req, res, _next) => {
+    logger.error('request failed', { method: req.method, path: req.path, error });
+    if (!res.headersSent) res.status(500).json({ error: { code: 'INTERNAL', message: 'The dashboard could not answer.' } });
+  };
+  app.use(onError);
 
   let closing: Promise<void> | undefined;
   return {
     app,
+    overview,
     close() {
-      closing ??= Promise.allSettled(queues.map((queue) => queue.close())).then((results) => {
+      closing ??= Promise.allSettled([...queues.values()].map((queue) => queue.close())).then((results) => {
         for (const result of results) {
           if (result.status === 'rejected') logger.warn('closing a queue failed', { error: result.reason as unknown });
         }

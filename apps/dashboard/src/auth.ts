@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import type { Config } from '@prompt-queue/shared';
 
@@ -10,13 +10,33 @@ export interface BasicCredentials {
   password: string;
 }
 
+/** Who may use the dashboard: a basic-auth pair (browsers), a bearer token (scripts), or both. */
+export interface DashboardAuth {
+  basic?: BasicCredentials;
+  token?: string;
+}
+
+/** How a request proved who it is; CSRF checks apply to `basic` only (browsers resend it on their own). */
+export type AuthMethod = 'basic' | 'token';
+
+/** The user name of credentials generated at start when none are configured. */
+export const GENERATED_USER = 'admin';
+
 /**
- * The dashboard's credentials, or `undefined` when none are configured. The config loader already
- * rejects a user without a password (and the reverse), so one check covers both.
+ * The configured credentials, or `undefined` when none are. The config loader already rejects a
+ * user without a password (and the reverse), so one check covers both.
  */
-export function dashboardCredentials(config: Config): BasicCredentials | undefined {
-  const { user, password } = config.dashboard;
-  return user !== undefined && password !== undefined ? { user, password } : undefined;
+export function configuredAuth(config: Config): DashboardAuth | undefined {
+  const { user, password, token } = config.dashboard;
+  const auth: DashboardAuth = {};
+  if (user !== undefined && password !== undefined) auth.basic = { user, password };
+  if (token !== undefined) auth.token = token;
+  return auth.basic || auth.token ? auth : undefined;
+}
+
+/** Basic-auth credentials for one run: user `admin` and a random 24-character password. */
+export function generatedCredentials(): BasicCredentials {
+  return { user: GENERATED_USER, password: randomBytes(18).toString('base64url') };
 }
 
 /**
@@ -39,25 +59,38 @@ export function parseBasicAuthorization(header: string | undefined): BasicCreden
   return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
 }
 
+/** `Authorization: Bearer <token>` → the token, or `undefined`. */
+export function parseBearerAuthorization(header: string | undefined): string | undefined {
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
+  return match?.[1];
+}
+
 /**
- * HTTP basic auth for every route it is mounted in front of. Both the user and the password are
- * always compared (no early exit), so a wrong user name takes as long as a wrong password.
+ * Requires basic auth or the bearer token on every route it is mounted in front of, and records the
+ * method in `res.locals.authMethod`. Both the user and the password are always compared (no early
+ * exit), so a wrong user name takes as long as a wrong password. Browsers get a Basic challenge.
  */
-export function basicAuth(credentials: BasicCredentials): RequestHandler {
+export function requireAuth(auth: DashboardAuth): RequestHandler {
   return (req, res, next) => {
-    const given = parseBasicAuthorization(req.get('authorization'));
-    if (given) {
-      const userOk = constantTimeEqual(given.user, credentials.user);
-      const passwordOk = constantTimeEqual(given.password, credentials.password);
+    const header = req.get('authorization');
+    const basic = auth.basic && parseBasicAuthorization(header);
+    if (auth.basic && basic) {
+      const userOk = constantTimeEqual(basic.user, auth.basic.user);
+      const passwordOk = constantTimeEqual(basic.password, auth.basic.password);
       if (userOk && passwordOk) {
+        res.locals.authMethod = 'basic' satisfies AuthMethod;
         next();
         return;
       }
     }
-    res
-      .status(401)
-      .set('WWW-Authenticate', `Basic realm="${AUTH_REALM}"`)
-      .type('text/plain')
-      .send('Authentication required');
+    const token = auth.token && parseBearerAuthorization(header);
+    if (auth.token && token && constantTimeEqual(token, auth.token)) {
+      res.locals.authMethod = 'token' satisfies AuthMethod;
+      next();
+      return;
+    }
+    // Without basic credentials configured a challenge would only show a login prompt that cannot succeed.
+    if (auth.basic) res.set('WWW-Authenticate', `Basic realm="${AUTH_REALM}"`);
+    res.status(401).type('text/plain').send('Authentication required');
   };
 }

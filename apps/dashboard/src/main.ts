@@ -3,21 +3,24 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createLogger, createRedis, loadConfigOrExit } from '@prompt-queue/shared';
 import { createApp } from './app.js';
-import { dashboardCredentials } from './auth.js';
+import { configuredAuth, generatedCredentials } from './auth.js';
 
 const config = loadConfigOrExit();
 const logger = createLogger({ service: 'dashboard', level: config.logLevel, json: config.env === 'production' });
 
-if (!dashboardCredentials(config)) {
+let auth = configuredAuth(config);
+if (!auth) {
   if (config.env === 'production') {
     console.error(
-      'dashboard: refusing to start in production without credentials. Set DASHBOARD_USER and DASHBOARD_PASSWORD.',
+      'dashboard: refusing to start in production without credentials. Set DASHBOARD_USER and DASHBOARD_PASSWORD (or DASHBOARD_TOKEN).',
     );
     process.exit(1);
   }
-  logger.warn(
-    '!!! DASHBOARD_USER / DASHBOARD_PASSWORD are not set: the dashboard is served WITHOUT authentication. ' +
-      'Anyone who can reach this port can read, retry and delete jobs. Never expose it like this. !!!',
+  // No anonymous access, even in development: a password for this run, printed once.
+  const basic = generatedCredentials();
+  auth = { basic };
+  process.stdout.write(
+    `dashboard credentials (generated for this run; set DASHBOARD_USER and DASHBOARD_PASSWORD to choose): user ${basic.user} password ${basic.password}\n`,
   );
 }
 
@@ -33,7 +36,7 @@ connection.on('ready', () => {
   redisDown = false;
 });
 
-const dashboard = createApp({ config, connection, logger });
+const dashboard = createApp({ config, connection, logger, auth });
 const server = createServer(dashboard.app);
 
 server.once('error', (error) => {

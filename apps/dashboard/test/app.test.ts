@@ -5,6 +5,7 @@ import type { Redis } from 'ioredis';
 import request from 'supertest';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createApp, type Dashboard } from '../src/app.js';
+import type { DashboardAuth } from '../src/auth.js';
 
 const USER = 'admin';
 const PASSWORD = 'pa:ss w0rd'; // a colon and a space: only the first colon separates user from password
@@ -26,7 +27,10 @@ afterAll(async () => {
 });
 
 /** A dashboard on a fresh key prefix, closed (and its keys removed) after the test. */
-function dashboardWith(overrides: Partial<ConfigInput> = {}): { dashboard: Dashboard; prefix: string; connection: Redis } {
+function dashboardWith(
+  overrides: Partial<ConfigInput> = {},
+  auth?: DashboardAuth,
+): { dashboard: Dashboard; prefix: string; connection: Redis } {
   const prefix = uniquePrefix('dash');
   const config = configSchema.parse({
     env: 'test',
@@ -35,7 +39,7 @@ function dashboardWith(overrides: Partial<ConfigInput> = {}): { dashboard: Dashb
     ...overrides,
   });
   const connection = createRedis(redis.url, 'worker');
-  const dashboard = createApp({ config, connection, logger });
+  const dashboard = createApp({ config, connection, logger, ...(auth ? { auth } : {}) });
   cleanups.push(async () => {
     await dashboard.close();
     const keys = await connection.keys(`${prefix}:*`);
@@ -94,13 +98,53 @@ describe('dashboard with credentials', () => {
     }
   });
 
-  it('protects the root and unknown paths, and redirects / to the board', async () => {
+  it('protects every route: the overview, its API and assets, the board and unknown paths', async () => {
     const { dashboard } = dashboardWith();
-    expect((await request(dashboard.app).get('/')).status).toBe(401);
-    expect((await request(dashboard.app).get('/nope')).status).toBe(401);
-    const res = await request(dashboard.app).get('/').auth(USER, PASSWORD);
-    expect(res.status).toBe(302);
-    expect(res.headers.location).toBe('/queues/');
+    const paths = [
+      '/',
+      '/api/overview',
+      '/assets/overview.js',
+      '/assets/overview.css',
+      '/assets/vendor/chart.umd.min.js',
+      '/queues',
+      '/queues/',
+      '/queues/api/queues',
+      '/queues/static/images/logo.svg',
+      '/nope',
+    ];
+    for (const path of paths) {
+      const res = await request(dashboard.app).get(path);
+      expect(res.status, path).toBe(401);
+      expect(res.text, path).toBe('Authentication required');
+    }
+    for (const method of ['put', 'post', 'delete'] as const) {
+      expect((await request(dashboard.app)[method]('/queues/api/queues/prompts/retry/failed')).status, method).toBe(401);
+    }
+  });
+
+  it('serves the overview page, its client and Chart.js from the app itself', async () => {
+    const { dashboard } = dashboardWith();
+    const page = await request(dashboard.app).get('/').auth(USER, PASSWORD);
+    expect(page.status).toBe(200);
+    expect(page.headers['content-type']).toMatch(/text\/html/);
+    expect(page.headers['content-security-policy']).toContain("script-src 'self'");
+    expect(page.text).toContain('src="assets/vendor/chart.umd.min.js"');
+    expect(page.text).not.toMatch(/https?:\/\//);
+    const chart = await request(dashboard.app).get('/assets/vendor/chart.umd.min.js').auth(USER, PASSWORD);
+    expect(chart.status).toBe(200);
+    expect(chart.headers['content-type']).toMatch(/javascript/);
+    expect(chart.text).toContain('Chart');
+    const client = await request(dashboard.app).get('/assets/overview.js').auth(USER, PASSWORD);
+    expect(client.status, 'build the dashboard first: dist/public/client/overview.js').toBe(200);
+    expect(client.text).toContain('api/overview');
+    expect((await request(dashboard.app).get('/assets/overview.css').auth(USER, PASSWORD)).status).toBe(200);
+  });
+
+  it('refuses to be framed', async () => {
+    const { dashboard } = dashboardWith();
+    for (const path of ['/', '/queues/']) {
+      expect((await request(dashboard.app).get(path).auth(USER, PASSWORD)).headers['x-frame-options'], path).toBe('DENY');
+    }
   });
 
   it('answers /healthz and /readyz without credentials', async () => {
@@ -129,17 +173,38 @@ describe('dashboard with credentials', () => {
   });
 });
 
-describe('dashboard without credentials', () => {
-  it('serves without auth outside production', async () => {
-    const { dashboard } = dashboardWith({ dashboard: {} });
-    expect((await request(dashboard.app).get('/queues')).status).toBe(200);
-    expect((await request(dashboard.app).get('/queues/api/queues')).status).toBe(200);
+describe('dashboard without configured credentials', () => {
+  it('refuses to be built, in any environment: there is no anonymous mode', () => {
+    for (const env of ['development', 'production', 'test'] as const) {
+      const config = configSchema.parse({ env, redis: { url: redis.url } });
+      const connection = createRedis(redis.url, 'worker');
+      cleanups.push(() => connection.quit());
+      expect(() => createApp({ config, connection, logger }), env).toThrow(/DASHBOARD_USER and DASHBOARD_PASSWORD/);
+    }
   });
 
-  it('refuses to be built in production', () => {
-    const config = configSchema.parse({ env: 'production', redis: { url: redis.url } });
-    const connection = createRedis(redis.url, 'worker');
-    cleanups.push(() => connection.quit());
-    expect(() => createApp({ config, connection, logger })).toThrow(/DASHBOARD_USER and DASHBOARD_PASSWORD/);
+  it('accepts credentials passed in (generated by main.ts in development)', async () => {
+    const { dashboard } = dashboardWith({ dashboard: {} }, { basic: { user: 'admin', password: 'generated' } });
+    expect((await request(dashboard.app).get('/queues/api/queues')).status).toBe(401);
+    expect((await request(dashboard.app).get('/queues/api/queues').auth('admin', 'generated')).status).toBe(200);
+  });
+});
+
+describe('dashboard with a token', () => {
+  const TOKEN = 'a-long-enough-dashboard-token';
+
+  it('accepts the bearer token and nothing else, and sends no Basic challenge', async () => {
+    const { dashboard } = dashboardWith({ dashboard: { token: TOKEN } });
+    const anonymous = await request(dashboard.app).get('/api/overview');
+    expect(anonymous.status).toBe(401);
+    expect(anonymous.headers['www-authenticate']).toBeUndefined();
+    expect((await request(dashboard.app).get('/api/overview').set('Authorization', 'Bearer wrong-token-of-some-length')).status).toBe(401);
+    expect((await request(dashboard.app).get('/api/overview').set('Authorization', `Bearer ${TOKEN}`)).status).toBe(200);
+  });
+
+  it('accepts either the token or basic auth when both are configured', async () => {
+    const { dashboard } = dashboardWith({ dashboard: { user: USER, password: PASSWORD, token: TOKEN } });
+    expect((await request(dashboard.app).get('/queues/api/queues').set('Authorization', `Bearer ${TOKEN}`)).status).toBe(200);
+    expect((await request(dashboard.app).get('/queues/api/queues').auth(USER, PASSWORD)).status).toBe(200);
   });
 });

@@ -32,6 +32,8 @@ function env(extra: Record<string, string | undefined>): Record<string, string |
     DASHBOARD_PORT: '0',
     DASHBOARD_USER: undefined,
     DASHBOARD_PASSWORD: undefined,
+    DASHBOARD_TOKEN: undefined,
+    DASHBOARD_READ_ONLY: undefined,
     API_KEYS: undefined,
     CONFIG_FILE: undefined,
     LOG_LEVEL: 'warn',
@@ -66,11 +68,33 @@ describe('dashboard main', () => {
     expect(await proc.stop('SIGTERM')).toEqual({ code: 0, signal: null });
   });
 
-  it('serves without auth in development, with a loud warning', async () => {
+  it('in development without credentials, generates a password, prints it once, and requires it', async () => {
     const proc = await startServiceProcess({ args: [MAIN], env: env({ NODE_ENV: 'development' }), readyLine: READY });
     running.push(proc);
-    expect((await fetch(`${proc.ready[1]!}/queues/api/queues`)).status).toBe(200);
-    expect(proc.output()).toMatch(/WITHOUT authentication/);
+    const base = proc.ready[1]!;
+    const printed = /dashboard credentials \(generated for this run[^)]*\): user (\S+) password (\S+)/.exec(proc.output());
+    expect(printed, proc.output()).not.toBeNull();
+    const [, user, password] = printed!;
+    expect(user).toBe('admin');
+    expect(password!.length).toBeGreaterThanOrEqual(20);
+    expect(proc.output().split(password!).length - 1).toBe(1);
+
+    expect((await fetch(`${base}/queues/api/queues`)).status).toBe(401);
+    expect((await fetch(`${base}/`)).status).toBe(401);
+    const authorized = await fetch(`${base}/api/overview`, {
+      headers: { authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` },
+    });
+    expect(authorized.status).toBe(200);
     expect(await proc.stop('SIGINT')).toEqual({ code: 0, signal: null });
+  });
+
+  it('accepts DASHBOARD_TOKEN alone, in production too', async () => {
+    const token = 'production-dashboard-token-1234';
+    const proc = await startServiceProcess({ args: [MAIN], env: env({ NODE_ENV: 'production', DASHBOARD_TOKEN: token }), readyLine: READY });
+    running.push(proc);
+    const base = proc.ready[1]!;
+    expect(proc.output()).not.toMatch(/generated/);
+    expect((await fetch(`${base}/api/overview`)).status).toBe(401);
+    expect((await fetch(`${base}/api/overview`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
   });
 });

@@ -1,0 +1,346 @@
+// The overview page's client: polls `api/overview` and redraws tiles, tables and charts in place.
+// Runs in the browser (compiled by src/client/tsconfig.json); Chart.js is the UMD build the
+// dashboard serves from node_modules (window.Chart). Text from the server only ever goes in through
+// textContent: failure messages come from providers and must not become markup.
+import type { Chart as ChartClass, ChartConfiguration, ChartDataset } from 'chart.js';
+import type { LimitView, Overview, UsageSection } from '../overview/types.js';
+
+const REFRESH_MS = 5_000;
+/** Queue-depth samples kept for the depth chart: 30 minutes at one per refresh. */
+const DEPTH_SAMPLES = 360;
+const PALETTE = ['#2563eb', '#16a34a', '#d97706', '#9333ea', '#dc2626', '#0891b2', '#db2777', '#65a30d', '#4b5563', '#ca8a04'];
+const STATE_ORDER = ['waiting', 'prioritized', 'delayed', 'active', 'waiting-children', 'paused', 'completed', 'failed'];
+
+const Chart = (window as unknown as { Chart: typeof ChartClass }).Chart;
+const charts = new Map<string, ChartClass>();
+const depthSamples: { at: number; depth: number; active: number }[] = [];
+
+// ---- formatting ----
+const integer = new Intl.NumberFormat('en-US');
+function usd(value: number): string {
+  if (value === 0) return '$0';
+  if (Math.abs(value) >= 1) return `$${value.toFixed(2)}`;
+  return `$${value.toLocaleString('en-US', { maximumSignificantDigits: 3, maximumFractionDigits: 12 })}`;
+}
+const nanoToUsd = (nano: number) => nano / 1e9;
+const percent = (share: number) => `${(share * 100).toFixed(share < 0.1 ? 1 : 0)}%`;
+const time = (ms: number) => new Date(ms).toLocaleTimeString('en-GB', { hour12: false });
+function ago(ms: number, now: number): string {
+  const seconds = Math.max(0, Math.round((now - ms) / 1000));
+  if (seconds < 90) return `${seconds} s ago`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min ago`;
+  return `${(seconds / 3600).toFixed(1)} h ago`;
+}
+
+// ---- DOM helpers ----
+function byId<T extends HTMLElement = HTMLElement>(id: string): T {
+  const element = document.getElementById(id);
+  if (!element) throw new Error(`#${id} is missing`);
+  return element as T;
+}
+
+type Child = Node | string | number;
+function el(tag: string, attrs: Record<string, string> = {}, ...children: Child[]): HTMLElement {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) element.setAttribute(name, value);
+  for (const child of children) element.append(typeof child === 'number' ? String(child) : child);
+  return element;
+}
+
+function setTile(id: string, value: string, sub = '', raw?: number, bad = false): void {
+  const valueEl = document.querySelector<HTMLElement>(`[data-testid="${id}"]`);
+  if (!valueEl) return;
+  valueEl.textContent = value;
+  if (raw !== undefined) valueEl.dataset.value = String(raw);
+  byId(`tile-${id}-sub`).textContent = sub;
+  byId(`tile-${id}`).classList.toggle('bad', bad);
+}
+
+/** Replaces a table's rows: a header, then one row per entry (a cell may be a ready <td>), or a muted line when empty. */
+function fillTable(id: string, headers: string[], rows: Child[][], empty: string, numeric: number[] = []): void {
+  const table = byId(id);
+  const head = el('tr', {}, ...headers.map((h, i) => el('th', numeric.includes(i) ? { class: 'num' } : {}, h)));
+  const body = rows.length
+    ? rows.map((cells) =>
+        el('tr', {}, ...cells.map((cell, i) => (cell instanceof HTMLTableCellElement ? cell : el('td', numeric.includes(i) ? { class: 'num' } : {}, cell)))),
+      )
+    : [el('tr', {}, el('td', { class: 'empty', colspan: String(headers.length) }, empty))];
+  table.replaceChildren(el('thead', {}, head), el('tbody', {}, ...body));
+}
+
+// ---- charts ----
+/** Creates the chart on first use, then only swaps its data (no flicker, no re-layout). */
+function drawChart(id: string, config: ChartConfiguration): void {
+  const existing = charts.get(id);
+  if (existing) {
+    existing.data = config.data;
+    existing.update('none');
+    return;
+  }
+  charts.set(id, new Chart(byId<HTMLCanvasElement>(id), config));
+}
+
+function stackedBars(labels: string[], datasets: ChartDataset<'bar'>[], money: boolean): ChartConfiguration {
+  return {
+    type: 'bar',
+    data: { labels, datasets },
+    options: {
+      animation: false,
+      maintainAspectRatio: false,
+      interaction: { mode: 'index', intersect: false },
+      plugins: {
+        legend: { position: 'bottom', labels: { boxWidth: 12 } },
+        tooltip: money ? { callbacks: { label: (item) => `${item.dataset.label ?? ''}: ${usd(Number(item.raw))}` } } : {},
+      },
+      scales: {
+        x: { stacked: true, ticks: { maxRotation: 0, autoSkip: true, maxTicksLimit: 12 }, grid: { display: false } },
+        y: { stacked: true, beginAtZero: true, ticks: money ? { callback: (value) => usd(Number(value)) } : { precision: 0 } },
+      },
+    },
+  };
+}
+
+/** One dataset per key (model or tenant), largest total first, for a stacked cost chart. */
+function costDatasets(series: Record<string, number>[]): ChartDataset<'bar'>[] {
+  const totals = new Map<string, number>();
+  for (const point of series) for (const [key, nano] of Object.entries(point)) totals.set(key, (totals.get(key) ?? 0) + nano);
+  return [...totals.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .map(([key], i) => ({
+      label: key,
+      data: series.map((point) => nanoToUsd(point[key] ?? 0)),
+      backgroundColor: PALETTE[i % PALETTE.length]!,
+    }));
+}
+
+function renderCharts(view: Overview): void {
+  const { throughput } = view;
+  const minuteLabels = throughput.completed.map((_, i) => time(throughput.startMs + i * 60_000).slice(0, 5));
+  drawChart(
+    'chart-throughput',
+    stackedBars(
+      minuteLabels,
+      [
+        { label: 'completed / min', data: throughput.completed, backgroundColor: '#16a34a' },
+        { label: 'failed / min', data: throughput.failed, backgroundColor: '#dc2626' },
+      ],
+      false,
+    ),
+  );
+
+  drawChart('chart-depth', {
+    type: 'line',
+    data: {
+      labels: depthSamples.map((sample) => time(sample.at)),
+      datasets: [
+        { label: 'depth (not finished)', data: depthSamples.map((s) => s.depth), borderColor: '#2563eb', backgroundColor: 'rgba(37,99,235,0.15)', fill: true, pointRadius: 0, tension: 0.2 },
+        { label: 'active', data: depthSamples.map((s) => s.active), borderColor: '#d97706', pointRadius: 0, tension: 0.2 },
+      ],
+    },
+    options: {
+      animation: false,
+      maintainAspectRatio: false,
+      plugins: { legend: { position: 'bottom', labels: { boxWidth: 12 } } },
+      scales: { x: { ticks: { maxRotation: 0, autoSkip: true, maxTicksLimit: 6 }, grid: { display: false } }, y: { beginAtZero: true, ticks: { precision: 0 } } },
+    },
+  });
+
+  const usage = view.usage;
+  if (!usage) return;
+  drawChart('chart-cost-daily', stackedBars(usage.daily.map((d) => d.day.slice(5)), costDatasets(usage.daily.map((d) => d.costByModel)), true));
+  drawChart(
+    'chart-cost-hourly',
+    stackedBars(usage.hourly.map((h) => `${h.hour.slice(11)}h`), costDatasets(usage.hourly.map((h) => h.costByTenant)), true),
+  );
+}
+
+// ---- sections ----
+function renderTiles(view: Overview): void {
+  const prompts = view.queues.find((queue) => queue.name === 'prompts') ?? view.queues[0];
+  const counts = prompts?.counts ?? {};
+  setTile('depth', integer.format(prompts?.depth ?? 0), `${integer.format(counts.waiting ?? 0)} waiting · ${integer.format(counts.delayed ?? 0)} delayed`, prompts?.depth);
+  setTile('active', integer.format(counts.active ?? 0), '', counts.active);
+  setTile('failed', integer.format(counts.failed ?? 0), `${integer.format(view.throughput.failed.reduce((a, b) => a + b, 0))} in the last hour`, counts.failed, (counts.failed ?? 0) > 0);
+  setTile('completed', integer.format(counts.completed ?? 0), `${integer.format(view.throughput.completed.reduce((a, b) => a + b, 0))} in the last hour`, counts.completed);
+  const perMinute = view.throughput.perMinute;
+  const lastMinutes = view.throughput.completed.slice(-5).reduce((a, b) => a + b, 0) + view.throughput.failed.slice(-5).reduce((a, b) => a + b, 0);
+  setTile('throughput', perMinute.toFixed(perMinute < 10 ? 2 : 0), `${integer.format(lastMinutes)} in the last 5 min`, perMinute);
+  const usage = view.usage;
+  if (usage) {
+    const today = usage.today.totals;
+    setTile('cost-today', usd(today.costUsd), `${integer.format(today.jobs)} jobs · ${integer.format(today.failures)} failed`, today.costUsd);
+    setTile('cost-month', usd(usage.month.totals.costUsd), `${integer.format(usage.month.totals.jobs)} jobs (${usage.monthKey})`, usage.month.totals.costUsd);
+    const rate = usage.cacheHitRateToday;
+    setTile('cache', rate === null ? '–' : percent(rate), `${integer.format(today.cacheHits)} · saved ${usd(today.savedUsd)}`, rate ?? 0);
+  }
+  setTile('workers', integer.format(view.workers.count), view.workers.count === 0 ? 'nothing consumes the queue' : '', view.workers.count, view.workers.count === 0);
+}
+
+function renderCounts(view: Overview): void {
+  const rows = view.queues.flatMap((queue) =>
+    STATE_ORDER.filter((state) => state in queue.counts).map((state) => [
+      view.queues.length > 1 ? `${queue.name} · ${state}` : state,
+      integer.format(queue.counts[state] ?? 0),
+    ]),
+  );
+  fillTable('counts-table', ['state', 'jobs'], rows, 'no queues', [1]);
+}
+
+function usageRows(byKey: UsageSection['today']['byTenant'], month: UsageSection['month']['byTenant']): Child[][] {
+  const keys = [...new Set([...Object.keys(byKey), ...Object.keys(month)])].sort(
+    (a, b) => (month[b]?.costNanoUsd ?? 0) - (month[a]?.costNanoUsd ?? 0) || a.localeCompare(b),
+  );
+  return keys.map((key) => {
+    const today = byKey[key];
+    const m = month[key];
+    return [
+      key,
+      integer.format(today?.jobs ?? 0),
+      integer.format((today?.inputTokens ?? 0) + (today?.outputTokens ?? 0) + (today?.thoughtsTokens ?? 0)),
+      usd(today?.costUsd ?? 0),
+      integer.format(today?.cacheHits ?? 0),
+      usd(today?.savedUsd ?? 0),
+      usd(m?.costUsd ?? 0),
+    ];
+  });
+}
+
+function renderCosts(view: Overview): void {
+  const usage = view.usage;
+  if (!usage) return;
+  const headers = ['', 'jobs today', 'tokens today', 'cost today', 'cache hits', 'saved', 'cost this month'];
+  fillTable('cost-by-tenant', ['tenant', ...headers.slice(1)], usageRows(usage.today.byTenant, usage.month.byTenant), 'no usage recorded yet', [1, 2, 3, 4, 5, 6]);
+  fillTable('cost-by-model', ['model', ...headers.slice(1)], usageRows(usage.today.byModel, usage.month.byModel), 'no usage recorded yet', [1, 2, 3, 4, 5, 6]);
+}
+
+function bar(used: number, limit: number, unit: string): HTMLElement {
+  if (limit <= 0) return el('div', { class: 'bar' }, el('em', {}, `${integer.format(used)} ${unit} · no limit`));
+  const share = used / limit;
+  const fill = el('span');
+  fill.style.width = `${Math.min(100, share * 100).toFixed(1)}%`;
+  const level = share >= 0.95 ? 'bar bad' : share >= 0.8 ? 'bar warn' : 'bar';
+  return el('div', { class: level, title: `${used} of ${limit} ${unit}` }, fill, el('em', {}, `${integer.format(used)} / ${integer.format(limit)} ${unit} (${percent(share)})`));
+}
+
+function renderLimits(view: Overview): void {
+  const container = byId('limits');
+  const now = view.generatedAt;
+  const rows = view.limits.map((limit: LimitView) => {
+    const learned = limit.learned
+      ? ` · learned ${[limit.learned.rpm !== undefined ? `${limit.learned.rpm} rpm` : '', limit.learned.tpm !== undefined ? `${limit.learned.tpm} tpm` : ''].filter(Boolean).join(', ')} until ${time(limit.learned.expiresAt)}`
+      : '';
+    const scope = `${limit.provider}${limit.project !== 'default' ? ` · ${limit.project}` : ''}${limit.configured ? '' : ' · no limits configured'}${learned}`;
+    const row = el('div', { class: 'limit' }, el('div', { class: 'limit-name', title: scope }, limit.model, el('small', {}, scope)), bar(limit.requests, limit.rpmLimit, 'req/min'), bar(limit.tokens, limit.tpmLimit, 'tok/min'));
+    if (limit.pausedUntil !== null && limit.pausedUntil > now) {
+      row.append(el('div', { class: 'pause' }, `Fleet-wide 429 pause until ${time(limit.pausedUntil)} (${Math.ceil((limit.pausedUntil - now) / 1000)} s left)`));
+    }
+    return row;
+  });
+  container.replaceChildren(...(rows.length ? rows : [el('p', { class: 'muted' }, 'No rate-limit scopes.')]));
+}
+
+function renderBreakers(view: Overview): void {
+  const now = view.generatedAt;
+  fillTable(
+    'breakers',
+    ['link', 'state', 'since', 'retry at'],
+    view.breakers.map((b) => [
+      b.link,
+      el('span', { class: `state ${b.state}` }, b.state),
+      b.since ? `${time(b.since)} (${ago(b.since, now)})` : '–',
+      b.retryAt ? time(b.retryAt) : '–',
+    ]),
+    'No breaker states published yet (the worker writes them as links change state).',
+  );
+}
+
+function renderFailures(view: Overview): void {
+  const { failures } = view;
+  byId('failures-sample').textContent = `(last ${failures.limit} failures${failures.sampled < failures.limit ? `: ${failures.sampled} found` : ''})`;
+  fillTable(
+    'failures',
+    ['code', 'count', 'latest message', 'latest'],
+    failures.byCode.map((group) => {
+      const message = el('td', { class: 'msg', title: group.lastMessage }, group.lastMessage);
+      return [group.code, integer.format(group.count), message, group.lastAt ? ago(group.lastAt, view.generatedAt) : '–'];
+    }),
+    'No failed jobs.',
+    [1],
+  );
+}
+
+function renderWorkers(view: Overview): void {
+  fillTable(
+    'workers',
+    ['worker', 'connected'],
+    view.workers.list.map((w) => [w.name, w.ageSeconds !== null ? ago(view.generatedAt - w.ageSeconds * 1000, view.generatedAt).replace(' ago', '') : '–']),
+    'No worker is connected.',
+  );
+}
+
+function renderBudgets(view: Overview): void {
+  const rows: Child[][] = [];
+  for (const { tenant, remaining } of view.budgets) {
+    for (const [period, state] of [['day', remaining.daily], ['month', remaining.monthly]] as const) {
+      if (!state) continue;
+      const share = state.limitNanoUsd > 0 ? (state.spentNanoUsd + state.reservedNanoUsd) / state.limitNanoUsd : 0;
+      rows.push([`${tenant} · ${period}`, bar(Math.round(nanoToUsd(state.spentNanoUsd) * 100), Math.round(nanoToUsd(state.limitNanoUsd) * 100), '¢'), percent(share)]);
+    }
+  }
+  fillTable('budgets', ['tenant', 'spent of limit', 'used'], rows, 'No tenant budgets configured.', [2]);
+}
+
+function renderErrors(view: Overview): void {
+  const box = byId('errors');
+  box.hidden = view.errors.length === 0;
+  box.textContent = view.errors.map((e) => `${e.section}: ${e.message}`).join(' · ');
+}
+
+function render(view: Overview): void {
+  depthSamples.push({
+    at: view.generatedAt,
+    depth: view.queues.reduce((sum, q) => sum + q.depth, 0),
+    active: view.queues.reduce((sum, q) => sum + (q.counts.active ?? 0), 0),
+  });
+  if (depthSamples.length > DEPTH_SAMPLES) depthSamples.shift();
+  byId('read-only').hidden = !view.readOnly;
+  byId('throughput-source').textContent = view.throughput.source === 'metrics' ? '(BullMQ metrics)' : '(from finished jobs)';
+  renderErrors(view);
+  renderTiles(view);
+  renderCounts(view);
+  renderCosts(view);
+  renderLimits(view);
+  renderBreakers(view);
+  renderFailures(view);
+  renderWorkers(view);
+  renderBudgets(view);
+  renderCharts(view);
+}
+
+// ---- polling ----
+async function refresh(): Promise<void> {
+  const status = byId('status');
+  try {
+    const response = await fetch('api/overview', { cache: 'no-store', headers: { accept: 'application/json' } });
+    if (!response.ok) throw new Error(response.status === 401 ? 'signed out: reload the page' : `HTTP ${response.status}`);
+    const view = (await response.json()) as Overview;
+    render(view);
+    status.textContent = `updated ${time(view.generatedAt)} · every ${REFRESH_MS / 1000} s`;
+    status.classList.remove('stale');
+    document.body.dataset.loaded = String(view.generatedAt);
+  } catch (error) {
+    status.textContent = `refresh failed (${error instanceof Error ? error.message : String(error)}); retrying`;
+    status.classList.add('stale');
+  }
+}
+
+async function loop(): Promise<void> {
+  // Paused while the tab is hidden; refreshed at once when it shows again.
+  if (!document.hidden || !document.body.dataset.loaded) await refresh();
+  setTimeout(() => void loop(), REFRESH_MS);
+}
+
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState === 'visible') void refresh();
+});
+void loop();

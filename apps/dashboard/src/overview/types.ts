@@ -1,0 +1,115 @@
+// The JSON of `GET /api/overview`. Types only: the browser client (src/client) imports them too.
+import type { BudgetRemaining, FleetPeriodUsage, HourlyUsage, LearnedLimits } from '@prompt-queue/shared';
+
+/** BullMQ job states with counts; `getJobCounts()` without arguments. */
+export type JobCounts = Record<string, number>;
+
+export interface QueueOverview {
+  name: string;
+  counts: JobCounts;
+  /** Waiting + prioritized + delayed + active + waiting-children: jobs not finished yet. */
+  depth: number;
+}
+
+export interface Throughput {
+  /**
+   * `metrics`: BullMQ's per-minute metrics (the worker enables them); `finished-sets`: counted per
+   * minute in the completed/failed sorted sets (scored by finish time), when metrics are off.
+   */
+  source: 'metrics' | 'finished-sets';
+  /** Start of the first minute, epoch ms; one point per minute, oldest first, the last is the current minute. */
+  startMs: number;
+  completed: number[];
+  failed: number[];
+  /** Mean jobs per minute over the window (completed + failed). */
+  perMinute: number;
+}
+
+export interface FailureGroup {
+  code: string;
+  count: number;
+  /** The newest failure of this code. */
+  lastMessage: string;
+  lastJobId: string;
+  lastAt: number | null;
+}
+
+export interface Failures {
+  /** How many of the newest failed jobs were read (at most `limit`). */
+  sampled: number;
+  limit: number;
+  /** Groups by error code, largest first. */
+  byCode: FailureGroup[];
+}
+
+export interface UsageSection {
+  day: string;
+  monthKey: string;
+  today: FleetPeriodUsage;
+  month: FleetPeriodUsage;
+  /** Last 30 UTC days, oldest first, without per-model detail of tokens (costs only). */
+  daily: { day: string; costUsd: number; jobs: number; costByModel: Record<string, number>; costByTenant: Record<string, number> }[];
+  hourly: HourlyUsage[];
+  /** Cache hits / jobs today, 0..1; null without jobs. */
+  cacheHitRateToday: number | null;
+}
+
+export type BreakerState = 'closed' | 'open' | 'half-open';
+
+export interface BreakerView {
+  link: string;
+  state: BreakerState | 'unknown';
+  /** Epoch ms of the last state change. */
+  since: number | null;
+  retryAt: number | null;
+  updatedAt: number | null;
+  workerId: string | null;
+}
+
+export interface LimitView {
+  provider: string;
+  model: string;
+  project: string;
+  requests: number;
+  tokens: number;
+  /** Effective limits; 0 = unlimited. */
+  rpmLimit: number;
+  tpmLimit: number;
+  /** used / limit, 0..1+, or null when unlimited. */
+  rpmUtilization: number | null;
+  tpmUtilization: number | null;
+  learned: LearnedLimits | null;
+  /** End of a fleet-wide 429 pause, epoch ms, or null. */
+  pausedUntil: number | null;
+  /** Whether the limits come from configuration (false: no limits configured, usage only). */
+  configured: boolean;
+}
+
+export interface WorkerView {
+  name: string;
+  addr: string | null;
+  /** Connection age, seconds. */
+  ageSeconds: number | null;
+}
+
+export interface BudgetView {
+  tenant: string;
+  remaining: BudgetRemaining;
+}
+
+export interface Overview {
+  /** Epoch ms when this snapshot was read. */
+  generatedAt: number;
+  readOnly: boolean;
+  queues: QueueOverview[];
+  throughput: Throughput;
+  failures: Failures;
+  /** Null when the usage ledger could not be read (see `errors`). */
+  usage: UsageSection | null;
+  breakers: BreakerView[];
+  limits: LimitView[];
+  workers: { count: number; list: WorkerView[] };
+  budgets: BudgetView[];
+  /** Sections that could not be read this time (`{ section, message }`); the rest is still shown. */
+  errors: { section: string; message: string }[];
+}
