@@ -59,3 +59,20 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ CONFIG_FILE: file })).toThrow(/CONFIG_FILE/);
   });
 });
+
+describe('generationConfig.responseSchema', () => {
+  it('refuses hostile nesting without overflowing the stack', async () => {
+    const { generationConfigSchema, nestingDepth } = await import('../src/index.js');
+    let deep: Record<string, unknown> = {};
+    const root = deep;
+    for (let i = 0; i < 100_000; i += 1) {
+      const next: Record<string, unknown> = {};
+      deep.items = next;
+      deep = next;
+    }
+    expect(nestingDepth(root)).toBe(33);
+    const result = generationConfigSchema.safeParse({ responseSchema: root });
+    expect(result.success).toBe(false);
+    expect(generationConfigSchema.safeParse({ responseSchema: { type: 'object', properties: { a: { type: 'string' } } } }).success).toBe(true);
+  });
+});

@@ -30,6 +30,7 @@ const ENV_PATHS: Record<string, string> = {
   BACKOFF_MAX_MS: 'worker.backoffMaxMs',
   SHUTDOWN_TIMEOUT_MS: 'worker.shutdownTimeoutMs',
   LOCK_DURATION_MS: 'worker.lockDurationMs',
+  MAX_STALLED_COUNT: 'worker.maxStalledCount',
   BATCH_SIZE: 'batching.size',
   BATCH_MAX_WAIT_MS: 'batching.maxWaitMs',
   LIMITER_WINDOW_MS: 'limiter.windowMs',

@@ -154,6 +154,12 @@ export const configSchema = z.object({
       shutdownTimeoutMs: positiveInt.default(25_000),
       /** BullMQ lock duration, ms: a killed worker's jobs return to the queue after this. */
       lockDurationMs: positiveInt.default(30_000),
+      /**
+       * How many times a job may lose its lock (its worker died or stalled) before BullMQ fails it.
+       * BullMQ's default of 1 fails a job after two worker crashes; a bound still stops a job that
+       * crashes every worker from looping forever.
+       */
+      maxStalledCount: z.coerce.number().int().min(0).default(10),
     })
     .prefault({}),
   /** Micro-batching in the worker (apps/worker/src/batching). */

@@ -37,6 +37,26 @@ export const storedContentSchema = z.strictObject({
 });
 export type StoredContent = z.infer<typeof storedContentSchema>;
 
+/** Gemini's own limit on response schemas is far below this; deeper input is abuse, not a schema. */
+export const MAX_SCHEMA_DEPTH = 32;
+
+/**
+ * Depth of nested objects and arrays, measured without recursion so that hostile input (thousands
+ * of levels) cannot overflow the stack before it is refused. Stops counting past `MAX_SCHEMA_DEPTH`.
+ */
+export function nestingDepth(value: unknown): number {
+  let deepest = 0;
+  const stack: { node: unknown; depth: number }[] = [{ node: value, depth: 0 }];
+  while (stack.length > 0) {
+    const { node, depth } = stack.pop()!;
+    if (node === null || typeof node !== 'object') continue;
+    deepest = Math.max(deepest, depth + 1);
+    if (deepest > MAX_SCHEMA_DEPTH) return deepest;
+    for (const child of Object.values(node)) stack.push({ node: child, depth: depth + 1 });
+  }
+  return deepest;
+}
+
 /** Gemini generationConfig fields we pass through; unknown fields are refused by the producer. */
 export const generationConfigSchema = z.strictObject({
   temperature: z.number().min(0).max(2).optional(),
@@ -46,7 +66,12 @@ export const generationConfigSchema = z.strictObject({
   candidateCount: z.literal(1).optional(),
   stopSequences: z.array(z.string()).max(5).optional(),
   responseMimeType: z.enum(['text/plain', 'application/json', 'text/x.enum']).optional(),
-  responseSchema: z.record(z.string(), z.unknown()).optional(),
+  responseSchema: z
+    .record(z.string(), z.unknown())
+    .refine((schema) => nestingDepth(schema) <= MAX_SCHEMA_DEPTH, {
+      message: `must not nest deeper than ${MAX_SCHEMA_DEPTH} levels`,
+    })
+    .optional(),
   seed: z.number().int().optional(),
   presencePenalty: z.number().optional(),
   frequencyPenalty: z.number().optional(),
