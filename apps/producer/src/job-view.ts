@@ -24,6 +24,10 @@ export interface JobView {
     cached: boolean;
     usage: { inputTokens: number; outputTokens: number; thoughtsTokens: number; cachedTokens: number; totalTokens: number };
     costUsd: number | null;
+    /** Exact cost, integer nano-USD (1e-9 USD); sum these, never costUsd. 0 for cache hits. */
+    costNanoUsd: number | null;
+    /** Embed jobs: the embedding vector (`text` is then ''). */
+    embedding?: number[];
   };
   error?: { code: ErrorCode; message: string; retryable: boolean };
 }
@@ -66,8 +70,8 @@ export function jobView(job: Job, status: JobStatus, source: ViewSource): JobVie
   if (status === 'completed') {
     const parsed = promptJobResultSchema.safeParse(job.returnvalue);
     if (parsed.success) {
-      const { text, finishReason, provider, model, cached, usage, costUsd } = parsed.data;
-      view.result = { text, finishReason, provider, model, cached, usage, costUsd };
+      const { text, finishReason, provider, model, cached, usage, costUsd, costNanoUsd, embedding } = parsed.data;
+      view.result = { text, finishReason, provider, model, cached, usage, costUsd, costNanoUsd, ...(embedding !== undefined ? { embedding } : {}) };
     } else {
       view.error = { code: 'INTERNAL', message: 'The job completed but its result could not be read.', retryable: false };
     }

@@ -59,8 +59,22 @@ const metadataSchema = z
   .refine((value) => Object.keys(value).length <= METADATA_MAX_KEYS, `at most ${METADATA_MAX_KEYS} keys`)
   .refine((value) => Buffer.byteLength(JSON.stringify(value)) <= METADATA_MAX_JSON_BYTES, `at most ${METADATA_MAX_JSON_BYTES} bytes as JSON`);
 
+/** Gemini's embedding task types (embedContent `taskType`). */
+export const EMBED_TASK_TYPES = [
+  'RETRIEVAL_QUERY',
+  'RETRIEVAL_DOCUMENT',
+  'SEMANTIC_SIMILARITY',
+  'CLASSIFICATION',
+  'CLUSTERING',
+  'QUESTION_ANSWERING',
+  'FACT_VERIFICATION',
+  'CODE_RETRIEVAL_QUERY',
+] as const;
+
 export const jobRequestSchema = z
   .strictObject({
+    /** `generate` (default) or `embed`: an embedding of the text, with an embed model. */
+    kind: z.enum(['generate', 'embed']).optional(),
     prompt: z.string().min(1, 'must not be empty').optional(),
     contents: z.array(contentSchema).min(1, 'needs at least one content').optional(),
     model: z.string().min(1).optional(),
@@ -71,8 +85,26 @@ export const jobRequestSchema = z
     idempotencyKey: idempotencyKeySchema.optional(),
     cache: cacheOptionSchema.optional(),
     metadata: metadataSchema.optional(),
+    /** Embed jobs only: Gemini's taskType. */
+    taskType: z.enum(EMBED_TASK_TYPES).optional(),
+    /** Embed jobs only: length of the returned vector. */
+    outputDimensionality: z.number().int().positive().max(3072).optional(),
   })
   .superRefine((request, ctx) => {
+    if (request.kind !== 'embed') {
+      for (const field of ['taskType', 'outputDimensionality'] as const) {
+        if (request[field] !== undefined) ctx.addIssue({ code: 'custom', path: [field], message: 'is only for kind "embed"' });
+      }
+    } else {
+      for (const field of ['generationConfig', 'systemInstruction', 'images'] as const) {
+        if (request[field] !== undefined) ctx.addIssue({ code: 'custom', path: [field], message: 'is not used by kind "embed"' });
+      }
+      request.contents?.forEach((content, c) =>
+        content.parts.forEach((part, p) => {
+          if (!('text' in part)) ctx.addIssue({ code: 'custom', path: ['contents', c, 'parts', p], message: 'embed jobs take text parts only' });
+        }),
+      );
+    }
     if (request.prompt === undefined && request.contents === undefined) {
       ctx.addIssue({ code: 'custom', path: ['prompt'], message: 'one of prompt or contents is required' });
     } else if (request.prompt !== undefined && request.contents !== undefined) {
@@ -137,8 +169,9 @@ export function prepareBulkRequest(body: unknown, ctx: PrepareContext): Prepared
 
 function normalize(request: JobRequest, ctx: PrepareContext): PreparedJob {
   const { config } = ctx;
-  const model = request.model ?? config.gemini.defaultModel;
-  const spec = generateModel(config, model);
+  const kind = request.kind ?? 'generate';
+  const model = request.model ?? (kind === 'embed' ? defaultEmbedModel(config) : config.gemini.defaultModel);
+  const spec = kind === 'embed' ? embedModel(config, model) : generateModel(config, model);
 
   const maxOutputTokens = request.generationConfig?.maxOutputTokens;
   if (maxOutputTokens !== undefined && maxOutputTokens > spec.outputTokenLimit) {
@@ -171,7 +204,7 @@ function normalize(request: JobRequest, ctx: PrepareContext): PreparedJob {
   const idempotencyKey = resolveIdempotencyKey(request.idempotencyKey, ctx.headerIdempotencyKey);
   const data: PromptJobData = promptJobDataSchema.parse({
     v: 1,
-    kind: 'generate',
+    kind,
     tenant: ctx.tenant,
     model,
     contents,
@@ -182,13 +215,38 @@ function normalize(request: JobRequest, ctx: PrepareContext): PreparedJob {
       priority: request.priority,
       metadata: request.metadata,
       idempotencyKey,
+      taskType: request.taskType,
+      outputDimensionality: request.outputDimensionality,
     }),
-    requestHash: requestHash({ model, contents, systemInstruction: request.systemInstruction, generationConfig: request.generationConfig }),
+    requestHash: requestHash({
+      model,
+      contents,
+      systemInstruction: request.systemInstruction,
+      generationConfig: request.generationConfig,
+      ...(kind === 'embed' ? { kind, taskType: request.taskType, outputDimensionality: request.outputDimensionality } : {}),
+    }),
     enqueuedAt: ctx.now,
     estimatedInputTokens,
   });
   const id = idempotencyKey === undefined ? randomJobId() : idempotentJobId(ctx.tenant, idempotencyKey);
   return { id, data, blobs: images.blobs };
+}
+
+/** `gemini-embedding-001` when configured, else the first embed model. */
+function defaultEmbedModel(config: Config): string {
+  if (config.models['gemini-embedding-001']?.kind === 'embed') return 'gemini-embedding-001';
+  return Object.entries(config.models).find(([, spec]) => spec.kind === 'embed')?.[0] ?? 'gemini-embedding-001';
+}
+
+function embedModel(config: Config, model: string): ModelSpec {
+  const spec = config.models[model];
+  if (!spec || spec.kind !== 'embed') {
+    const known = Object.entries(config.models)
+      .filter(([, s]) => s.kind === 'embed')
+      .map(([name]) => name);
+    throw fail('UNKNOWN_MODEL', 'model', `"${model}" is not an embed model; known embed models: ${known.join(', ')}`);
+  }
+  return spec;
 }
 
 function generateModel(config: Config, model: string): ModelSpec {
@@ -266,13 +324,17 @@ function resolveIdempotencyKey(fromBody: string | undefined, fromHeader: string 
  * What makes two requests "the same" for idempotency: what the model sees. Metadata, priority and
  * cache options do not change the answer, so a retry may change them.
  */
-export function requestHash(request: Pick<PromptJobData, 'model' | 'contents' | 'systemInstruction' | 'generationConfig'>): string {
+export function requestHash(
+  request: Pick<PromptJobData, 'model' | 'contents' | 'systemInstruction' | 'generationConfig'> & Partial<Pick<PromptJobData, 'kind' | 'taskType' | 'outputDimensionality'>>,
+): string {
   return sha256Hex(
     canonicalJson({
       model: request.model,
       contents: request.contents,
       systemInstruction: request.systemInstruction ?? null,
       generationConfig: request.generationConfig ?? null,
+      // Only embed requests name their kind, so generate hashes of older jobs still match.
+      ...(request.kind === 'embed' ? { kind: 'embed', taskType: request.taskType ?? null, outputDimensionality: request.outputDimensionality ?? null } : {}),
     }),
   );
 }

@@ -1,4 +1,4 @@
-import express, { type Express, type Response } from 'express';
+import express, { type Express, type RequestHandler, type Response } from 'express';
 import type { Redis } from 'ioredis';
 
 const PING_TIMEOUT_MS = 1_000;
@@ -9,14 +9,17 @@ export interface HealthDeps {
   isWorkerRunning(): boolean;
   /** Body of `GET /status` (batches, jobs held, per-link breaker and limiter state); 404 without. */
   status?(): Promise<unknown>;
+  /** `GET /metrics` (metricsHandler from metrics.ts); 404 without. */
+  metrics?: RequestHandler;
 }
 
 /**
  * `/healthz`: the process is alive (liveness: never restart a worker for a Redis outage, BullMQ
  * reconnects on its own). `/readyz`: Redis answers PING and the worker is running (readiness).
- * `/status`: what this worker sees, as JSON, for people and scripts (not a probe).
+ * `/status`: what this worker sees, as JSON, for people and scripts (not a probe). `/metrics`:
+ * Prometheus text format.
  */
-export function createHealthApp({ redis, isWorkerRunning, status }: HealthDeps): Express {
+export function createHealthApp({ redis, isWorkerRunning, status, metrics }: HealthDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.get('/healthz', (_req, res) => {
@@ -38,7 +41,9 @@ export function createHealthApp({ redis, isWorkerRunning, status }: HealthDeps):
       }
     });
   }
-  app.use((_req, res) => sendError(res, 'NOT_FOUND', `Only GET /healthz, /readyz${status ? ', /status' : ''} are served here.`, 404));
+  if (metrics) app.get('/metrics', metrics);
+  const routes = ['/healthz', '/readyz', ...(status ? ['/status'] : []), ...(metrics ? ['/metrics'] : [])];
+  app.use((_req, res) => sendError(res, 'NOT_FOUND', `Only GET ${routes.join(', ')} are served here.`, 404));
   return app;
 }
 

@@ -1,8 +1,20 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { createLogger, createRedis, loadConfigOrExit, type Logger } from '@prompt-queue/shared';
+import {
+  collectQueueDepth,
+  createAuditLog,
+  createLogger,
+  createRedis,
+  loadConfigOrExit,
+  parseAuditDestination,
+  QueueName,
+  type Logger,
+} from '@prompt-queue/shared';
 import { createHealthApp } from './health.js';
+import { KeyRing } from './keys/key-ring.js';
+import { createWorkerMetrics, metricsHandler } from './metrics.js';
 import { statusReport } from './status.js';
 import { createPromptWorker } from './worker.js';
 
@@ -15,9 +27,9 @@ const config = loadConfigOrExit();
 // Gemini links without their own keys (the default chain's included) use GEMINI_API_KEY.
 const chainLinks = Object.values(config.chains).flat();
 const needsGeminiKey = chainLinks.length === 0 || chainLinks.some((link) => link.provider === 'gemini' && !link.apiKeys?.length);
-if (needsGeminiKey && config.gemini.apiKeys.length === 0) {
+if (needsGeminiKey && config.gemini.apiKeys.length === 0 && config.gemini.apiKeyFile === undefined) {
   console.error(
-    'GEMINI_API_KEY is required: set one or more Gemini API keys (comma-separated). ' +
+    'GEMINI_API_KEY is required: set one or more Gemini API keys (comma-separated), or GEMINI_API_KEY_FILE. ' +
       'For local runs start the emulator and point the worker at it (GEMINI_BASE_URL, GEMINI_API_KEY=emulator-key), see README.',
   );
   process.exit(1);
@@ -46,12 +58,41 @@ process.on('unhandledRejection', (reason) => {
 
 const redis = createRedis(config.redis.url, 'worker', 'pq-worker');
 logConnectionState(redis, logger);
-const promptWorker = createPromptWorker({ config, logger, connection: redis });
+// For /metrics only (queue depth by state); the worker's own connection does the work.
+const depthQueue = new Queue(QueueName.Prompts, { connection: redis, prefix: config.redis.prefix });
+const knownModels = [...new Set([...Object.keys(config.models), ...Object.values(config.chains).flatMap((links) => links.map((link) => link.model))])];
+const metrics = createWorkerMetrics(undefined, {
+  queueDepth: (gauge) => collectQueueDepth(gauge, [depthQueue]),
+  limiterUtilization: async (gauge) => {
+    gauge.reset();
+    await Promise.all(
+      promptWorker.chains.all().map(async (link) => {
+        const state = await promptWorker.limiter.state(link.limitKey, link.limits);
+        if (state.rpmLimit > 0) gauge.set({ model: link.model, dimension: 'rpm' }, state.requests / state.rpmLimit);
+        if (state.tpmLimit > 0) gauge.set({ model: link.model, dimension: 'tpm' }, state.tokens / state.tpmLimit);
+      }),
+    );
+  },
+  tenants: [...new Set([...config.producer.apiKeys.map((entry) => entry.tenant), ...Object.keys(config.tenants), 'dev'])],
+  models: knownModels.filter((model) => model !== '$job'),
+});
+let keyRing: KeyRing;
+try {
+  keyRing = KeyRing.fromConfig(config, logger, {
+    onRejected: (event) => metrics.apiKeyRejections.inc({ fingerprint: event.fingerprint, reason: event.reason }),
+  }).watch();
+} catch (error) {
+  console.error(error instanceof Error ? error.message : String(error));
+  process.exit(1);
+}
+const audit = createAuditLog({ destination: parseAuditDestination(config.audit.destination), logPrompts: config.audit.logPrompts });
+const promptWorker = createPromptWorker({ config, logger, connection: redis, keyRing, metrics, audit });
 const server = createServer(
   createHealthApp({
     redis,
     isWorkerRunning: () => promptWorker.worker.isRunning() && !shuttingDown,
-    status: () => statusReport(promptWorker.stats, promptWorker.chains, promptWorker.limiter),
+    status: async () => ({ ...(await statusReport(promptWorker.stats, promptWorker.chains, promptWorker.limiter)), apiKeys: keyRing.describe() }),
+    metrics: metricsHandler(metrics.registry, config.metrics.token !== undefined ? { token: config.metrics.token } : {}),
   }),
 );
 
@@ -65,7 +106,9 @@ try {
       chains: Object.keys(config.chains).length > 0 ? Object.keys(config.chains) : ['(default: gemini, the job model)'],
       prefix: config.redis.prefix,
       geminiBaseUrl: config.gemini.baseUrl,
-      apiKeyCount: config.gemini.apiKeys.length,
+      apiKeyCount: keyRing.size,
+      responseCache: config.responseCache.enabled,
+      budgetedTenants: Object.keys(config.tenants),
     });
     // Scripts and tests parse this exact line.
     console.log(`worker listening on http://127.0.0.1:${port}`);
@@ -77,7 +120,8 @@ try {
 
 /**
  * Ordered: stop health HTTP, close the worker (in-flight batches finish and settle or release their
- * limiter reservations, bounded), Redis last.
+ * limiter and budget reservations, bounded), stop watching the key file, flush the audit stream,
+ * Redis last.
  */
 async function stop(reason: string, exitCode: number): Promise<void> {
   logger.info('shutting down', { reason });
@@ -96,6 +140,9 @@ async function stop(reason: string, exitCode: number): Promise<void> {
     const { forced } = await promptWorker.close(config.worker.shutdownTimeoutMs);
     if (forced) logger.warn('worker closed after the shutdown timeout; unfinished jobs were handed back to the queue');
   });
+  await step('key ring', async () => keyRing.close());
+  await step('audit log', () => audit.close());
+  await step('metrics queue', () => depthQueue.close());
   await step('redis', () => closeRedis(redis));
   clearTimeout(hardStop);
   logger.info('stopped', { reason });

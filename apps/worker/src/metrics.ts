@@ -22,7 +22,12 @@ import { QUEUE_DEPTH_METRIC, isErrorCode, type ErrorCode, type QueueDepthGauge }
  * alerts, the aggregates for billing.
  */
 
-export type JobOutcome = 'completed' | 'failed' | 'retried' | 'rate_limited' | 'cached';
+/**
+ * completed / cached (no call: response cache or an identical job of the batch) / failed (for
+ * good) / retried (a retryable failure, attempts left) / rate_limited (waiting for quota or a 429
+ * pause) / delayed (waiting for a budget period or for an open breaker), no attempt spent.
+ */
+export type JobOutcome = 'completed' | 'failed' | 'retried' | 'rate_limited' | 'delayed' | 'cached';
 export type ProviderCallOutcome = 'success' | 'error' | 'rate_limited' | 'timeout';
 export type TokenKind = 'input' | 'output' | 'thoughts' | 'cached';
 export type CacheResult = 'hit' | 'miss';
@@ -54,6 +59,11 @@ export interface WorkerMetricsOptions {
    * Without it the series is absent.
    */
   queueDepth?: (gauge: QueueDepthGauge) => Promise<unknown>;
+  /**
+   * Fills `prompt_queue_limiter_utilization_ratio` on each scrape (e.g. from FleetLimiter.state of
+   * every chain link). A collector that throws leaves the series empty for that scrape.
+   */
+  limiterUtilization?: (gauge: Gauge<'model' | 'dimension'>) => Promise<unknown>;
   /** Process and Node.js metrics under `prompt_queue_worker_`. Off in tests that build many registries. @defaultValue true */
   defaultMetrics?: boolean;
   /** Known tenants; others are recorded as `other`. @defaultValue no folding */
@@ -100,7 +110,7 @@ export function createWorkerMetrics(registry: Registry = new Registry(), options
 
   const jobs = new Counter({
     name: 'prompt_queue_jobs_total',
-    help: 'Jobs finished or sent back by the worker, by outcome (completed, failed, retried, rate_limited, cached) and error code.',
+    help: 'Jobs finished or sent back by the worker, by outcome (completed, cached, failed, retried, rate_limited, delayed) and error code.',
     labelNames: ['outcome', 'code'] as const,
     registers,
   });
@@ -148,11 +158,23 @@ export function createWorkerMetrics(registry: Registry = new Registry(), options
     buckets: LIMITER_WAIT_BUCKETS,
     registers,
   });
+  const utilizationCollector = options.limiterUtilization;
   const limiterUtilization = new Gauge({
     name: 'prompt_queue_limiter_utilization_ratio',
     help: 'Share of the rolling-window quota in use (0 to 1), by model and dimension (rpm, tpm).',
     labelNames: ['model', 'dimension'] as const,
     registers,
+    ...(utilizationCollector
+      ? {
+          async collect(this: Gauge<'model' | 'dimension'>) {
+            try {
+              await utilizationCollector(this);
+            } catch {
+              this.reset();
+            }
+          },
+        }
+      : {}),
   });
   const batchSize = new Histogram({
     name: 'prompt_queue_batch_size',

@@ -1,9 +1,23 @@
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { formatFailedReason, promptJobDataSchema, type Config, type FleetLimiter, type Logger, type PromptJobData, type PromptJobResult } from '@prompt-queue/shared';
+import {
+  formatFailedReason,
+  promptJobDataSchema,
+  type AuditLog,
+  type BudgetGuard,
+  type Config,
+  type FleetLimiter,
+  type Logger,
+  type PromptJobData,
+  type PromptJobResult,
+  type UsageLedger,
+} from '@prompt-queue/shared';
 import { Batcher } from './batching/batcher.js';
+import type { ResponseCache } from './cache/response-cache.js';
+import type { WorkerMetrics } from './metrics.js';
+import { BatchAccounting } from './pipeline/accounting.js';
 import { JobOutcomes, type JobEntry } from './pipeline/outcomes.js';
-import { createBatchService, type BatchHooks } from './pipeline/serve-batch.js';
+import { createBatchService } from './pipeline/serve-batch.js';
 import type { ProviderChains } from './providers/chain.js';
 import type { WorkerStats } from './status.js';
 
@@ -16,7 +30,12 @@ export interface ProcessorDeps {
   redis: Redis;
   limiter: FleetLimiter;
   chains: ProviderChains;
-  hooks?: BatchHooks;
+  budgets: BudgetGuard;
+  ledger: UsageLedger;
+  /** Absent when the response cache is disabled. */
+  cache?: ResponseCache;
+  audit?: AuditLog;
+  metrics?: WorkerMetrics;
   stats?: WorkerStats;
 }
 
@@ -37,8 +56,19 @@ export interface PromptPipeline {
  * lock renewed and records its own result, retry or failure; the batch service decides each one.
  */
 export function createPromptProcessor(deps: ProcessorDeps): PromptPipeline {
-  const { config, logger, stats } = deps;
+  const { config, logger, stats, metrics } = deps;
   const outcomes = new JobOutcomes({ config, logger });
+  const accounting = new BatchAccounting({
+    config,
+    logger,
+    redis: deps.redis,
+    budgets: deps.budgets,
+    ledger: deps.ledger,
+    outcomes,
+    ...(deps.cache ? { cache: deps.cache } : {}),
+    ...(deps.audit ? { audit: deps.audit } : {}),
+    ...(metrics ? { metrics } : {}),
+  });
   const serveBatch = createBatchService({
     config,
     logger,
@@ -46,14 +76,18 @@ export function createPromptProcessor(deps: ProcessorDeps): PromptPipeline {
     limiter: deps.limiter,
     chains: deps.chains,
     outcomes,
-    ...(deps.hooks ? { hooks: deps.hooks } : {}),
+    accounting,
+    ...(metrics ? { metrics } : {}),
     ...(stats ? { onServed: (link, jobs) => stats.served(link.id, jobs) } : {}),
   });
   const batcher = new Batcher<JobEntry, PromptJobResult>({
     size: config.batching.size,
     maxWaitMs: config.batching.maxWaitMs,
     dispatch: (_route, entries) => serveBatch(entries),
-    ...(stats ? { onBatch: (route: string, size: number) => stats.batch(route, size) } : {}),
+    onBatch: (route: string, size: number) => {
+      stats?.batch(route, size);
+      metrics?.batchSize.observe(size);
+    },
   });
 
   const processor: PromptProcessor = async (job, token, signal) => {

@@ -1,11 +1,23 @@
 import { hostname } from 'node:os';
-import { Worker } from 'bullmq';
+import { MetricsTime, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { createRedis, FleetLimiter, QueueName, type Config, type Logger, type PromptJobResult } from '@prompt-queue/shared';
+import {
+  BudgetGuard,
+  createRedis,
+  FleetLimiter,
+  QueueName,
+  UsageLedger,
+  type AuditLog,
+  type Config,
+  type Logger,
+  type PromptJobResult,
+} from '@prompt-queue/shared';
 import { jitteredBackoffStrategy } from './backoff.js';
+import { ResponseCache } from './cache/response-cache.js';
+import { KeyRing } from './keys/key-ring.js';
+import type { WorkerMetrics } from './metrics.js';
 import { createPromptProcessor, SHUTDOWN_ABORT_REASON } from './processor.js';
 import { ProviderChains, type ChainDeps } from './providers/chain.js';
-import type { BatchHooks } from './pipeline/serve-batch.js';
 import { WorkerStats } from './status.js';
 
 /** After a forced shutdown aborts the provider calls, how long their hand-back may take, ms. */
@@ -23,7 +35,15 @@ export interface PromptWorkerDeps {
   /** Builds each chain link's adapter and breaker; tests wrap them to observe calls. */
   createProvider?: ChainDeps['createProvider'];
   createBreaker?: ChainDeps['createBreaker'];
-  hooks?: BatchHooks;
+  /**
+   * Gemini keys for links without their own (main.ts passes one that watches its file and SIGHUP).
+   * @defaultValue a ring from `gemini.apiKeys` / `gemini.apiKeyFile`, not watched
+   */
+  keyRing?: KeyRing;
+  /** Where the pipeline's counters go (main.ts serves them at `/metrics`). */
+  metrics?: WorkerMetrics;
+  /** One line per job outcome (main.ts: `createAuditLog(config.audit)`); none when omitted. */
+  audit?: AuditLog;
   /** Jitter source for the backoff strategy; tests pin it. */
   random?: () => number;
 }
@@ -32,6 +52,10 @@ export interface PromptWorker {
   worker: Worker<unknown, PromptJobResult>;
   limiter: FleetLimiter;
   chains: ProviderChains;
+  budgets: BudgetGuard;
+  ledger: UsageLedger;
+  cache: ResponseCache | undefined;
+  keyRing: KeyRing;
   stats: WorkerStats;
   /**
    * Stops fetching jobs, dispatches the jobs still gathering into batches and waits for in-flight
@@ -52,13 +76,25 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
 
   // The guard keeps a request in our window a little longer than in the provider's (schema.ts).
   const limiter = new FleetLimiter(connection, prefix, { windowMs: config.limiter.windowMs + config.limiter.guardMs });
+  const { metrics } = deps;
+  const keyRing =
+    deps.keyRing ??
+    KeyRing.fromConfig(config, logger, { onRejected: (event) => metrics?.apiKeyRejections.inc({ fingerprint: event.fingerprint, reason: event.reason }) });
   const chains = new ProviderChains({
     config,
     logger,
     redis: connection,
+    keyRing,
+    ...(metrics ? { onBreakerTransition: (link: string, state: 'closed' | 'open' | 'half-open') => metrics.setBreakerState(link, state) } : {}),
     ...(deps.createProvider ? { createProvider: deps.createProvider } : {}),
     ...(deps.createBreaker ? { createBreaker: deps.createBreaker } : {}),
   });
+  const budgets = new BudgetGuard(connection, prefix, config.tenants, {
+    // A reservation must outlive the longest batch: every call may run to its timeout.
+    reservationTtlMs: Math.max(600_000, 2 * config.gemini.timeoutMs + config.worker.shutdownTimeoutMs),
+  });
+  const ledger = new UsageLedger(connection, prefix);
+  const cache = config.responseCache.enabled ? new ResponseCache(connection, prefix, { defaultTtlSeconds: config.responseCache.defaultTtlSeconds }) : undefined;
   const stats = new WorkerStats();
   const { processor, batcher } = createPromptProcessor({
     config,
@@ -67,7 +103,11 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
     limiter,
     chains,
     stats,
-    ...(deps.hooks ? { hooks: deps.hooks } : {}),
+    budgets,
+    ledger,
+    ...(cache ? { cache } : {}),
+    ...(deps.audit ? { audit: deps.audit } : {}),
+    ...(metrics ? { metrics } : {}),
   });
 
   // Fleet pauses after a 429 are per model, in the limiter (reserve() grants nothing while one is
@@ -82,6 +122,11 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
     // Check for stalled jobs as often as a lock can expire, so a crashed worker's jobs come back
     // within about two lock durations (BullMQ's default is a fixed 30 s).
     stalledInterval: config.worker.lockDurationMs,
+    // A job whose worker dies is retaken, not failed, up to this many times (BullMQ's default of 1
+    // failed jobs after a second crash: the chaos suite's kill test lost them).
+    maxStalledCount: config.worker.maxStalledCount,
+    // BullMQ's own completed/failed counts per minute, kept a day: the dashboard's throughput.
+    metrics: { maxDataPoints: MetricsTime.ONE_HOUR * 24 },
     settings: {
       backoffStrategy: jitteredBackoffStrategy({
         baseMs: config.worker.backoffBaseMs,
@@ -117,7 +162,7 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
       return { forced };
     })());
 
-  return { worker, limiter, chains, stats, close };
+  return { worker, limiter, chains, budgets, ledger, cache, keyRing, stats, close };
 }
 
 async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {

@@ -28,7 +28,7 @@ describe('batch pipeline (real Redis, emulator process)', () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
-  function setup(env: Record<string, string> = {}) {
+  function setup(env: Record<string, string> = {}, tenants: Config['tenants'] = {}) {
     const config: Config = testConfig({
       REDIS_URL: redisServer.url,
       REDIS_PREFIX: uniquePrefix('b'),
@@ -36,6 +36,7 @@ describe('batch pipeline (real Redis, emulator process)', () => {
       GEMINI_BASE_URL: emulator.url,
       ...env,
     });
+    config.tenants = tenants;
     const worker: PromptWorker = createPromptWorker({ config, logger: createLogger({ service: 'worker-test', level: 'error' }) });
     cleanups.push(() => worker.close(1_000));
     const connection = createRedis(config.redis.url, 'worker');
@@ -71,30 +72,63 @@ describe('batch pipeline (real Redis, emulator process)', () => {
     expect(worker.stats.snapshot().batches.bySize).toEqual({ 1: 1, 10: 1 });
   });
 
-  it('limiter bookkeeping is a constant number of round trips per batch, not one per job', async () => {
+  it('Redis bookkeeping is a constant number of round trips per batch, not one per job (limiter, budget, cache, usage)', async () => {
     const { config, queue, worker } = setup({ BATCH_SIZE: '16', BATCH_MAX_WAIT_MS: '200', GEMINI_RPM: '1000', GEMINI_TPM: '1000000', GEMINI_MODEL: MODEL });
-    const calls = { reserve: 0, settle: 0, release: 0, pause: 0, observeRateLimit: 0 };
-    for (const method of Object.keys(calls) as (keyof typeof calls)[]) {
-      const original = worker.limiter[method].bind(worker.limiter) as (...args: unknown[]) => Promise<unknown>;
-      vi.spyOn(worker.limiter, method).mockImplementation((...args: unknown[]) => {
-        calls[method] += 1;
-        return original(...args) as never;
-      });
-    }
+    const calls: Record<string, number> = {};
+    const spy = <T extends object>(target: T, methods: (keyof T & string)[], label: string) => {
+      for (const method of methods) {
+        calls[`${label}.${method}`] = 0;
+        const original = (target[method] as (...args: unknown[]) => unknown).bind(target);
+        vi.spyOn(target, method as never).mockImplementation(((...args: unknown[]) => {
+          calls[`${label}.${method}`]! += 1;
+          return original(...args);
+        }) as never);
+      }
+    };
+    spy(worker.limiter, ['reserve', 'settle', 'release', 'pause', 'observeRateLimit'], 'limiter');
+    spy(worker.budgets, ['reserve', 'settle'], 'budget');
+    spy(worker.cache!, ['lookupAndClaim', 'appendStore', 'appendRelease'], 'cache');
+    spy(worker.ledger, ['record'], 'usage');
     await emulator.client.setLatency(200);
     const ids = await Promise.all(Array.from({ length: 49 }, (_, i) => enqueue(queue, config, promptData({ text: `job ${i}` }))));
     const done = await Promise.all(ids.map((id) => waitForJob(queue, id, ['completed', 'failed'])));
     expect(done.every((d) => d.state === 'completed')).toBe(true);
 
     const { batches } = worker.stats.snapshot();
-    console.log('bookkeeping', JSON.stringify({ jobs: 49, batches, limiterCalls: calls }));
+    console.log('bookkeeping', JSON.stringify({ jobs: 49, batches, calls }));
     expect(batches.jobs).toBe(49);
     expect(batches.largest).toBeGreaterThan(1);
-    // One reserve per batch (one link), one settle and one release per batch (sent together).
-    expect(calls.reserve).toBe(batches.count);
-    expect(calls.settle).toBe(batches.count);
-    expect(calls.release).toBe(batches.count);
-    expect(calls.reserve).toBeLessThan(49);
+    // Before the calls: one cache pipeline (MGET + in-flight claims), one budget script call, one limiter reserve (one link).
+    // After: one settle step = limiter settle + release, budget settle, one pipeline (cache store
+    // + fairness), one usage MULTI, all written together.
+    for (const name of ['limiter.reserve', 'limiter.settle', 'limiter.release', 'budget.reserve', 'cache.lookupAndClaim', 'cache.appendStore', 'cache.appendRelease', 'usage.record']) {
+      expect(calls[name], name).toBe(batches.count);
+    }
+    expect(calls['limiter.reserve']).toBeLessThan(49);
+  });
+
+  it('the budget reserve and settle go to Redis once per batch for a budgeted tenant', async () => {
+    const { config, queue, worker } = setup({ BATCH_SIZE: '16', BATCH_MAX_WAIT_MS: '200' }, { acme: { dailyUsd: 1000, onExceeded: 'fail' } });
+    const evals = { count: 0 };
+    const connection = (worker.budgets as unknown as { redis: { evalsha: (...args: unknown[]) => Promise<unknown> } }).redis;
+    const original = connection.evalsha.bind(connection);
+    vi.spyOn(connection, 'evalsha').mockImplementation((...args: unknown[]) => {
+      // The budget scripts name the tenant's reserved counter first.
+      if (String(args[2]).includes(':budget:')) evals.count += 1;
+      return original(...args);
+    });
+    await emulator.client.setLatency(200);
+    const ids = await Promise.all(Array.from({ length: 40 }, (_, i) => enqueue(queue, config, promptData({ text: `budgeted ${i}`, generationConfig: { maxOutputTokens: 64 } }))));
+    const done = await Promise.all(ids.map((id) => waitForJob(queue, id, ['completed', 'failed'])));
+    expect(done.every((d) => d.state === 'completed')).toBe(true);
+    const { batches } = worker.stats.snapshot();
+    console.log('budget round trips', JSON.stringify({ jobs: 40, batches: batches.count, budgetScriptCalls: evals.count }));
+    // One reserve and one settle per batch.
+    expect(evals.count).toBe(2 * batches.count);
+    const remaining = await worker.budgets.remaining('acme');
+    expect(remaining.daily!.reservedNanoUsd).toBe(0);
+    const usage = await worker.ledger.tenantUsage('acme');
+    expect(remaining.daily!.spentNanoUsd).toBe(usage.today.costNanoUsd);
   });
 
   it('when every link of the chain is open, jobs wait (no attempt spent) and complete after the outage', async () => {

@@ -128,6 +128,26 @@ describe('ResponseCache', () => {
     expect(cache().ttlFor(promptData({}))).toBe(86_400);
   });
 
+  it('lookupAndClaim: answers and in-flight claims in ONE pipeline; a claim is exclusive until released, except to its own job', async () => {
+    const { client, calls } = counting(redis);
+    const rc = cache(client);
+    const [k1, k2] = ['stored', 'not yet'].map((text) => rc.cacheKey(LINK, promptData({ text }))) as [string, string];
+    await rc.store([{ key: k1, answer: answer({ text: 'one' }), ttlSeconds: 60 }]);
+    calls.length = 0;
+
+    const first = await rc.lookupAndClaim([k1, k2], [{ digest: k2, holder: 'job-a', holders: ['job-a'] }], 10_000);
+    expect(first.answers.map((a) => a?.text ?? null)).toEqual(['one', null]);
+    expect(first.claimed).toEqual([true]);
+    expect(calls).toEqual(['pipeline']);
+    // Someone else: taken. The same job again (its worker died mid-call): its own claim is its own.
+    expect((await rc.lookupAndClaim([k2], [{ digest: k2, holder: 'job-b', holders: ['job-b'] }], 10_000)).claimed).toEqual([false]);
+    expect((await rc.lookupAndClaim([k2], [{ digest: k2, holder: 'job-c', holders: ['job-c', 'job-a'] }], 10_000)).claimed).toEqual([true]);
+    const pipeline = client.pipeline();
+    rc.appendRelease(pipeline, [k2]);
+    await pipeline.exec();
+    expect((await rc.lookupAndClaim([k2], [{ digest: k2, holder: 'job-b', holders: ['job-b'] }], 10_000)).claimed).toEqual([true]);
+  });
+
   it('stores with one pipeline and the TTL, then looks a batch up with ONE MGET', async () => {
     const { client, calls } = counting(redis);
     const rc = cache(client);

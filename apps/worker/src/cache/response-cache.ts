@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 import { z } from 'zod';
 import { responseCacheKey, usageSchema, type PromptJobData, type TokenUsage } from '@prompt-queue/shared';
 
@@ -90,6 +90,21 @@ export interface DedupeGroup<T> {
   followers: T[];
 }
 
+/** An in-flight claim: the request's digest, the job that will call (stored), and every job of the batch with that request. */
+export interface Claim {
+  digest: string;
+  holder: string;
+  holders: readonly string[];
+}
+
+/** What `lookupAndClaim` answers for a batch. */
+export interface LookupResult {
+  /** Per key, in order: the answer, or null (a miss, or a null key). */
+  answers: (CachedAnswer | null)[];
+  /** Per claimed digest, in order: true when this caller now holds its in-flight claim. */
+  claimed: boolean[];
+}
+
 /** Version of the key derivation: bump it when the canonical form changes (old entries then miss). */
 const KEY_VERSION = 1;
 
@@ -145,25 +160,73 @@ export class ResponseCache {
   }
 
   /**
+   * `lookup` plus in-flight claims, in ONE pipeline (one round trip): for each digest in `claims`,
+   * SET NX a short-lived `…:pending` marker holding the leader's job id. The holder calls the
+   * provider; another worker (or a later batch of this one) that finds the marker taken waits
+   * briefly and then finds the answer in the cache, so concurrent identical jobs across the fleet
+   * make one call. The holder deletes its markers when its batch settles (`appendRelease`), after
+   * storing the answer, whatever the outcome. A crashed holder's marker is taken over at once by
+   * its own job when that job comes back (stalled-job recovery), and otherwise lapses after `ttlMs`.
+   */
+  async lookupAndClaim(keys: readonly (string | null)[], claims: readonly Claim[], ttlMs: number): Promise<LookupResult> {
+    const present = keys.filter((key): key is string => key !== null);
+    if (present.length === 0 && claims.length === 0) return { answers: keys.map(() => null), claimed: [] };
+    const pipeline = this.redis.pipeline();
+    if (present.length > 0) pipeline.mget(...present.map((key) => responseCacheKey(this.prefix, key)));
+    const ttl = Math.max(1, Math.round(ttlMs));
+    // SET NX, then GET: who holds the claim now (us, or someone else), in the same round trip.
+    for (const { digest, holder } of claims) pipeline.set(pendingKey(this.prefix, digest), holder, 'PX', ttl, 'NX').get(pendingKey(this.prefix, digest));
+    const results = (await pipeline.exec()) ?? [];
+    for (const [error] of results) if (error) throw error;
+    const values = present.length > 0 ? (results[0]![1] as (string | null)[]) : [];
+    let next = 0;
+    const answers = keys.map((key) => (key === null ? null : parseAnswer(values[next++] ?? null)));
+    const offset = present.length > 0 ? 1 : 0;
+    const claimed = claims.map(({ holders }, i) => {
+      const [[, set], [, current]] = [results[offset + 2 * i]!, results[offset + 2 * i + 1]!];
+      // A claim left by an earlier attempt of one of our own jobs (its worker died) is ours again.
+      return set === 'OK' || (typeof current === 'string' && holders.includes(current));
+    });
+    return { answers, claimed };
+  }
+
+  /** Deletes in-flight claims, appended to the caller's pipeline (after its `appendStore`). */
+  appendRelease(pipeline: ChainableCommander, claims: readonly string[]): void {
+    if (claims.length > 0) pipeline.del(...claims.map((digest) => pendingKey(this.prefix, digest)));
+  }
+
+  /**
    * Stores successful answers in ONE pipeline of SET EX. Callers store only successes: never a
    * failure, a blocked prompt or response, or a cache hit (it is already there). As a safety net,
    * an answer whose finishReason is not in {@link CACHEABLE_FINISH_REASONS}, or that carries no
    * answer at all (empty text and no embedding), is refused and counted in `refused`.
    */
   async store(entries: readonly CacheEntry[]): Promise<StoreSummary> {
+    if (!entries.some((entry) => isCacheable(entry.answer))) return { stored: 0, refused: entries.length };
+    const pipeline = this.redis.pipeline();
+    const summary = this.appendStore(pipeline, entries);
+    const results = await pipeline.exec();
+    const failed = results?.find(([error]) => error !== null);
+    if (failed) throw failed[0]!;
+    return summary;
+  }
+
+  /**
+   * `store`'s SET EX commands appended to the caller's pipeline, not executed: the worker's
+   * per-batch settle pipeline carries them with its other writes (fairness bookkeeping).
+   */
+  appendStore(pipeline: ChainableCommander, entries: readonly CacheEntry[]): StoreSummary {
     const accepted = entries.filter((entry) => isCacheable(entry.answer));
-    if (accepted.length > 0) {
-      const pipeline = this.redis.pipeline();
-      for (const { key, answer, ttlSeconds } of accepted) {
-        const ttl = Math.max(1, Math.floor(ttlSeconds));
-        pipeline.set(responseCacheKey(this.prefix, key), JSON.stringify(answer), 'EX', ttl);
-      }
-      const results = await pipeline.exec();
-      const failed = results?.find(([error]) => error !== null);
-      if (failed) throw failed[0]!;
+    for (const { key, answer, ttlSeconds } of accepted) {
+      const ttl = Math.max(1, Math.floor(ttlSeconds));
+      pipeline.set(responseCacheKey(this.prefix, key), JSON.stringify(answer), 'EX', ttl);
     }
     return { stored: accepted.length, refused: entries.length - accepted.length };
   }
+}
+
+function pendingKey(prefix: string, digest: string): string {
+  return `${responseCacheKey(prefix, digest)}:pending`;
 }
 
 /**

@@ -22,6 +22,10 @@ import type { Config, Logger } from '@prompt-queue/shared';
  *   rotation and logs a warning: half-written files and editors' atomic renames never empty the ring.
  * - No job is lost on reload: `next()` hands out a key string; a call in flight keeps using it even
  *   if a reload drops it, and a later `reject` of a key no longer in the ring is a no-op.
+ * - Calls take keys with {@link KeyRing.acquire}: a key not yet seen working (new, or put back by
+ *   a reload) carries ONE call at a time, its probe, while calls in flight wait or use keys that
+ *   did work ({@link KeyRing.succeeded}); so a bad key costs exactly one call per process even
+ *   when a batch of calls goes out at once. `next()` is the plain round-robin without probes.
  * - When every key is rejected, `next()` returns undefined: the caller fails the job with
  *   PROVIDER_AUTH_FAILED (not retryable; nothing will work until an operator reloads good keys).
  */
@@ -92,6 +96,12 @@ export class KeyRing {
   /** Listed keys that left the rotation, with why. */
   private readonly rejected = new Map<string, KeyRejectionReason>();
   private cursor = 0;
+  /** Keys that answered a call (not a key error) since they entered the rotation. */
+  private readonly verified = new Set<string>();
+  /** Unverified keys with their one probe call in flight. */
+  private readonly probing = new Set<string>();
+  /** Callers of `acquire` waiting for a probe to end. */
+  private waiters: (() => void)[] = [];
 
   private watching = false;
   private dirWatcher: FSWatcher | undefined;
@@ -146,10 +156,63 @@ export class KeyRing {
   }
 
   /**
+   * A key for one call, round-robin over the healthy keys, with probes (see the module comment):
+   * an unverified key is handed out only when no probe is in flight on it; when every healthy key
+   * is unverified and probing, waits for a probe to end. Report how the call went with
+   * {@link KeyRing.succeeded}, {@link KeyRing.reject} or {@link KeyRing.settled}. Undefined when no
+   * key is left (fail with PROVIDER_AUTH_FAILED).
+   */
+  async acquire(): Promise<KeyLease | undefined> {
+    for (;;) {
+      const healthy = this.healthy();
+      if (healthy.length === 0) return undefined;
+      let waitForProbe = false;
+      for (let i = 0; i < healthy.length; i++) {
+        const index = (this.cursor + i) % healthy.length;
+        const key = healthy[index]!;
+        if (!this.verified.has(key)) {
+          if (this.probing.has(key)) {
+            waitForProbe = true;
+            continue;
+          }
+          this.probing.add(key);
+        }
+        this.cursor = (index + 1) % healthy.length;
+        return { key, fingerprint: fingerprint(key) };
+      }
+      if (!waitForProbe) return undefined;
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+  }
+
+  /** The call with `key` was answered (not a key error): the key is verified, calls may share it. */
+  succeeded(key: string): void {
+    this.verified.add(key);
+    if (this.probing.delete(key)) this.wake();
+  }
+
+  /**
+   * The call with `key` ended without telling whether the key works (5xx, timeout, network): its
+   * probe ends and the next call may probe it again.
+   */
+  settled(key: string): void {
+    if (this.probing.delete(key)) this.wake();
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  /**
    * Takes `key` out of the rotation. Returns whether it was in it: concurrent calls that failed
    * with the same key report it once, and a key a reload already dropped is ignored.
    */
   reject(key: string, reason: KeyRejectionReason): boolean {
+    this.probing.delete(key);
+    this.verified.delete(key);
+    this.wake();
     if (!this.listed.includes(key) || this.rejected.has(key)) return false;
     this.rejected.set(key, reason);
     const event: KeyRejectedEvent = { fingerprint: fingerprint(key), reason, remaining: this.size };
@@ -245,6 +308,9 @@ export class KeyRing {
     this.listed = listed;
     this.rejected.clear();
     this.cursor = 0;
+    // A key put back after a rejection must prove itself again; keys that stay keep their standing.
+    for (const key of [...this.verified]) if (!after.has(key) || result.restored.includes(fingerprint(key))) this.verified.delete(key);
+    this.wake();
     result.keys = this.size;
     // Field names chosen so the logger's redaction (`keys`, `key`…) leaves the fingerprints readable.
     this.logger.info('Gemini API keys reloaded', { healthyKeys: result.keys, added: result.added, removed: result.removed, restored: result.restored });

@@ -1,6 +1,8 @@
 import { DelayedError, RateLimitError, UnrecoverableError, type Job } from 'bullmq';
 import {
   ERROR_CATALOG,
+  isErrorCode,
+  type ErrorCode,
   costNanoUsd,
   formatFailedReason,
   isPromptQueueError,
@@ -13,6 +15,7 @@ import {
   type PromptJobResult,
   type TokenUsage,
 } from '@prompt-queue/shared';
+import type { CachedAnswer } from '../cache/response-cache.js';
 import type { GenerateResult } from '../providers/provider.js';
 
 /** Abort reason the worker uses on a forced shutdown: the job goes back to the queue, unharmed. */
@@ -27,7 +30,18 @@ export interface JobEntry {
 }
 
 /** Why a job goes back to `delayed` without spending an attempt. */
-export type WaitReason = 'quota' | 'rate-limited' | 'breakers-open';
+export type WaitReason = 'quota' | 'rate-limited' | 'breakers-open' | 'budget' | 'cache-pending';
+
+/**
+ * What a failure means for the job, decided before BullMQ is told (the settle step records final
+ * outcomes only): `final` = no retry will follow (failed for good, or cancelled); `handBack` = a
+ * forced shutdown returns it to the queue, unharmed (no outcome at all).
+ */
+export interface FailureDisposition {
+  code: ErrorCode;
+  final: boolean;
+  handBack: boolean;
+}
 
 type Outcome = 'completed' | 'failed' | 'retrying' | 'waiting' | 'requeued' | 'cancelled';
 
@@ -71,6 +85,43 @@ export class JobOutcomes {
       latencyMs,
       embedding: served.embedding,
     });
+  }
+
+  /**
+   * A job answered without a provider call: from the response cache, or from an identical job of
+   * the same batch (dedupe). Billed 0 (`cached: true`); the answer's own usage is kept as it was.
+   */
+  cached(entry: JobEntry, answer: CachedAnswer): PromptJobResult {
+    const result = promptJobResultSchema.parse({
+      text: answer.text,
+      finishReason: answer.finishReason,
+      provider: answer.provider,
+      model: answer.model,
+      cached: true,
+      usage: answer.usage,
+      costUsd: 0,
+      costNanoUsd: 0,
+      latencyMs: 0,
+      ...(answer.modelVersion !== undefined ? { modelVersion: answer.modelVersion } : {}),
+      ...(answer.embedding !== undefined ? { embedding: answer.embedding } : {}),
+    });
+    this.log(entry.job, entry.data, 'completed', { cached: true, provider: result.provider, servedModel: result.model, savedUsd: answer.costNanoUsd === null ? null : nanoUsdToUsd(answer.costNanoUsd) });
+    return result;
+  }
+
+  /** What `failed` will do with this error, without doing it (see {@link FailureDisposition}). */
+  disposition(entry: JobEntry, error: unknown): FailureDisposition {
+    const { job, token, signal } = entry;
+    if (signal?.aborted) {
+      if (signal.reason === SHUTDOWN_ABORT_REASON && token) return { code: 'PROVIDER_TIMEOUT', final: false, handBack: true };
+      return { code: 'CANCELLED', final: true, handBack: false };
+    }
+    if (isProviderError(error)) return { code: error.code, final: error.disposition === 'fail' || !willRetry(job), handBack: false };
+    if (isPromptQueueError(error)) {
+      const code = isErrorCode(error.code) ? error.code : 'INTERNAL';
+      return { code, final: !(ERROR_CATALOG[code].retryable && willRetry(job)), handBack: false };
+    }
+    return { code: 'INTERNAL', final: !willRetry(job), handBack: false };
   }
 
   /**

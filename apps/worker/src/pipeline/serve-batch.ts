@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import {
   isProviderError,
+  type BudgetReservation,
   type Config,
   type FleetLimiter,
   type Logger,
@@ -9,22 +10,25 @@ import {
   type SettleItem,
 } from '@prompt-queue/shared';
 import type { Outcome } from '../batching/batcher.js';
+import type { WorkerMetrics } from '../metrics.js';
 import type { Link, ProviderChains } from '../providers/chain.js';
 import type { EmbedItem, GenerateRequest } from '../providers/provider.js';
+import { promptSha256, type BatchAccounting } from './accounting.js';
 import type { JobEntry, JobOutcomes, WaitReason } from './outcomes.js';
 import { buildEmbedItem, buildRequest, estimateInputTokens } from './request.js';
 
 /**
  * Serves one micro-batch (jobs of one kind and model) through the fallback chain:
  *
- *   prepare (blobs) → beforeCalls → for each link: [breaker open? skip] → limiter.reserve (one round
- *   trip for the batch) → calls through the link's breaker → [429: observe + fleet pause]
- *   → settleBatch (limiter settle + release: one round trip) → afterCalls → one outcome per job
+ *   prepare (blobs) → admit: cache.lookup (one MGET) → dedupe → budget.reserve (one script call)
+ *   → for each link: [breaker open? skip] → limiter.reserve (one round trip for the batch) → calls
+ *   through the link's breaker → [429: observe + fleet pause] → fan the leaders' answers out to
+ *   their followers → settle, one round trip: limiter settle/release · budget settle · cache store
+ *   + fairness (one pipeline) · usage record (one MULTI) · audit lines → one outcome per job
  *
- * Limiter bookkeeping is a constant number of Redis round trips per batch (per link tried: one
- * reserve, and on 429s one observe and one pause; then one settle/release), never one per job.
- * `beforeCalls` / `afterCalls` are the per-batch seams for budgets, the result cache, usage records
- * and audit lines.
+ * Redis bookkeeping is a constant number of round trips per batch, never one per job: one lookup,
+ * one budget reserve, per link tried one limiter reserve (and on 429s one observe and one pause),
+ * then the settle step. See accounting.ts for the order of cache and budget, and dedupe.
  */
 
 /** When a breaker is half-open (its trial call in flight), jobs for it look again after this, ms. */
@@ -36,6 +40,8 @@ export interface BatchContext {
   kind: 'generate' | 'embed';
   model: string;
   jobs: readonly BatchJob[];
+  /** Response cache digests this batch claimed as in flight; released when it settles. */
+  claims: string[];
 }
 
 /** A job in flight through one batch. */
@@ -47,20 +53,21 @@ export interface BatchJob {
   embedItem?: EmbedItem;
   /** Its fate once decided; jobs without one are still travelling down the chain. */
   final?: Final;
+  /** sha256 of the canonical request (audit lines). */
+  readonly promptSha256: string;
+  /** Response cache keys, one per chain link in order; empty: cache off, or `cache: false`. */
+  cacheKeys: string[];
+  /** An identical job of this batch whose call answers this one too (dedupe). */
+  leader?: BatchJob;
+  /** Its budget reservation (worst case), settled with the actual cost after the call. */
+  budget?: BudgetReservation;
 }
 
 export type Final =
-  | { kind: 'served'; result: PromptJobResult; link: string }
+  /** `result.cached`: from the cache or a leader, `savedNanoUsd` = what the call cost. */
+  | { kind: 'served'; result: PromptJobResult; link?: string; savedNanoUsd?: number }
   | { kind: 'error'; error: unknown; latencyMs: number; link?: string }
   | { kind: 'wait'; untilMs: number; reason: WaitReason; fields?: Record<string, unknown> };
-
-/** Per-batch stages the next features hook into (budgets, cache, usage, audit). */
-export interface BatchHooks {
-  /** After prepare, before any provider call: e.g. budget.reserve, cache.lookup (set `final`). */
-  beforeCalls?(batch: BatchContext): Promise<void>;
-  /** After the calls and the limiter settle: e.g. budget.settle, cache.store, usage.record, audit. */
-  afterCalls?(batch: BatchContext): Promise<void>;
-}
 
 export interface BatchServiceDeps {
   config: Config;
@@ -70,7 +77,9 @@ export interface BatchServiceDeps {
   limiter: FleetLimiter;
   chains: ProviderChains;
   outcomes: JobOutcomes;
-  hooks?: BatchHooks;
+  /** Cache, budgets, usage, audit and fairness: admitted before the calls, settled after. */
+  accounting: BatchAccounting;
+  metrics?: WorkerMetrics;
   /** Counts served calls per link (for /status). */
   onServed?(link: Link, jobs: number): void;
 }
@@ -84,7 +93,7 @@ interface Ledger {
 export type BatchService = (entries: JobEntry[]) => Promise<Outcome<PromptJobResult>[]>;
 
 export function createBatchService(deps: BatchServiceDeps): BatchService {
-  const { config, logger, limiter, outcomes } = deps;
+  const { config, logger, limiter, outcomes, accounting, metrics } = deps;
 
   async function prepare(batch: BatchContext): Promise<void> {
     await Promise.all(
@@ -99,9 +108,9 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
     );
   }
 
-  async function runChain(batch: BatchContext, ledger: Ledger): Promise<void> {
-    const links = deps.chains.linksFor(batch.kind, batch.model);
-    let candidates = batch.jobs.filter((job) => !job.final);
+  async function runChain(batch: BatchContext, links: readonly Link[], ledger: Ledger): Promise<void> {
+    // Followers wait for their leader's answer; decided jobs (cache hits, refusals) make no call.
+    let candidates = batch.jobs.filter((job) => !job.final && !job.leader);
     for (const link of links) {
       if (candidates.length === 0) return;
       // An open breaker: straight to the next link, in the same attempt.
@@ -138,7 +147,10 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
       // a fallback is for failures, not a cheaper or worse model taking the overflow.
       const untilMs = Date.now() + Math.max(MIN_WAIT_MS, reserved.waitMs);
       const reason: WaitReason = reserved.pausedUntil !== undefined ? 'rate-limited' : 'quota';
-      for (const job of live.slice(grantedCount)) job.final = { kind: 'wait', untilMs, reason, fields: { link: link.id } };
+      for (const job of live.slice(grantedCount)) {
+        job.final = { kind: 'wait', untilMs, reason, fields: { link: link.id } };
+        metrics?.limiterWait.observe({ model: link.model }, (untilMs - Date.now()) / 1000);
+      }
     }
     if (grantedCount === 0) return [];
 
@@ -152,6 +164,7 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
           link.provider.embedBatch!({ model: link.model, items: granted.map((job) => job.embedItem!) }, callOptions(granted)),
         );
         const latencyMs = elapsed(started);
+        metrics?.recordProviderCall(link.providerName, link.model, 'success', latencyMs / 1000);
         granted.forEach((job, i) => {
           const served = { provider: link.providerName, model: link.model, embedding: answer.embeddings[i]!, inputTokens: job.estimate };
           job.final = served$(() => outcomes.embedded(job.entry, served, latencyMs), link, latencyMs);
@@ -160,6 +173,7 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
         // batchEmbedContents reports no usage: the estimate stays in the window as reserved.
       } catch (error) {
         const latencyMs = elapsed(started);
+        recordFailedCall(link, error, latencyMs);
         // One call, one reservation: the first job carries it.
         granted.forEach((job, i) => failures.push({ job, error, latencyMs, reservation: i === 0 ? reservation : undefined }));
       }
@@ -171,11 +185,14 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
           try {
             const answer = await link.breaker.fire(() => link.provider.generate({ ...job.request!, model: link.model }, callOptions([job])));
             const latencyMs = elapsed(started);
+            metrics?.recordProviderCall(link.providerName, link.model, 'success', latencyMs / 1000);
             ledger.settle.push({ reservation, actualTokens: answer.usage.inputTokens });
             job.final = served$(() => outcomes.generated(job.entry, { ...answer, provider: link.providerName, model: link.model }, latencyMs), link, latencyMs);
             deps.onServed?.(link, 1);
           } catch (error) {
-            failures.push({ job, error, latencyMs: elapsed(started), reservation });
+            const latencyMs = elapsed(started);
+            recordFailedCall(link, error, latencyMs);
+            failures.push({ job, error, latencyMs, reservation });
           }
         }),
       );
@@ -193,6 +210,7 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
         job.final = { kind: 'error', error, latencyMs, link: link.id };
       } else if (isProviderError(error) && error.disposition === 'rate-limit') {
         retryAfterMs = Math.max(retryAfterMs, error.retryAfterMs ?? 0);
+        metrics?.limiterWait.observe({ model: link.model }, (error.retryAfterMs ?? 0) / 1000);
         job.final = { kind: 'wait', untilMs: Date.now() + (error.retryAfterMs ?? 0), reason: 'rate-limited', fields: { link: link.id, code: error.code } };
       } else if (isProviderError(error) && error.disposition === 'backoff' && (!made || link.breaker.isOpen())) {
         next.push(job);
@@ -224,8 +242,21 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
     }
   }
 
-  /** One round trip: settles used reservations with actual input tokens, releases unused ones. */
-  async function settleBatch(ledger: Ledger): Promise<void> {
+  /** A provider call that failed, for the latency histogram (short-circuits made no call). */
+  function recordFailedCall(link: Link, error: unknown, latencyMs: number): void {
+    if (!metrics || (error as { breakerOpen?: unknown } | null)?.breakerOpen === true) return;
+    const outcome = !isProviderError(error)
+      ? 'error'
+      : error.disposition === 'rate-limit'
+        ? 'rate_limited'
+        : error.code === 'PROVIDER_TIMEOUT'
+          ? 'timeout'
+          : 'error';
+    metrics.recordProviderCall(link.providerName, link.model, outcome, latencyMs / 1000);
+  }
+
+  /** Settles used limiter reservations with actual input tokens, releases unused ones. */
+  async function settleLimiter(ledger: Ledger): Promise<void> {
     try {
       // Both pipelines go out back to back on one connection: one round trip.
       await Promise.all([limiter.settle(ledger.settle), limiter.release(ledger.release)]);
@@ -236,7 +267,7 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
   }
 
   async function finish(job: BatchJob): Promise<Outcome<PromptJobResult>> {
-    const final = job.final ?? { kind: 'error' as const, error: new Error('job left the batch undecided'), latencyMs: 0 };
+    const final = job.final!;
     switch (final.kind) {
       case 'served':
         return { ok: true, value: final.result };
@@ -252,20 +283,23 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
     const batch: BatchContext = {
       kind: first.kind,
       model: first.model,
-      jobs: entries.map((entry): BatchJob => ({ entry, estimate: estimateInputTokens(entry.data) })),
+      jobs: entries.map((entry): BatchJob => ({ entry, estimate: estimateInputTokens(entry.data), promptSha256: promptSha256(entry.data), cacheKeys: [] })),
+      claims: [],
     };
+    const links = deps.chains.linksFor(batch.kind, batch.model);
     const ledger: Ledger = { settle: [], release: [] };
     try {
       await prepare(batch);
-      await deps.hooks?.beforeCalls?.(batch);
-      await runChain(batch, ledger);
+      await accounting.admit(batch, links);
+      await runChain(batch, links, ledger);
     } catch (error) {
       // Redis failing under the limiter, a bug: every undecided job retries through its attempts.
-      for (const job of batch.jobs) job.final ??= { kind: 'error', error, latencyMs: 0 };
-    } finally {
-      await settleBatch(ledger);
+      for (const job of batch.jobs) if (!job.leader) job.final ??= { kind: 'error', error, latencyMs: 0 };
     }
-    await deps.hooks?.afterCalls?.(batch).catch((error: unknown) => logger.warn('afterCalls hook failed', { error: String(error) }));
+    accounting.fanOut(batch);
+    for (const job of batch.jobs) job.final ??= { kind: 'error', error: new Error('job left the batch undecided'), latencyMs: 0 };
+    // One step, one round trip: the limiter's settle goes out with the budget, cache, usage writes.
+    await accounting.settle(batch, links, settleLimiter(ledger));
     return Promise.all(batch.jobs.map(finish));
   };
 }

@@ -102,6 +102,8 @@ export interface ProviderBreakerDeps {
   options: BreakerOptions;
   /** Recorded with published states. @defaultValue `<hostname>:<pid>` */
   workerId?: string;
+  /** Observes each transition (metrics); must not throw. */
+  onTransition?: (state: BreakerState) => void;
   /** Clock for `since`, `retryAt`, `updatedAt` and `isOpen()`; opossum keeps its own timers. */
   now?: () => number;
 }
@@ -187,6 +189,11 @@ export class ProviderBreaker {
     if (next.state === 'open') this.deps.logger.warn('provider breaker opened', { ...meta, retryAt: new Date(next.retryAt).toISOString() });
     else this.deps.logger.info(`provider breaker ${next.state === 'closed' ? 'closed' : 'half-open'}`, meta);
     this.publish(next);
+    try {
+      this.deps.onTransition?.(next);
+    } catch (error) {
+      this.deps.logger.warn('breaker transition observer failed', { link: this.link, error: String(error) });
+    }
   }
 
   /** Fire-and-forget: a Redis outage must never fail or slow a provider call. */

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { ChainLinkSpec, Config, LimitKey, Logger, RateLimits } from '@prompt-queue/shared';
 import { ProviderBreaker, type BreakerState } from './breaker.js';
-import { GeminiProvider } from './gemini.js';
+import { GeminiProvider, type KeySource } from './gemini.js';
 import { OpenAICompatibleProvider } from './openai-compatible.js';
 import type { Provider } from './provider.js';
 
@@ -42,6 +42,13 @@ export interface ChainDeps {
   createProvider?: (spec: ResolvedLinkSpec) => Provider;
   /** Builds a link's breaker; defaults to ProviderBreaker with `config.breaker`. */
   createBreaker?: (linkId: string) => LinkBreaker;
+  /**
+   * The worker's Gemini key ring (GEMINI_API_KEY + GEMINI_API_KEY_FILE): Gemini links without keys
+   * of their own take their keys from it, one per call. Without it they use `gemini.apiKeys`.
+   */
+  keyRing?: KeySource;
+  /** Observes every breaker transition (metrics), and each link's initial `closed`. */
+  onBreakerTransition?: (linkId: string, state: BreakerState['state']) => void;
 }
 
 /** A chain link with `$job` and every default resolved. */
@@ -54,6 +61,8 @@ export interface ResolvedLinkSpec {
   /** Gemini links: API version in the request path (gemini.apiVersion). */
   apiVersion: Config['gemini']['apiVersion'];
   apiKeys: string[];
+  /** The link lists its own keys (else it uses the worker's `gemini` keys, i.e. the key ring). */
+  ownKeys: boolean;
   project: string;
   timeoutMs: number;
   limits: RateLimits;
@@ -102,10 +111,19 @@ export class ProviderChains {
     const known = this.links.get(spec.id);
     if (known) return known;
     const { config, logger, redis } = this.deps;
-    const provider = this.deps.createProvider?.(spec) ?? createProvider(spec);
+    const provider = this.deps.createProvider?.(spec) ?? createProvider(spec, this.deps.keyRing);
+    const onTransition = this.deps.onBreakerTransition;
     const breaker =
       this.deps.createBreaker?.(spec.id) ??
-      new ProviderBreaker({ link: spec.id, redis, prefix: config.redis.prefix, logger, options: { ...config.breaker } });
+      new ProviderBreaker({
+        link: spec.id,
+        redis,
+        prefix: config.redis.prefix,
+        logger,
+        options: { ...config.breaker },
+        ...(onTransition ? { onTransition: (state: BreakerState) => onTransition(spec.id, state.state) } : {}),
+      });
+    onTransition?.(spec.id, breaker.state.state);
     const link: Link = {
       id: spec.id,
       providerName: spec.name,
@@ -135,13 +153,14 @@ export function resolveLinkSpec(config: Config, spec: ChainLinkSpec, jobModel: s
     baseUrl: spec.baseUrl ?? config.gemini.baseUrl,
     apiVersion: config.gemini.apiVersion,
     apiKeys: spec.apiKeys ?? (spec.provider === 'gemini' ? config.gemini.apiKeys : []),
+    ownKeys: spec.apiKeys !== undefined,
     project,
     timeoutMs: spec.timeoutMs ?? config.gemini.timeoutMs,
     limits: { rpm: limits?.rpm ?? 0, tpm: limits?.tpm ?? 0 },
   };
 }
 
-function createProvider(spec: ResolvedLinkSpec): Provider {
+function createProvider(spec: ResolvedLinkSpec, keyRing: KeySource | undefined): Provider {
   if (spec.provider === 'openai') {
     return new OpenAICompatibleProvider({
       name: spec.name,
@@ -150,5 +169,6 @@ function createProvider(spec: ResolvedLinkSpec): Provider {
       ...(spec.apiKeys[0] !== undefined ? { apiKey: spec.apiKeys[0] } : {}),
     });
   }
-  return new GeminiProvider({ apiKeys: spec.apiKeys, baseUrl: spec.baseUrl, apiVersion: spec.apiVersion, timeoutMs: spec.timeoutMs });
+  const keys = !spec.ownKeys && keyRing ? { keyRing } : { apiKeys: spec.apiKeys };
+  return new GeminiProvider({ ...keys, baseUrl: spec.baseUrl, apiVersion: spec.apiVersion, timeoutMs: spec.timeoutMs });
 }

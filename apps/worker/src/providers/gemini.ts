@@ -4,7 +4,8 @@ import {
   type Content,
   type GenerationConfig as SdkGenerationConfig,
 } from '@google/generative-ai';
-import { ProviderError, type Config, type TokenUsage } from '@prompt-queue/shared';
+import { createLogger, isProviderError, ProviderError, type Config, type TokenUsage } from '@prompt-queue/shared';
+import { KeyRing, rejectionReason } from '../keys/key-ring.js';
 import { classifyProviderError } from './classify.js';
 import type { EmbedBatchRequest, EmbedBatchResult, GenerateRequest, GenerateResult, Provider } from './provider.js';
 
@@ -40,8 +41,17 @@ interface WireResponse {
   modelVersion?: string;
 }
 
+/** What the adapter needs of a key ring (KeyRing). */
+export type KeySource = Pick<KeyRing, 'acquire' | 'succeeded' | 'settled' | 'reject'>;
+
 export interface GeminiProviderOptions {
-  apiKeys: readonly string[];
+  /** Fixed keys, used when no `keyRing` is given (a private ring is built from them). */
+  apiKeys?: readonly string[];
+  /**
+   * Where keys come from, one per call (the worker's shared ring: GEMINI_API_KEY and
+   * GEMINI_API_KEY_FILE, reloaded on SIGHUP). Takes precedence over `apiKeys`.
+   */
+  keyRing?: KeySource;
   baseUrl: string;
   apiVersion: string;
   /** Per-call timeout, ms. */
@@ -61,28 +71,73 @@ export const MAX_EMBED_BATCH = 100;
  */
 export class GeminiProvider implements Provider {
   readonly name = 'gemini';
-  private readonly clients: GoogleGenerativeAI[];
-  private nextClient = 0;
+  private readonly keys: KeySource;
+  /** One SDK client per key, built on first use (keys may arrive with a reload). */
+  private readonly clients = new Map<string, GoogleGenerativeAI>();
 
   constructor(private readonly options: GeminiProviderOptions) {
-    if (options.apiKeys.length === 0) throw new Error('GeminiProvider needs at least one API key');
-    this.clients = options.apiKeys.map((key) => new GoogleGenerativeAI(key));
+    if (options.keyRing) {
+      this.keys = options.keyRing;
+    } else {
+      if (!options.apiKeys || options.apiKeys.length === 0) throw new Error('GeminiProvider needs at least one API key');
+      const logger = createLogger({ service: 'gemini-keys', level: 'warn' });
+      this.keys = new KeyRing({ keys: options.apiKeys, logger });
+    }
+  }
+
+  /**
+   * Runs one SDK call with a key from the ring. A key Google rejects (API_KEY_INVALID,
+   * PERMISSION_DENIED) leaves the rotation and the call is made again at once with the next key,
+   * inside this one `generate`/`embedBatch`: no attempt is spent and the breaker sees only the
+   * final outcome. No key left → PROVIDER_AUTH_FAILED (not retryable).
+   */
+  private async withKey<T>(call: (client: GoogleGenerativeAI) => Promise<T>): Promise<T> {
+    let lastRejection: unknown;
+    for (;;) {
+      const lease = await this.keys.acquire();
+      if (!lease) {
+        // The key this call just lost was the last one: Google's own answer says why.
+        if (lastRejection !== undefined) throw lastRejection;
+        throw new ProviderError('PROVIDER_AUTH_FAILED', 'No usable Gemini API key left: every configured key was rejected (fix the keys and reload with SIGHUP)', {
+          disposition: 'fail',
+        });
+      }
+      let client = this.clients.get(lease.key);
+      if (!client) this.clients.set(lease.key, (client = new GoogleGenerativeAI(lease.key)));
+      try {
+        const answer = await call(client);
+        this.keys.succeeded(lease.key);
+        return answer;
+      } catch (error) {
+        const reason = rejectionReason(error);
+        if (reason) {
+          this.keys.reject(lease.key, reason);
+          lastRejection = error;
+          continue;
+        }
+        // Any other answer from Google (4xx about the request, 429) proves the key works.
+        if (isProviderErrorWithStatus(error)) this.keys.succeeded(lease.key);
+        else this.keys.settled(lease.key);
+        throw error;
+      }
+    }
   }
 
   /** One batchEmbedContents call for all items (a real native batch: one request of the quota). */
   async embedBatch(request: EmbedBatchRequest, callOptions: { signal?: AbortSignal } = {}): Promise<EmbedBatchResult> {
     if (request.items.length > MAX_EMBED_BATCH) throw new RangeError(`at most ${MAX_EMBED_BATCH} embeddings per call`);
-    const client = this.clients[this.nextClient++ % this.clients.length]!;
-    const model = client.getGenerativeModel({ model: request.model }, { baseUrl: this.options.baseUrl, apiVersion: this.options.apiVersion });
-    // outputDimensionality is newer than the SDK's types; the SDK passes the object through.
-    const body = {
-      requests: request.items.map((item) => ({
-        content: item.content as Content,
-        ...(item.taskType !== undefined ? { taskType: item.taskType } : {}),
-        ...(item.outputDimensionality !== undefined ? { outputDimensionality: item.outputDimensionality } : {}),
-      })),
-    } as BatchEmbedContentsRequest;
-    const response = await this.withTimeout(callOptions.signal, (signal) => model.batchEmbedContents(body, { signal }));
+    const response = await this.withKey((client) => {
+      const model = client.getGenerativeModel({ model: request.model }, { baseUrl: this.options.baseUrl, apiVersion: this.options.apiVersion });
+      // outputDimensionality is newer than the SDK's types; the SDK passes the object through.
+      const body = {
+        requests: request.items.map((item) => ({
+          content: item.content as Content,
+          ...(item.taskType !== undefined ? { taskType: item.taskType } : {}),
+          ...(item.outputDimensionality !== undefined ? { outputDimensionality: item.outputDimensionality } : {}),
+        })),
+      } as BatchEmbedContentsRequest;
+      return this.withTimeout(callOptions.signal, (signal) => model.batchEmbedContents(body, { signal }));
+    });
     const embeddings = (response.embeddings ?? []).map((embedding) => embedding.values ?? []);
     if (embeddings.length !== request.items.length) {
       throw new ProviderError('PROVIDER_UNAVAILABLE', `Gemini returned ${embeddings.length} embeddings for ${request.items.length} requests`, {
@@ -109,22 +164,20 @@ export class GeminiProvider implements Provider {
   async generate(request: GenerateRequest, callOptions: { signal?: AbortSignal } = {}): Promise<GenerateResult> {
     // Round-robin over keys. Quota is per Google Cloud project, so keys of one project add no
     // throughput; keys of several projects do.
-    const client = this.clients[this.nextClient++ % this.clients.length]!;
-    const model = client.getGenerativeModel(
-      {
-        model: request.model,
-        ...(request.systemInstruction !== undefined ? { systemInstruction: request.systemInstruction } : {}),
-        // Our schema is a superset of the SDK's type (thinkingConfig…); the SDK passes it through.
-        ...(request.generationConfig !== undefined ? { generationConfig: request.generationConfig as SdkGenerationConfig } : {}),
-      },
-      // No `timeout` here: the SDK never clears that timer, so every call would leave one pending
-      // for timeoutMs. Our own timer (withTimeout) is cleared as soon as the call settles.
-      { baseUrl: this.options.baseUrl, apiVersion: this.options.apiVersion },
-    );
-
-    const result = await this.withTimeout(callOptions.signal, (signal) =>
-      model.generateContent({ contents: request.contents as Content[] }, { signal }),
-    );
+    const result = await this.withKey((client) => {
+      const model = client.getGenerativeModel(
+        {
+          model: request.model,
+          ...(request.systemInstruction !== undefined ? { systemInstruction: request.systemInstruction } : {}),
+          // Our schema is a superset of the SDK's type (thinkingConfig…); the SDK passes it through.
+          ...(request.generationConfig !== undefined ? { generationConfig: request.generationConfig as SdkGenerationConfig } : {}),
+        },
+        // No `timeout` here: the SDK never clears that timer, so every call would leave one pending
+        // for timeoutMs. Our own timer (withTimeout) is cleared as soon as the call settles.
+        { baseUrl: this.options.baseUrl, apiVersion: this.options.apiVersion },
+      );
+      return this.withTimeout(callOptions.signal, (signal) => model.generateContent({ contents: request.contents as Content[] }, { signal }));
+    });
     return this.toResult(request.model, result.response as WireResponse);
   }
 
@@ -155,6 +208,10 @@ export class GeminiProvider implements Provider {
       model: requestedModel,
     };
   }
+}
+
+function isProviderErrorWithStatus(error: unknown): boolean {
+  return isProviderError(error) && error.httpStatus !== undefined && error.httpStatus < 500;
 }
 
 export function toUsage(meta: WireResponse['usageMetadata']): TokenUsage {

@@ -1,0 +1,142 @@
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { Queue } from 'bullmq';
+import { keyFingerprint, startEmulatorProcess, type EmulatorProcess } from '@prompt-queue/gemini-emulator';
+import { createLogger, createRedis, promptJobResultSchema, QueueName, readBacklog, type AuditLog, type AuditRecord, type Config } from '@prompt-queue/shared';
+import { startTestRedis, uniquePrefix, waitFor, type TestRedis } from '@prompt-queue/shared/testing';
+import { createPromptWorker, type PromptWorker } from '../src/worker.js';
+import { enqueue, promptData, testConfig, waitForJob } from './helpers.js';
+
+/** Budgets, the response cache, dedupe, usage, audit and key rotation wired into the batch path. */
+describe('batch accounting (real Redis, emulator process)', () => {
+  let redisServer: TestRedis;
+  let emulator: EmulatorProcess;
+  const cleanups: (() => Promise<unknown>)[] = [];
+
+  beforeAll(async () => {
+    [redisServer, emulator] = await Promise.all([startTestRedis(), startEmulatorProcess()]);
+  });
+  afterAll(async () => {
+    await Promise.all([emulator?.stop(), redisServer?.stop()]);
+  });
+  beforeEach(async () => {
+    await emulator.client.reset();
+    await emulator.client.setLatency(0);
+  });
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  function setup(env: Record<string, string> = {}, tenants: Config['tenants'] = {}) {
+    const config: Config = testConfig({
+      REDIS_URL: redisServer.url,
+      REDIS_PREFIX: uniquePrefix('acc'),
+      GEMINI_API_KEY: emulator.apiKey,
+      GEMINI_BASE_URL: emulator.url,
+      ...env,
+    });
+    config.tenants = tenants;
+    const audited: AuditRecord[] = [];
+    const audit: AuditLog = { write: (record) => void audited.push(record), close: async () => {} };
+    const worker: PromptWorker = createPromptWorker({ config, logger: createLogger({ service: 'worker-test', level: 'error' }), audit });
+    cleanups.push(() => worker.close(1_000));
+    const connection = createRedis(config.redis.url, 'worker');
+    const queue = new Queue(QueueName.Prompts, { connection, prefix: config.redis.prefix });
+    cleanups.push(async () => {
+      await queue.close();
+      connection.disconnect();
+    });
+    return { config, queue, worker, audited, connection };
+  }
+
+  const calls = async () => (await emulator.client.counters()).totalCalls;
+
+  it("a job over its tenant's budget fails with BUDGET_EXCEEDED without a provider call", async () => {
+    const { config, queue, worker, audited } = setup({}, { acme: { dailyUsd: 0.000001, onExceeded: 'fail' } });
+    const id = await enqueue(queue, config, promptData({ generationConfig: { maxOutputTokens: 100 } }));
+    const { job, state } = await waitForJob(queue, id, ['completed', 'failed']);
+    expect(state).toBe('failed');
+    expect(job.failedReason).toMatch(/^\[BUDGET_EXCEEDED\] /);
+    expect(job.attemptsMade).toBe(1);
+    expect(await calls()).toBe(0);
+    const usage = await worker.ledger.tenantUsage('acme');
+    expect(usage.today).toMatchObject({ jobs: 1, failures: 1, costNanoUsd: 0 });
+    expect(audited).toEqual([expect.objectContaining({ jobId: id, outcome: 'failed', errorCode: 'BUDGET_EXCEEDED', cached: false })]);
+    // Nothing stays reserved: the budget is whole again.
+    expect((await worker.budgets.remaining('acme')).daily?.reservedNanoUsd).toBe(0);
+  });
+
+  it("onExceeded 'wait': the job waits in delayed until the next UTC day, no attempt spent, no call", async () => {
+    const { config, queue, worker } = setup({}, { acme: { dailyUsd: 0.01, onExceeded: 'wait' } });
+    // Spend the whole day's budget.
+    const [decision] = await worker.budgets.reserve([{ tenant: 'acme', worstCaseNanoUsd: 10_000_000 }]);
+    if (!decision?.ok) throw new Error('could not spend the budget');
+    await worker.budgets.settle([{ reservation: decision.reservation, actualNanoUsd: 10_000_000 }]);
+
+    const id = await enqueue(queue, config, promptData({ generationConfig: { maxOutputTokens: 100 } }));
+    const { job } = await waitForJob(queue, id, ['delayed']);
+    expect(job.attemptsMade).toBe(0);
+    const nextDay = new Date();
+    nextDay.setUTCHours(24, 0, 0, 0);
+    expect(Math.abs(job.timestamp + job.delay - nextDay.getTime())).toBeLessThan(5_000);
+    expect(await calls()).toBe(0);
+  });
+
+  it('a cache hit makes no call: cached, cost 0, the saving recorded; cache: false calls again', async () => {
+    const { config, queue, worker, audited, connection } = setup();
+    const data = () => promptData({ text: 'cache me' });
+    const first = await waitForJob(queue, await enqueue(queue, config, data()), ['completed']);
+    const original = promptJobResultSchema.parse(first.job.returnvalue);
+    expect(original.cached).toBe(false);
+    expect(original.costNanoUsd).toBeGreaterThan(0);
+
+    const second = await waitForJob(queue, await enqueue(queue, config, data()), ['completed']);
+    const hit = promptJobResultSchema.parse(second.job.returnvalue);
+    expect(hit).toMatchObject({ cached: true, costUsd: 0, costNanoUsd: 0, text: original.text });
+    expect(await calls()).toBe(1);
+
+    await waitForJob(queue, await enqueue(queue, config, { ...data(), cache: false }), ['completed']);
+    expect(await calls()).toBe(2);
+
+    const usage = await worker.ledger.tenantUsage('acme');
+    expect(usage.today).toMatchObject({ jobs: 3, cacheHits: 1, savedNanoUsd: original.costNanoUsd, costNanoUsd: 2 * original.costNanoUsd! });
+    expect(audited.map((record) => record.cached)).toEqual([false, true, false]);
+    expect(new Set(audited.map((record) => record.promptSha256)).size).toBe(1);
+    // Every finished job gave its fairness place back.
+    expect(await readBacklog(connection, config.redis.prefix, 'acme')).toEqual({ high: 0, normal: 0, low: 0 });
+  });
+
+  it('identical jobs in one batch make one call: one leader, the others are cache hits', async () => {
+    const { config, queue } = setup({ BATCH_MAX_WAIT_MS: '5000', BATCH_SIZE: '16' });
+    await emulator.client.setLatency(300);
+    const primer = await enqueue(queue, config, promptData({ text: 'primer' }));
+    await waitFor(async () => (await calls()) === 1, { what: 'the primer call' });
+    const ids = await Promise.all(Array.from({ length: 6 }, () => enqueue(queue, config, promptData({ text: 'same question' }))));
+    await waitForJob(queue, primer, ['completed']);
+    const done = await Promise.all(ids.map((id) => waitForJob(queue, id, ['completed', 'failed'])));
+    expect(done.map((d) => d.state)).toEqual(ids.map(() => 'completed'));
+    const results = done.map((d) => promptJobResultSchema.parse(d.job.returnvalue));
+    expect(results.filter((r) => !r.cached)).toHaveLength(1);
+    expect(results.filter((r) => r.cached && r.costNanoUsd === 0)).toHaveLength(5);
+    expect(await calls()).toBe(2);
+  });
+
+  it('first key invalid, second valid: a flood of jobs all complete and the bad key is called once', async () => {
+    const { config, queue, worker } = setup({ GEMINI_API_KEY: `bad-key-for-test,${emulator.apiKey}`, BATCH_SIZE: '8' });
+    const ids = await Promise.all(Array.from({ length: 24 }, (_, i) => enqueue(queue, config, promptData({ text: `rotation ${i}` }))));
+    const done = await Promise.all(ids.map((id) => waitForJob(queue, id, ['completed', 'failed'])));
+    expect(done.map((d) => d.state)).toEqual(ids.map(() => 'completed'));
+    // Completed at the first attempt: the rejected key cost no attempt.
+    expect(done.map((d) => d.job.attemptsMade)).toEqual(ids.map(() => 1));
+    const counters = await emulator.client.counters();
+    expect(counters.byKey[keyFingerprint('bad-key-for-test')]).toBe(1);
+    expect(counters.byKey[keyFingerprint(emulator.apiKey)]).toBe(24);
+    expect(worker.keyRing.describe().rejected).toEqual([{ fingerprint: keyFingerprint('bad-key-for-test'), reason: 'API_KEY_INVALID' }]);
+  });
+
+  it('RESPONSE_CACHE=false: identical jobs each make their call', async () => {
+    const { config, queue } = setup({ RESPONSE_CACHE: 'false' });
+    for (let i = 0; i < 2; i++) await waitForJob(queue, await enqueue(queue, config, promptData({ text: 'no cache' })), ['completed']);
+    expect(await calls()).toBe(2);
+  });
+});
+
