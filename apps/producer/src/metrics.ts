@@ -71,6 +71,10 @@ export class ProducerMetrics {
 
   /** Counts jobs actually added (not replays). */
   jobsEnqueued(tenant: string, levels: readonly (PriorityLevel | undefined)[]): void {
+    if (levels.length === 1) {
+      this.enqueued.inc({ tenant, priority: levels[0] ?? 'normal' }); // the single POST
+      return;
+    }
     const byLevel = new Map<PriorityLevel, number>();
     for (const level of levels) byLevel.set(level ?? 'normal', (byLevel.get(level ?? 'normal') ?? 0) + 1);
     for (const [priority, count] of byLevel) this.enqueued.inc({ tenant, priority }, count);

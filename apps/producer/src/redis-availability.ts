@@ -17,14 +17,23 @@ export function redisUnavailable(): PromptQueueError {
   return new PromptQueueError('REDIS_UNAVAILABLE', 'Redis is not reachable; retry shortly.');
 }
 
+/**
+ * Queues whose first setup finished. BullMQ resolves `waitUntilReady` once and keeps it resolved
+ * (reconnects are ioredis' business, covered by the `status` check), so after the first success
+ * a request skips the timer and the race: the hot path is one status check.
+ */
+const readyQueues = new WeakSet<Queue>();
+
 export async function assertRedisAvailable(redis: Redis, queue: Queue): Promise<void> {
   if (redis.status !== 'ready') throw redisUnavailable();
+  if (readyQueues.has(queue)) return;
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_resolve, reject) => {
     timer = setTimeout(() => reject(redisUnavailable()), QUEUE_READY_TIMEOUT_MS);
   });
   try {
     await Promise.race([queue.waitUntilReady(), timeout]);
+    readyQueues.add(queue);
   } finally {
     clearTimeout(timer);
   }
