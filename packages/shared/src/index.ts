@@ -17,3 +17,4 @@ export * from './limits/index.js';
 export * from './accounting/index.js';
 export * from './logging/audit.js';
 export * from './metrics/queue-depth.js';
+export * from './canonical-json.js';

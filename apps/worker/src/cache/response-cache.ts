@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { ChainableCommander, Redis } from 'ioredis';
 import { z } from 'zod';
-import { responseCacheKey, usageSchema, type PromptJobData, type TokenUsage } from '@prompt-queue/shared';
+import { canonicalJson, responseCacheKey, usageSchema, type PromptJobData, type TokenUsage } from '@prompt-queue/shared';
 
 /**
  * The shared response cache: a repeated request is answered from Redis instead of the provider,
@@ -259,26 +259,6 @@ export function dedupe<T>(items: readonly T[], keyOf: (item: T) => string | null
 export function isCacheable(answer: CachedAnswer): boolean {
   if (!CACHEABLE_FINISH_REASONS.has(answer.finishReason)) return false;
   return answer.text !== '' || (answer.embedding !== undefined && answer.embedding.length > 0);
-}
-
-/**
- * JSON with object keys sorted at every depth and `undefined` fields dropped (like JSON.stringify),
- * so two requests that differ only in field order serialize the same. Array order is kept: it is
- * meaningful (parts, contents, stop sequences).
- */
-export function canonicalJson(value: unknown): string {
-  return JSON.stringify(sortKeys(value));
-}
-
-function sortKeys(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(sortKeys);
-  if (value === null || typeof value !== 'object') return value;
-  const out: Record<string, unknown> = {};
-  for (const key of Object.keys(value).sort()) {
-    const inner = (value as Record<string, unknown>)[key];
-    if (inner !== undefined) out[key] = sortKeys(inner);
-  }
-  return out;
 }
 
 function parseAnswer(raw: string | null): CachedAnswer | null {

@@ -17,8 +17,9 @@ import {
   type PromptJobResult,
   type UsageEntry,
   type UsageLedger,
+  canonicalJson,
 } from '@prompt-queue/shared';
-import { canonicalJson, dedupe, type CacheEntry, type CachedAnswer, type ResponseCache } from '../cache/response-cache.js';
+import { dedupe, type CacheEntry, type CachedAnswer, type ResponseCache } from '../cache/response-cache.js';
 import type { WorkerMetrics } from '../metrics.js';
 import type { Link } from '../providers/chain.js';
 import type { JobOutcomes } from './outcomes.js';
