@@ -6,6 +6,7 @@ import {
 } from '@google/generative-ai';
 import { createLogger, isProviderError, ProviderError, type Config, type TokenUsage } from '@prompt-queue/shared';
 import { KeyRing, rejectionReason } from '../keys/key-ring.js';
+import { callSignal } from './call-signal.js';
 import { classifyProviderError } from './classify.js';
 import type { EmbedBatchRequest, EmbedBatchResult, GenerateRequest, GenerateResult, Provider } from './provider.js';
 
@@ -149,15 +150,14 @@ export class GeminiProvider implements Provider {
 
   /** Runs an SDK call under our own timeout (cleared when it settles) and classifies its failure. */
   private async withTimeout<T>(outer: AbortSignal | undefined, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
-    const timeout = new AbortController();
-    const timer = setTimeout(() => timeout.abort(), this.options.timeoutMs);
-    const signal = outer ? AbortSignal.any([outer, timeout.signal]) : timeout.signal;
+    // Not AbortSignal.any: it leaks one signal per call once the SDK listens to it (call-signal.ts).
+    const call$ = callSignal(outer, this.options.timeoutMs);
     try {
-      return await call(signal);
+      return await call(call$.signal);
     } catch (error) {
-      throw classifyProviderError(error, timeout.signal.aborted ? { timeoutMs: this.options.timeoutMs } : {});
+      throw classifyProviderError(error, call$.timedOut ? { timeoutMs: this.options.timeoutMs } : {});
     } finally {
-      clearTimeout(timer);
+      call$.dispose();
     }
   }
 

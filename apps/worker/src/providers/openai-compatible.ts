@@ -1,4 +1,5 @@
 import { isProviderError, ProviderError, type TokenUsage } from '@prompt-queue/shared';
+import { callSignal } from './call-signal.js';
 import { DEFAULT_RATE_LIMIT_RETRY_MS } from './classify.js';
 import type { GenerateRequest, GenerateResult, Provider, ProviderPart } from './provider.js';
 
@@ -86,22 +87,21 @@ export class OpenAICompatibleProvider implements Provider {
     const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json', ...this.options.headers };
     if (this.options.apiKey !== undefined) headers.authorization = `Bearer ${this.options.apiKey}`;
 
-    const timeout = new AbortController();
-    const timer = setTimeout(() => timeout.abort(), this.options.timeoutMs);
-    const signal = callOptions.signal ? AbortSignal.any([callOptions.signal, timeout.signal]) : timeout.signal;
+    // Not AbortSignal.any: it leaks one signal per call once fetch listens to it (call-signal.ts).
+    const call$ = callSignal(callOptions.signal, this.options.timeoutMs);
     let status: number;
     let answer: unknown;
     let responseHeaders: Headers;
     try {
-      const response = await this.fetchImpl(this.url, { method: 'POST', headers, body, signal });
+      const response = await this.fetchImpl(this.url, { method: 'POST', headers, body, signal: call$.signal });
       status = response.status;
       responseHeaders = response.headers;
       const text = await response.text();
       answer = parseJson(text);
     } catch (error) {
-      throw this.classifyThrown(error, { timedOut: timeout.signal.aborted, aborted: callOptions.signal?.aborted === true });
+      throw this.classifyThrown(error, { timedOut: call$.timedOut, aborted: callOptions.signal?.aborted === true });
     } finally {
-      clearTimeout(timer);
+      call$.dispose();
     }
     if (status < 200 || status >= 300) {
       throw classifyOpenAIError(status, answer, responseHeaders, { provider: this.name, apiKey: this.options.apiKey });
