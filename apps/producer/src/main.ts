@@ -1,15 +1,15 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import type { Redis } from 'ioredis';
+import { createServer } from 'node:http';
 import {
   DEVELOPMENT_API_KEY,
   assertProducerApiKeys,
+  closeRedis,
   createLogger,
   createRedis,
+  listen,
   loadConfigOrExit,
+  logConnectionState,
   usesDevelopmentApiKey,
   waitForRedis,
-  type Logger,
 } from '@prompt-queue/shared';
 import { createApp } from './app.js';
 import { ProducerMetrics } from './metrics.js';
@@ -111,36 +111,8 @@ async function step(name: string, action: () => Promise<unknown>, timeoutMs = 3_
   }
 }
 
-async function closeRedis(client: Redis): Promise<void> {
-  if (client.status === 'ready') {
-    await Promise.race([client.quit().catch(() => undefined), delay(1_000)]);
-  }
-  client.disconnect();
-}
 
-function listen(httpServer: Server, wanted: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    httpServer.once('error', reject);
-    httpServer.listen(wanted, () => {
-      httpServer.off('error', reject);
-      resolve((httpServer.address() as AddressInfo).port);
-    });
-  });
-}
 
-/** ioredis reports every failed reconnect; log the outage once and its end once. */
-function logConnectionState(client: Redis, log: Logger): void {
-  let down = false;
-  client.on('error', (error: Error) => {
-    if (down) return;
-    down = true;
-    log.warn('Redis connection lost; reconnecting in the background', { error: error.message });
-  });
-  client.on('ready', () => {
-    if (down) log.info('Redis connection restored');
-    down = false;
-  });
-}
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());

@@ -1,16 +1,16 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer } from 'node:http';
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import {
   collectQueueDepth,
   createAuditLog,
+  closeRedis,
   createLogger,
   createRedis,
+  listen,
   loadConfigOrExit,
+  logConnectionState,
   parseAuditDestination,
   QueueName,
-  type Logger,
 } from '@prompt-queue/shared';
 import { createHealthApp } from './health.js';
 import { KeyRing } from './keys/key-ring.js';
@@ -158,36 +158,8 @@ async function step(name: string, action: () => Promise<unknown>): Promise<void>
   }
 }
 
-async function closeRedis(client: Redis): Promise<void> {
-  if (client.status === 'ready') {
-    await Promise.race([client.quit().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
-  }
-  client.disconnect();
-}
 
-function listen(httpServer: Server, wanted: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    httpServer.once('error', reject);
-    httpServer.listen(wanted, () => {
-      httpServer.off('error', reject);
-      resolve((httpServer.address() as AddressInfo).port);
-    });
-  });
-}
 
-/** ioredis reports every failed reconnect; log the outage once and its end once. */
-function logConnectionState(client: Redis, log: Logger): void {
-  let down = false;
-  client.on('error', (error: Error) => {
-    if (down) return;
-    down = true;
-    log.warn('Redis connection lost; reconnecting in the background', { error: error.message });
-  });
-  client.on('ready', () => {
-    if (down) log.info('Redis connection restored');
-    down = false;
-  });
-}
 
 function describe(error: unknown): string {
   return error instanceof Error ? `${error.name}: ${error.message}` : String(error);

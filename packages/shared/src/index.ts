@@ -18,3 +18,4 @@ export * from './accounting/index.js';
 export * from './logging/audit.js';
 export * from './metrics/queue-depth.js';
 export * from './canonical-json.js';
+export * from './service/lifecycle.js';
