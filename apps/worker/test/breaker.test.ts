@@ -1,10 +1,9 @@
 import { hostname } from 'node:os';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Redis } from 'ioredis';
-import { createLogger, ProviderError, type FailureDisposition } from '@prompt-queue/shared';
+import { breakerStatesKey, createLogger, ProviderError, type FailureDisposition } from '@prompt-queue/shared';
 import { startTestRedis, uniquePrefix, waitFor, type TestRedis } from '@prompt-queue/shared/testing';
 import {
-  breakerStatesKey,
   DEFAULT_BREAKER_OPTIONS,
   isBreakerOpenError,
   ProviderBreaker,

@@ -1,4 +1,5 @@
 import {
+  breakerStatesKey,
   BudgetGuard,
   FleetLimiter,
   parseFailedReason,
@@ -183,7 +184,7 @@ export class OverviewSource {
 
   /** The breaker states the worker publishes in `<prefix>:breakers` (field: link, value: JSON). */
   private async breakers(): Promise<BreakerView[]> {
-    const hash = await this.deps.connection.hgetall(`${this.prefix}:breakers`);
+    const hash = await this.deps.connection.hgetall(breakerStatesKey(this.prefix));
     return Object.entries(hash)
       .map(([link, raw]) => parseBreaker(link, raw))
       .sort((a, b) => a.link.localeCompare(b.link));

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import CircuitBreaker from 'opossum';
 import type { Redis } from 'ioredis';
-import { isProviderError, ProviderError, type Logger } from '@prompt-queue/shared';
+import { breakerStatesKey, isProviderError, ProviderError, type Logger } from '@prompt-queue/shared';
 
 /**
  * A circuit breaker around one provider link (a provider + model, or whatever the caller names a
@@ -65,11 +65,6 @@ export const DEFAULT_BREAKER_OPTIONS: BreakerOptions = {
   timeoutMs: false,
 };
 
-// TODO move to shared keys.ts
-/** Hash of the latest published breaker state per link; field = link, value = JSON PublishedBreakerState. */
-export function breakerStatesKey(prefix: string): string {
-  return `${prefix}:breakers`;
-}
 
 /** The ProviderError a short-circuited call rejects with. */
 export class BreakerOpenError extends ProviderError {

@@ -84,3 +84,11 @@ export function fairBacklogKey(prefix: string, tenant: string, level: 'high' | '
 export function responseCacheKey(prefix: string, digest: string): string {
   return `${prefix}:rcache:${digest}`;
 }
+
+/**
+ * Hash of the latest published circuit-breaker state per provider link (field = link name, value =
+ * JSON `{ state, since, retryAt?, updatedAt, workerId }`): written by workers, read by the dashboard.
+ */
+export function breakerStatesKey(prefix: string): string {
+  return `${prefix}:breakers`;
+}
