@@ -75,6 +75,8 @@ describe('classifyProviderError (real SDK errors from the emulator)', () => {
     expect(error).toMatchObject({ code: 'PROVIDER_RATE_LIMITED', disposition: 'rate-limit', httpStatus: 429, retryAfterMs: 26_000 });
     expect(error.message).toContain('You exceeded your current quota');
     expect(error.message).not.toContain('google.rpc');
+    // An injected fault with no quota configured reports quotaValue "0": nothing to learn.
+    expect(error.reportedQuota).toBeUndefined();
   });
 
   it('429 with a fractional retryDelay', async () => {
@@ -91,6 +93,28 @@ describe('classifyProviderError (real SDK errors from the emulator)', () => {
       expect(error.code).toBe('PROVIDER_RATE_LIMITED');
       expect(error.retryAfterMs).toBeGreaterThan(50_000);
       expect(error.retryAfterMs).toBeLessThanOrEqual(60_000);
+      // QuotaFailure: quotaId GenerateRequestsPerMinutePerProjectPerModel, quotaValue "1".
+      expect(error.reportedQuota).toEqual({ dimension: 'rpm', limit: 1 });
+    } finally {
+      await emulator.client.setQuotas({ [MODEL]: null });
+    }
+  });
+
+  it('429 from a token quota reports the TPM limit', async () => {
+    await emulator.client.setQuotas({ [MODEL]: { rpm: 1000, tpm: 5 } });
+    try {
+      const error = classifyProviderError(await sdkError());
+      expect(error).toMatchObject({ code: 'PROVIDER_RATE_LIMITED', reportedQuota: { dimension: 'tpm', limit: 5 } });
+    } finally {
+      await emulator.client.setQuotas({ [MODEL]: null });
+    }
+  });
+
+  it('429 from an injected fault under a configured RPM reports it', async () => {
+    await emulator.client.setQuotas({ [MODEL]: { rpm: 120, tpm: 1_000_000 } });
+    try {
+      await emulator.client.addFault({ kind: 'rateLimit', count: 1, retryDelaySeconds: 1 });
+      expect(classifyProviderError(await sdkError()).reportedQuota).toEqual({ dimension: 'rpm', limit: 120 });
     } finally {
       await emulator.client.setQuotas({ [MODEL]: null });
     }
@@ -136,6 +160,24 @@ describe('classifyProviderError (edge cases)', () => {
   it('never asks for a zero-length pause', () => {
     const details = [{ '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: '0s' }];
     expect(classifyProviderError(fetchError(429, 'x', details)).retryAfterMs).toBe(100);
+  });
+
+  it('reads the per-minute limit from QuotaFailure, skipping per-day and unusable violations', () => {
+    const quotaFailure = (...violations: Record<string, unknown>[]) => [{ '@type': 'type.googleapis.com/google.rpc.QuotaFailure', violations }];
+    const read = (details: unknown[]) => classifyProviderError(fetchError(429, 'x', details as ErrorDetails[])).reportedQuota;
+    expect(read(quotaFailure(
+      { quotaId: 'GenerateRequestsPerDayPerProjectPerModel-FreeTier', quotaMetric: 'generativelanguage.googleapis.com/generate_content_free_tier_requests', quotaValue: '250' },
+      { quotaId: 'GenerateContentInputTokensPerModelPerMinute-FreeTier', quotaValue: 'many' },
+      { quotaId: 'GenerateContentInputTokensPerModelPerMinute-FreeTier', quotaMetric: 'generativelanguage.googleapis.com/generate_content_free_tier_input_token_count', quotaValue: '250000' },
+    ))).toEqual({ dimension: 'tpm', limit: 250_000 });
+    expect(read(quotaFailure({ quotaMetric: 'generativelanguage.googleapis.com/generate_content_paid_tier_requests', quotaValue: 2000 })))
+      .toEqual({ dimension: 'rpm', limit: 2000 });
+    expect(read(quotaFailure({ quotaId: 'Something', quotaValue: '5' }))).toBeUndefined();
+    expect(read(quotaFailure({ quotaId: 'GenerateRequestsPerMinutePerProjectPerModel', quotaValue: '0' }))).toBeUndefined();
+    expect(read(quotaFailure({ quotaId: 'GenerateRequestsPerMinutePerProjectPerModel', quotaValue: '1.5' }))).toBeUndefined();
+    expect(read([])).toBeUndefined();
+    expect(classifyProviderError(fetchError(503, 'x', quotaFailure({ quotaId: 'GenerateRequestsPerMinute', quotaValue: '5' }) as ErrorDetails[])).reportedQuota)
+      .toBeUndefined();
   });
 
   it('parses Duration strings and objects', () => {

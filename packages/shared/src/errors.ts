@@ -81,6 +81,12 @@ export function isPromptQueueError(error: unknown): error is PromptQueueError {
  */
 export type FailureDisposition = 'fail' | 'backoff' | 'rate-limit';
 
+/** A quota limit the provider reported in a 429: requests (`rpm`) or input tokens (`tpm`) per minute. */
+export interface ReportedQuota {
+  dimension: 'rpm' | 'tpm';
+  limit: number;
+}
+
 export class ProviderError extends Error {
   override readonly name = 'ProviderError';
   readonly code: ErrorCode;
@@ -88,17 +94,29 @@ export class ProviderError extends Error {
   /** From the provider's RetryInfo, when it sent one. */
   readonly retryAfterMs: number | undefined;
   readonly httpStatus: number | undefined;
+  /**
+   * On a 429: the per-minute limit the provider says was hit (google.rpc.QuotaFailure quotaValue),
+   * and its dimension — requests or input tokens.
+   */
+  readonly reportedQuota: ReportedQuota | undefined;
 
   constructor(
     code: ErrorCode,
     message: string,
-    options: { disposition: FailureDisposition; retryAfterMs?: number; httpStatus?: number; cause?: unknown },
+    options: {
+      disposition: FailureDisposition;
+      retryAfterMs?: number;
+      httpStatus?: number;
+      reportedQuota?: ReportedQuota;
+      cause?: unknown;
+    },
   ) {
     super(message, { cause: options.cause });
     this.code = code;
     this.disposition = options.disposition;
     this.retryAfterMs = options.retryAfterMs;
     this.httpStatus = options.httpStatus;
+    this.reportedQuota = options.reportedQuota;
   }
 }
 

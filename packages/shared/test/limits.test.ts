@@ -202,6 +202,42 @@ describe('FleetLimiter (real Redis)', () => {
     expect(await small.observeRateLimit(KEY, limits)).toMatchObject({ dimension: 'tpm', limit: 500 });
   });
 
+  it('observeRateLimit learns the limit a 429 reported, not a share of the current usage', async () => {
+    const limiter = new FleetLimiter(redis, uniquePrefix(), { learnedTtlMs: 60_000 });
+    const limits = { rpm: 1000, tpm: 40_000 };
+    await limiter.reserve(KEY, limits, [5000]);
+    // Early in a window: usage 5000 would teach 4500; the 429 says 30000.
+    const observed = await limiter.observeRateLimit(KEY, limits, { dimension: 'tpm', limit: 30_000 });
+    expect(observed).toMatchObject({ dimension: 'tpm', limit: 30_000 });
+    const state = await limiter.state(KEY, limits);
+    expect(state).toMatchObject({ tokens: 5000, tpmLimit: 30_000, rpmLimit: 1000, learned: { tpm: 30_000 } });
+    expect(state.learned!.expiresAt - state.now).toBeGreaterThan(50_000);
+    expect((await limiter.reserve(KEY, limits, [25_000])).granted).toHaveLength(1);
+    expect((await limiter.reserve(KEY, limits, [1])).granted).toHaveLength(0);
+
+    // Never above the configured limit; a reported limit replaces a lower usage-based guess.
+    expect(await limiter.observeRateLimit(KEY, limits)).toMatchObject({ dimension: 'tpm', limit: 27_000 });
+    expect(await limiter.observeRateLimit(KEY, limits, { dimension: 'tpm', limit: 1_000_000 })).toMatchObject({ limit: 40_000 });
+    // Requests, with their floor of 1; and the token floor.
+    expect(await limiter.observeRateLimit(KEY, limits, { dimension: 'rpm', limit: 15 })).toMatchObject({ dimension: 'rpm', limit: 15 });
+    expect(await limiter.observeRateLimit(KEY, limits, { dimension: 'tpm', limit: 10 })).toMatchObject({ dimension: 'tpm', limit: 1000 });
+    expect(await limiter.state(KEY, limits)).toMatchObject({ rpmLimit: 15, tpmLimit: 1000 });
+
+    // An unlimited dimension learns the reported limit as is.
+    const unlimited = new FleetLimiter(redis, uniquePrefix());
+    expect(await unlimited.observeRateLimit(KEY, { rpm: 10, tpm: 0 }, { dimension: 'tpm', limit: 30_000 })).toMatchObject({ limit: 30_000 });
+  });
+
+  it('observeRateLimit without a usable report keeps the usage-based policy', async () => {
+    const limiter = new FleetLimiter(redis, uniquePrefix());
+    const limits = { rpm: 1000, tpm: 40_000 };
+    await limiter.reserve(KEY, limits, [5000]);
+    expect(await limiter.observeRateLimit(KEY, limits, { dimension: 'tpm', limit: 0 })).toMatchObject({ dimension: 'tpm', limit: 4500 });
+    const other = new FleetLimiter(redis, uniquePrefix());
+    await other.reserve(KEY, limits, [5000]);
+    expect(await other.observeRateLimit(KEY, limits, undefined)).toMatchObject({ dimension: 'tpm', limit: 4500 });
+  });
+
   it('state() reports usage, limits and pause for the dashboard', async () => {
     const limiter = new FleetLimiter(redis, uniquePrefix());
     const limits = { rpm: 60, tpm: 0 };

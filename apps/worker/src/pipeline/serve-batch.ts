@@ -6,6 +6,7 @@ import {
   type FleetLimiter,
   type Logger,
   type PromptJobResult,
+  type ReportedQuota,
   type Reservation,
   type SettleItem,
 } from '@prompt-queue/shared';
@@ -200,6 +201,7 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
 
     const next: BatchJob[] = [];
     let retryAfterMs = 0;
+    let reportedQuota: ReportedQuota | undefined;
     for (const { job, error, latencyMs, reservation } of failures) {
       const made = isProviderError(error) && (error as { breakerOpen?: boolean }).breakerOpen !== true;
       // A provider that answered with an error status served nothing and counted nothing (a quota
@@ -210,6 +212,7 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
         job.final = { kind: 'error', error, latencyMs, link: link.id };
       } else if (isProviderError(error) && error.disposition === 'rate-limit') {
         retryAfterMs = Math.max(retryAfterMs, error.retryAfterMs ?? 0);
+        reportedQuota ??= error.reportedQuota;
         metrics?.limiterWait.observe({ model: link.model }, (error.retryAfterMs ?? 0) / 1000);
         job.final = { kind: 'wait', untilMs: Date.now() + (error.retryAfterMs ?? 0), reason: 'rate-limited', fields: { link: link.id, code: error.code } };
       } else if (isProviderError(error) && error.disposition === 'backoff' && (!made || link.breaker.isOpen())) {
@@ -218,21 +221,22 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
         job.final = { kind: 'error', error, latencyMs, link: link.id };
       }
     }
-    if (retryAfterMs > 0) await pauseLink(link, retryAfterMs);
+    if (retryAfterMs > 0) await pauseLink(link, retryAfterMs, reportedQuota);
     return next;
   }
 
   /**
    * A 429 from a link whose reservation our window granted: the quota is fleet-wide, so pause the
    * model for the whole fleet, and when limits are configured let the limiter learn that the real
-   * limit is lower (before the refused reservation is released, so its usage counts). Without
+   * limit is lower (before the refused reservation is released, so its usage counts) — exactly the
+   * limit the 429 reported (QuotaFailure quotaValue, the first one in the batch) when it did. Without
    * configured limits there is no belief to correct: the pause alone handles it.
    */
-  async function pauseLink(link: Link, retryAfterMs: number): Promise<void> {
+  async function pauseLink(link: Link, retryAfterMs: number, reported?: ReportedQuota): Promise<void> {
     try {
       if (link.limits.rpm > 0 || link.limits.tpm > 0) {
-        const learned = await limiter.observeRateLimit(link.limitKey, link.limits);
-        logger.warn('429 within our limits: lowering the fleet limit', { link: link.id, ...learned });
+        const learned = await limiter.observeRateLimit(link.limitKey, link.limits, reported);
+        logger.warn('429 within our limits: lowering the fleet limit', { link: link.id, ...learned, reported: reported !== undefined });
       }
       await limiter.pause(link.limitKey, retryAfterMs);
       logger.warn('provider rate limit: model paused fleet-wide', { link: link.id, retryAfterMs });

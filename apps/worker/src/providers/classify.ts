@@ -1,5 +1,5 @@
 import { GoogleGenerativeAIAbortError, GoogleGenerativeAIFetchError } from '@google/generative-ai';
-import { isProviderError, ProviderError } from '@prompt-queue/shared';
+import { isProviderError, ProviderError, type ReportedQuota } from '@prompt-queue/shared';
 
 /**
  * THE one place where a failed provider call becomes a shared `ProviderError`, with the disposition
@@ -21,6 +21,7 @@ const MAX_MESSAGE_CHARS = 300;
 
 const RETRY_INFO_TYPE = 'type.googleapis.com/google.rpc.RetryInfo';
 const ERROR_INFO_TYPE = 'type.googleapis.com/google.rpc.ErrorInfo';
+const QUOTA_FAILURE_TYPE = 'type.googleapis.com/google.rpc.QuotaFailure';
 
 export function classifyProviderError(error: unknown, context: { timeoutMs?: number } = {}): ProviderError {
   if (isProviderError(error)) return error;
@@ -53,7 +54,13 @@ function classifyHttpError(error: GoogleGenerativeAIFetchError): ProviderError {
 
   if (status === 429) {
     const retryAfterMs = Math.max(MIN_RATE_LIMIT_RETRY_MS, retryDelayMs(details, google) ?? DEFAULT_RATE_LIMIT_RETRY_MS);
-    return new ProviderError('PROVIDER_RATE_LIMITED', text, { ...base, disposition: 'rate-limit', retryAfterMs });
+    const reportedQuota = quotaFailureLimit(details);
+    return new ProviderError('PROVIDER_RATE_LIMITED', text, {
+      ...base,
+      disposition: 'rate-limit',
+      retryAfterMs,
+      ...(reportedQuota ? { reportedQuota } : {}),
+    });
   }
   if (status === 403 || (status === 400 && errorInfoReason(details) === 'API_KEY_INVALID')) {
     return new ProviderError('PROVIDER_AUTH_FAILED', text, { ...base, disposition: 'fail' });
@@ -79,6 +86,39 @@ export function retryDelayMs(details: readonly unknown[], message: string): numb
   }
   const match = /retry in (\d+(?:\.\d+)?)\s*(ms|s)\b/i.exec(message);
   if (match) return Math.ceil(Number(match[1]) * (match[2]!.toLowerCase() === 'ms' ? 1 : 1000));
+  return undefined;
+}
+
+/**
+ * The per-minute limit a 429 says was hit: the first google.rpc.QuotaFailure violation whose
+ * quotaValue is a positive integer and whose quotaId / quotaMetric names the dimension — requests
+ * (`GenerateRequestsPerMinutePerProjectPerModel`, `…_requests`) or tokens
+ * (`GenerateContentInputTokensPerModelPerMinute`, `…_input_token_count`). Quotas over another
+ * period (`…PerDay…`, per hour, per second) are skipped: the limiter models a minute.
+ */
+export function quotaFailureLimit(details: readonly unknown[]): ReportedQuota | undefined {
+  for (const detail of details) {
+    if (!isRecord(detail) || detail['@type'] !== QUOTA_FAILURE_TYPE || !Array.isArray(detail.violations)) continue;
+    for (const violation of detail.violations as unknown[]) {
+      if (!isRecord(violation)) continue;
+      const raw = violation.quotaValue;
+      const text = typeof raw === 'number' ? String(raw) : typeof raw === 'string' ? raw.trim() : '';
+      if (!/^\d+$/.test(text)) continue;
+      const limit = Number(text);
+      if (!Number.isSafeInteger(limit) || limit <= 0) continue;
+      const names = [violation.quotaId, violation.quotaMetric].filter((name): name is string => typeof name === 'string');
+      if (names.some((name) => /per_?(day|hour|second)/i.test(name))) continue;
+      // The quotaId is the more specific name (the free-tier metric names both requests and tokens
+      // only by its suffix); fall back on the metric.
+      let dimension: ReportedQuota['dimension'] | undefined;
+      for (const name of names) {
+        if (/token/i.test(name)) dimension = 'tpm';
+        else if (/request/i.test(name)) dimension = 'rpm';
+        if (dimension) break;
+      }
+      if (dimension) return { dimension, limit };
+    }
+  }
   return undefined;
 }
 

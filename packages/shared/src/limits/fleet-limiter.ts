@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { ChainableCommander, Redis } from 'ioredis';
+import type { ReportedQuota } from '../errors.js';
 import { limiterKey } from '../redis/keys.js';
 import { OBSERVE_LUA } from './lua/observe.js';
 import { PAUSE_LUA } from './lua/pause.js';
@@ -131,8 +132,16 @@ export class FleetLimiter {
    *
    * Learning from usage rather than multiplying the current limit means a burst of 429s from many
    * replicas at once lowers the limit once, not once per replica.
+   *
+   * When the 429 reported the limit it hit (`reported`, from google.rpc.QuotaFailure quotaValue,
+   * per window), learns exactly that for its dimension instead — at least 1 request or
+   * `minLearnedTokens`, never above the configured limit (so it can replace a lower usage-based
+   * guess) — with the same TTL. Usage is then ignored: a 429 at a window rollover, when usage is
+   * low, no longer collapses the limit.
    */
-  async observeRateLimit(key: LimitKey, limits: RateLimits): Promise<ObservedRateLimit> {
+  async observeRateLimit(key: LimitKey, limits: RateLimits, reported?: ReportedQuota): Promise<ObservedRateLimit> {
+    const reportedLimit = reported && Number.isFinite(reported.limit) && reported.limit > 0 ? Math.floor(reported.limit) : 0;
+    const reportedDimension = reportedLimit > 0 && (reported?.dimension === 'rpm' || reported?.dimension === 'tpm') ? reported.dimension : '';
     const [dimension, learned, expiresAt] = (await this.redis.pqLimitObserve(
       ...this.keys(key, 'log', 'est', 'total', 'learned'),
       this.windowMs,
@@ -141,6 +150,8 @@ export class FleetLimiter {
       this.learnFactor,
       this.learnedTtlMs,
       this.minLearnedTokens,
+      reportedDimension,
+      reportedLimit,
     )) as [number, number, number];
     return { dimension: dimension === 0 ? 'rpm' : 'tpm', limit: learned, expiresAt };
   }

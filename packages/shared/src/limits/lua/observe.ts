@@ -7,6 +7,9 @@ export const OBSERVE_LUA = `--[[
   when neither is limited) and learns floor(usage * factor) for it, never below the floor
   (1 request, or ARGV[6] tokens) and never above the current effective limit. The learned hash
   gets a fresh TTL: the configured limits apply again ARGV[5] ms after the last 429.
+  When the 429 itself reported the limit (ARGV[7] names the dimension), learns exactly that value
+  instead, never below the floor and never above the configured limit (it may raise an earlier,
+  usage-based guess).
 
   KEYS[1]  log: sorted set, reservation id -> reservation time (ms)
   KEYS[2]  est: hash, reservation id -> tokens
@@ -19,6 +22,8 @@ export const OBSERVE_LUA = `--[[
   ARGV[4]  share of usage to learn (0.9)
   ARGV[5]  TTL of the learned limits, ms
   ARGV[6]  lowest learned token limit
+  ARGV[7]  reported dimension: 'rpm', 'tpm' or '' (nothing reported)
+  ARGV[8]  reported limit per window (when ARGV[7] is set)
 
   Returns { dimension (0: rpm, 1: tpm), learned limit, expiresAt (server ms) }.
 ]]
@@ -39,10 +44,21 @@ local tpm = effective(tonumber(ARGV[3]), learned[2])
 local rpmUse = (rpm > 0) and (count / rpm) or -1
 local tpmUse = (tpm > 0) and (tokens / tpm) or -1
 
-local field, limit, value, floor = 'rpm', rpm, count, 1
-if tpmUse > rpmUse then field, limit, value, floor = 'tpm', tpm, tokens, tonumber(ARGV[6]) end
-local newLimit = math.max(floor, math.floor(value * factor))
-if limit > 0 then newLimit = math.min(newLimit, limit) end
+local newLimit, field
+local reported = tonumber(ARGV[8])
+if (ARGV[7] == 'rpm' or ARGV[7] == 'tpm') and reported and reported > 0 then
+  field = ARGV[7]
+  local floor, configured = 1, tonumber(ARGV[2])
+  if field == 'tpm' then floor, configured = tonumber(ARGV[6]), tonumber(ARGV[3]) end
+  newLimit = math.max(floor, math.floor(reported))
+  if configured > 0 then newLimit = math.min(newLimit, configured) end
+else
+  local limit, value, floor = rpm, count, 1
+  field = 'rpm'
+  if tpmUse > rpmUse then field, limit, value, floor = 'tpm', tpm, tokens, tonumber(ARGV[6]) end
+  newLimit = math.max(floor, math.floor(value * factor))
+  if limit > 0 then newLimit = math.min(newLimit, limit) end
+end
 redis.call('HSET', KEYS[4], field, newLimit)
 redis.call('PEXPIRE', KEYS[4], ttl)
 return { (field == 'rpm') and 0 or 1, newLimit, now + ttl }
