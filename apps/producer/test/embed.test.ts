@@ -1,24 +1,11 @@
 // kind: 'embed' through the API: validation, the persisted payload, and the view of a finished job.
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { promptJobDataSchema, type PromptJobResult } from '@prompt-queue/shared';
-import { startTestRedis, waitFor, type TestRedis } from '@prompt-queue/shared/testing';
-import { ACME, startHarness, type Harness } from './harness.js';
+import { waitFor } from '@prompt-queue/shared/testing';
+import { ACME, useHarness, type Harness } from './harness.js';
 
-let server: TestRedis;
 let h: Harness;
-
-beforeAll(async () => {
-  server = await startTestRedis();
-});
-afterAll(async () => {
-  await server?.stop();
-});
-beforeEach(async () => {
-  h = await startHarness(server.url);
-});
-afterEach(async () => {
-  await h.close();
-});
+useHarness((harness) => (h = harness));
 
 const post = (body: object) => h.http.post('/v1/jobs').set(ACME).send(body);
 

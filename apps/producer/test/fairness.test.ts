@@ -1,25 +1,12 @@
 // Fairness between tenants (issue 3, point 7): BullMQ priorities from per-tenant backlog counters.
 // Real Redis, real BullMQ Worker draining in BullMQ's own order.
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { appendBacklogDone, fairPriority, readBacklog, type PriorityLevel, type PromptJobData } from '@prompt-queue/shared';
-import { startTestRedis, waitFor, type TestRedis } from '@prompt-queue/shared/testing';
-import { ACME, GLOBEX, RESULT, startHarness, type Harness } from './harness.js';
+import { waitFor } from '@prompt-queue/shared/testing';
+import { ACME, GLOBEX, RESULT, useHarness, type Harness } from './harness.js';
 
-let server: TestRedis;
 let h: Harness;
-
-beforeAll(async () => {
-  server = await startTestRedis();
-});
-afterAll(async () => {
-  await server?.stop();
-});
-beforeEach(async () => {
-  h = await startHarness(server.url);
-});
-afterEach(async () => {
-  await h.close();
-});
+useHarness((harness) => (h = harness));
 
 const prefix = () => h.config.redis.prefix;
 const bulk = (auth: Record<string, string>, jobs: object[]) => h.http.post('/v1/jobs/bulk').set(auth).send({ jobs });

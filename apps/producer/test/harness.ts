@@ -12,7 +12,8 @@ import {
   type Config,
   type PromptJobResult,
 } from '@prompt-queue/shared';
-import { uniquePrefix } from '@prompt-queue/shared/testing';
+import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
+import { startTestRedis, uniquePrefix, type TestRedis } from '@prompt-queue/shared/testing';
 import { createApp } from '../src/app.js';
 import { createPromptQueue, type PromptQueue } from '../src/queue.js';
 import { JobEvents } from '../src/wait.js';
@@ -107,4 +108,26 @@ export const IMAGES = {
 export async function totalJobs(queue: PromptQueue): Promise<number> {
   const counts = await queue.getJobCounts();
   return Object.values(counts).reduce((sum, n) => sum + n, 0);
+}
+
+/**
+ * The usual file setup: one private Redis for the file, a fresh harness (own key prefix) per test,
+ * closed after it. `onStart` receives each new harness.
+ */
+export function useHarness(onStart: (harness: Harness) => void): void {
+  let server: TestRedis;
+  let current: Harness | undefined;
+  beforeAll(async () => {
+    server = await startTestRedis();
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+  beforeEach(async () => {
+    current = await startHarness(server.url);
+    onStart(current);
+  });
+  afterEach(async () => {
+    await current?.close();
+  });
 }

@@ -1,26 +1,13 @@
 // The job lifecycle through the API against real Redis and BullMQ: enqueue, idempotency, bulk,
 // priorities, views of finished jobs (a real BullMQ Worker plays the worker), long-poll, cancel.
 import { UnrecoverableError } from 'bullmq';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { blobKey, cancelledJobKey, fairPriority, promptJobDataSchema, sha256Hex } from '@prompt-queue/shared';
-import { startTestRedis, waitFor, type TestRedis } from '@prompt-queue/shared/testing';
-import { ACME, IMAGES, RESULT, startHarness, totalJobs, type Harness } from './harness.js';
+import { waitFor } from '@prompt-queue/shared/testing';
+import { ACME, IMAGES, RESULT, totalJobs, useHarness, type Harness } from './harness.js';
 
-let server: TestRedis;
 let h: Harness;
-
-beforeAll(async () => {
-  server = await startTestRedis();
-});
-afterAll(async () => {
-  await server?.stop();
-});
-beforeEach(async () => {
-  h = await startHarness(server.url);
-});
-afterEach(async () => {
-  await h.close();
-});
+useHarness((harness) => (h = harness));
 
 const post = (body: object, headers: Record<string, string> = {}) => h.http.post('/v1/jobs').set(ACME).set(headers).send(body);
 const get = (id: string, query = '') => h.http.get(`/v1/jobs/${id}${query}`).set(ACME);
