@@ -25,6 +25,9 @@ export const blobPartSchema = z.strictObject({
     mimeType: z.string().min(1),
     sha256: z.string().regex(/^[0-9a-f]{64}$/),
     bytes: z.number().int().nonnegative(),
+    /** Pixel size read from the image header by the producer (token estimate); absent in older jobs. */
+    width: z.number().int().positive().optional(),
+    height: z.number().int().positive().optional(),
   }),
 });
 
@@ -114,7 +117,10 @@ export const promptJobDataSchema = z.object({
   requestHash: z.string(),
   /** Epoch ms when the producer accepted the job. */
   enqueuedAt: z.number().int(),
-  /** Estimated input tokens (text and images), for limits and size checks. */
+  /**
+   * The producer's uncalibrated input-token estimate (its size check). Informational: the worker
+   * reserves quota from the fleet's calibrated estimate of the prompt's features instead.
+   */
   estimatedInputTokens: z.number().int().nonnegative().optional(),
   /** Embed jobs: Gemini's taskType (RETRIEVAL_QUERY, RETRIEVAL_DOCUMENT, SEMANTIC_SIMILARITY…). */
   taskType: z.string().min(1).optional(),

@@ -52,8 +52,12 @@ export function budgetReservationsKey(prefix: string, tenant: string): string {
   return `${prefix}:budget:${tenant}:reservations`;
 }
 
-/** The parts of one fleet-wide rate-limit scope (packages/shared/src/limits). */
-export type LimiterKeyPart = 'log' | 'est' | 'total' | 'pause' | 'learned';
+/**
+ * The parts of one fleet-wide rate-limit scope (packages/shared/src/limits), and the token
+ * calibration of that scope (`calib`, packages/shared/src/estimate): the provider's tokenizer is
+ * per link and model, exactly the limiter's scope.
+ */
+export type LimiterKeyPart = 'log' | 'est' | 'total' | 'pause' | 'learned' | 'probe' | 'calib';
 
 /**
  * Keys of the fleet-wide limiter, one set per quota scope (provider + model + project), e.g.
