@@ -4,6 +4,7 @@
 import type { CountersSnapshot, WindowStats } from './counters.js';
 import { parseFaultSpec, type ActiveFault, type FaultSpec } from './faults.js';
 import { parseQuotaConfig, type QuotaConfig, type QuotaLimit } from './quotas.js';
+import { parseTokenizerConfig, type TokenizerConfig, type TokenizerSettings } from './tokens.js';
 
 /** What the control API needs from the emulator. */
 export interface EmulatorControl {
@@ -16,6 +17,9 @@ export interface EmulatorControl {
   listFaults(): ActiveFault[];
   setQuotas(quotas: Record<string, QuotaLimit | null>): void;
   getQuotas(): QuotaConfig;
+  /** Replaces the tokenizer (`{}` restores the defaults); returns the settings now in force. */
+  setTokenizer(config: TokenizerConfig): TokenizerSettings;
+  getTokenizer(): TokenizerSettings;
   setLatency(ms: number, jitterMs?: number): void;
   getLatency(): { ms: number; jitterMs: number };
 }
@@ -78,6 +82,10 @@ export function handleAdmin(control: EmulatorControl, method: string, path: stri
       case 'PUT /quotas':
         control.setQuotas(parseQuotaConfig(body, true));
         return ok(control.getQuotas());
+      case 'GET /tokenizer':
+        return ok(control.getTokenizer());
+      case 'PUT /tokenizer':
+        return ok(control.setTokenizer(parseTokenizerConfig(body)));
       case 'GET /latency':
         return ok(control.getLatency());
       case 'PUT /latency': {

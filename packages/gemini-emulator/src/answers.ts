@@ -2,7 +2,7 @@
 // the same token counts, so tests can assert exact values.
 
 import { createHash } from 'node:crypto';
-import { textTokens } from './tokens.js';
+import { DEFAULT_TOKENIZER, type Tokenizer } from './tokens.js';
 
 export type FinishReason = 'STOP' | 'MAX_TOKENS' | 'SAFETY' | 'RECITATION';
 export type Outcome = 'ok' | 'blocked' | 'safety' | 'recitation';
@@ -28,6 +28,8 @@ export interface AnswerInput {
   thinking: boolean;
   thinkingBudget?: number;
   includeThoughts?: boolean;
+  /** Counts the answer's tokens (the configured one, so output agrees with input). */
+  tokenizer?: Tokenizer;
 }
 
 const PHRASES = [
@@ -69,11 +71,6 @@ export function answerText(model: string, digest: string): string {
   return `Emulated answer from ${model}: ${phrase} (${digest.slice(0, 8)}).`;
 }
 
-/** First `n` code points of `text`. */
-function takeChars(text: string, n: number): string {
-  return Array.from(text).slice(0, n).join('');
-}
-
 function thoughtsFor(candidates: number, input: AnswerInput): number {
   if (!input.thinking) return 0;
   const cap = input.thinkingBudget !== undefined && input.thinkingBudget > 0 ? input.thinkingBudget : DEFAULT_THOUGHTS_CAP;
@@ -89,14 +86,15 @@ export function planAnswer(input: AnswerInput): Answer {
   if (trigger.includes('[[recitation]]')) {
     return { outcome: 'recitation', text: '', finishReason: 'RECITATION', candidatesTokens: 0, thoughtsTokens: thoughtsFor(0, input) };
   }
+  const tokenizer = input.tokenizer ?? DEFAULT_TOKENIZER;
   let text = answerText(input.model, input.digest);
   let finishReason: FinishReason = 'STOP';
   const max = input.maxOutputTokens;
-  if (max !== undefined && max > 0 && textTokens(text) > max) {
-    text = takeChars(text, max * 4);
+  if (max !== undefined && max > 0 && tokenizer.text(text) > max) {
+    text = tokenizer.truncate(text, max);
     finishReason = 'MAX_TOKENS';
   }
-  const candidatesTokens = textTokens(text);
+  const candidatesTokens = tokenizer.text(text);
   const answer: Answer = { outcome: 'ok', text, finishReason, candidatesTokens, thoughtsTokens: thoughtsFor(candidatesTokens, input) };
   if (input.includeThoughts && answer.thoughtsTokens > 0) {
     answer.thoughtSummary = `**Emulated thinking**\n\nPlanning a deterministic answer (${input.digest.slice(0, 8)}).`;

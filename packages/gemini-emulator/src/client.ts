@@ -3,6 +3,7 @@
 import type { CountersSnapshot, WindowStats } from './counters.js';
 import type { ActiveFault, FaultSpec } from './faults.js';
 import type { QuotaConfig, QuotaLimit } from './quotas.js';
+import type { TokenizerConfig, TokenizerSettings } from './tokens.js';
 
 export class EmulatorClient {
   private readonly base: string;
@@ -56,6 +57,15 @@ export class EmulatorClient {
   /** Merges per-model limits; `null` removes a model's limits. */
   setQuotas(quotas: Record<string, QuotaLimit | null>): Promise<QuotaConfig> {
     return this.call('PUT', '/quotas', quotas);
+  }
+
+  /** Replaces the tokenizer (`{}` restores the defaults); resolves with the settings now in force. */
+  setTokenizer(config: TokenizerConfig): Promise<TokenizerSettings> {
+    return this.call('PUT', '/tokenizer', config);
+  }
+
+  getTokenizer(): Promise<TokenizerSettings> {
+    return this.call('GET', '/tokenizer');
   }
 
   async setLatency(ms: number, jitterMs?: number): Promise<void> {

@@ -1,6 +1,7 @@
 // Reads the CLI's environment. Each problem names the variable so a bad deploy is obvious.
 
 import { parseQuotaConfig, type QuotaLimit } from './quotas.js';
+import { parseTokenizerConfig, type TokenizerConfig } from './tokens.js';
 
 export interface CliConfig {
   port: number;
@@ -9,6 +10,7 @@ export interface CliConfig {
   latencyMs: number;
   jitterMs: number;
   quotas: Record<string, QuotaLimit>;
+  tokenizer: TokenizerConfig;
 }
 
 function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
@@ -39,6 +41,21 @@ export function readConfig(env: NodeJS.ProcessEnv): CliConfig {
       throw new Error(`EMULATOR_QUOTAS: ${e instanceof Error ? e.message : String(e)}`);
     }
   }
+  let tokenizer: TokenizerConfig = {};
+  const tokenizerRaw = env.EMULATOR_TOKENIZER;
+  if (tokenizerRaw !== undefined && tokenizerRaw.trim() !== '') {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(tokenizerRaw) as unknown;
+    } catch {
+      throw new Error('EMULATOR_TOKENIZER must be JSON like {"asciiCharsPerToken":3,"nonAsciiTokensPerChar":1.2,"imageTiling":true}');
+    }
+    try {
+      tokenizer = parseTokenizerConfig(parsed);
+    } catch (e) {
+      throw new Error(`EMULATOR_TOKENIZER: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
   return {
     port: int(env, 'EMULATOR_PORT', 8090, 0, 65535),
     host,
@@ -46,5 +63,6 @@ export function readConfig(env: NodeJS.ProcessEnv): CliConfig {
     latencyMs: int(env, 'EMULATOR_LATENCY_MS', 0, 0, 3_600_000),
     jitterMs: int(env, 'EMULATOR_JITTER_MS', 0, 0, 3_600_000),
     quotas,
+    tokenizer,
   };
 }

@@ -3,7 +3,7 @@
 
 import { createHash } from 'node:crypto';
 import { badRequest } from './errors.js';
-import { countInput } from './tokens.js';
+import { countInput, DEFAULT_TOKENIZER, type Tokenizer } from './tokens.js';
 import { isRecord, normalizeKeys, validateContent, Violations, type Content } from './validate.js';
 
 export const DEFAULT_DIMENSION = 768;
@@ -68,7 +68,7 @@ function maxDimensionFor(model: string): number {
   return model === 'text-embedding-004' ? DEFAULT_DIMENSION : MAX_DIMENSION;
 }
 
-export function embedContent(model: string, body: unknown): EmbedResult {
+export function embedContent(model: string, body: unknown, tokenizer: Tokenizer = DEFAULT_TOKENIZER): EmbedResult {
   const v = new Violations();
   const req = parseEmbedRequest(body, '', v, maxDimensionFor(model));
   const err = v.toError();
@@ -76,11 +76,11 @@ export function embedContent(model: string, body: unknown): EmbedResult {
   if (!req) throw badRequest('Invalid JSON payload received.');
   return {
     body: { embedding: { values: embedText(contentText(req.content), req.outputDimensionality ?? DEFAULT_DIMENSION) } },
-    inputTokens: countInput([req.content]).total,
+    inputTokens: countInput([req.content], undefined, undefined, { tokenizer }).total,
   };
 }
 
-export function batchEmbedContents(model: string, body: unknown): EmbedResult {
+export function batchEmbedContents(model: string, body: unknown, tokenizer: Tokenizer = DEFAULT_TOKENIZER): EmbedResult {
   const v = new Violations();
   if (!isRecord(body)) throw badRequest('Invalid JSON payload received. Expected an object.');
   const top = normalizeKeys(body, ['requests'], v);
@@ -106,7 +106,7 @@ export function batchEmbedContents(model: string, body: unknown): EmbedResult {
   let inputTokens = 0;
   const embeddings = requests.map((r) => {
     if (!r) return { values: [] };
-    inputTokens += countInput([r.content]).total;
+    inputTokens += countInput([r.content], undefined, undefined, { tokenizer }).total;
     return { values: embedText(contentText(r.content), r.outputDimensionality ?? DEFAULT_DIMENSION) };
   });
   return { body: { embeddings }, inputTokens };

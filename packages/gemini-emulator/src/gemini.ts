@@ -5,7 +5,7 @@ import { planAnswer, requestDigest, safetyRatings, splitIntoChunks, type Answer 
 import { batchEmbedContents, embedContent } from './embeddings.js';
 import { badRequest } from './errors.js';
 import type { ModelInfo, ModelMethod } from './models.js';
-import { countInput, modalityDetails, textTokens, type TokenCount } from './tokens.js';
+import { countInput, DEFAULT_TOKENIZER, modalityDetails, type CountOptions, type Tokenizer, type TokenCount } from './tokens.js';
 import { isRecord, lastUserText, normalizeKeys, parseGenerateRequest, Violations, type GenerateRequest } from './validate.js';
 
 /** What a model route produced, before quota and faults decide whether it is sent. */
@@ -37,14 +37,21 @@ export function cachedTokens(req: GenerateRequest, input: TokenCount): number | 
   return req.cachedContent !== undefined ? Math.floor(input.total / 2) : undefined;
 }
 
-function plan(model: ModelInfo, req: GenerateRequest): { answer: Answer; input: TokenCount } {
+/** The tokenizer plus what the request itself says about media (Gemini 3 mediaResolution). */
+function countOptions(req: GenerateRequest, tokenizer: Tokenizer): CountOptions {
+  const mediaResolution = req.generationConfig?.mediaResolution;
+  return typeof mediaResolution === 'string' ? { tokenizer, mediaResolution } : { tokenizer };
+}
+
+function plan(model: ModelInfo, req: GenerateRequest, tokenizer: Tokenizer): { answer: Answer; input: TokenCount } {
   const thinkingConfig = req.generationConfig?.thinkingConfig;
   const budget = thinkingConfig?.thinkingBudget;
   if (budget === 0 && model.thinkingRequired) {
     throw badRequest('Budget 0 is invalid. This model only works in thinking mode.');
   }
-  const input = countInput(req.contents, req.systemInstruction, req.tools);
+  const input = countInput(req.contents, req.systemInstruction, req.tools, countOptions(req, tokenizer));
   const answer = planAnswer({
+    tokenizer,
     model: model.name,
     digest: requestDigest(req.contents, req.systemInstruction),
     lastUserText: lastUserText(req.contents),
@@ -65,9 +72,9 @@ function candidate(answer: Answer, parts: Record<string, unknown>[] | undefined,
   return c;
 }
 
-function generate(model: ModelInfo, body: unknown, responseId: string, stream: boolean): Prepared {
+function generate(model: ModelInfo, body: unknown, responseId: string, stream: boolean, tokenizer: Tokenizer): Prepared {
   const req = parseGenerateRequest(body);
-  const { answer, input } = plan(model, req);
+  const { answer, input } = plan(model, req, tokenizer);
   const cached = cachedTokens(req, input);
   const meta = { modelVersion: model.name, responseId };
   const result: Prepared = {
@@ -107,14 +114,14 @@ function generate(model: ModelInfo, body: unknown, responseId: string, stream: b
   chunks.forEach((chunk, i) => {
     soFar += chunk;
     const final = i === chunks.length - 1;
-    const count = final ? answer.candidatesTokens : Math.min(answer.candidatesTokens, textTokens(soFar));
+    const count = final ? answer.candidatesTokens : Math.min(answer.candidatesTokens, tokenizer.text(soFar));
     events.push({ candidates: [candidate(answer, [{ text: chunk }], final)], usageMetadata: usageMetadata(input, answer, count, cached), ...meta });
   });
   result.sse = events;
   return result;
 }
 
-function countTokens(body: unknown): Prepared {
+function countTokens(body: unknown, tokenizer: Tokenizer): Prepared {
   if (!isRecord(body)) throw badRequest('Invalid JSON payload received. Expected an object.');
   const v = new Violations();
   const top = normalizeKeys(body, ['contents', 'generateContentRequest'], v);
@@ -124,7 +131,7 @@ function countTokens(body: unknown): Prepared {
     throw badRequest('* CountTokensRequest: only one of contents or generate_content_request may be set');
   }
   const req = parseGenerateRequest(top.generateContentRequest ?? { contents: top.contents });
-  const input = countInput(req.contents, req.systemInstruction, req.tools);
+  const input = countInput(req.contents, req.systemInstruction, req.tools, countOptions(req, tokenizer));
   const cached = cachedTokens(req, input);
   const out: Record<string, unknown> = { totalTokens: input.total };
   if (cached !== undefined) out.cachedContentTokenCount = cached;
@@ -132,21 +139,21 @@ function countTokens(body: unknown): Prepared {
   return { inputTokens: 0, outputTokens: 0, thoughtsTokens: 0, consumesQuota: false, body: out };
 }
 
-/** Runs a Gemini model method; throws ApiError for invalid requests. */
-export function runModelMethod(model: ModelInfo, method: ModelMethod, body: unknown, responseId: string): Prepared {
+/** Runs a Gemini model method; throws ApiError for invalid requests. `tokenizer` is the provider's truth for every count. */
+export function runModelMethod(model: ModelInfo, method: ModelMethod, body: unknown, responseId: string, tokenizer: Tokenizer = DEFAULT_TOKENIZER): Prepared {
   switch (method) {
     case 'generateContent':
-      return generate(model, body, responseId, false);
+      return generate(model, body, responseId, false, tokenizer);
     case 'streamGenerateContent':
-      return generate(model, body, responseId, true);
+      return generate(model, body, responseId, true, tokenizer);
     case 'countTokens':
-      return countTokens(body);
+      return countTokens(body, tokenizer);
     case 'embedContent': {
-      const r = embedContent(model.name, body);
+      const r = embedContent(model.name, body, tokenizer);
       return { inputTokens: r.inputTokens, outputTokens: 0, thoughtsTokens: 0, consumesQuota: true, body: r.body };
     }
     case 'batchEmbedContents': {
-      const r = batchEmbedContents(model.name, body);
+      const r = batchEmbedContents(model.name, body, tokenizer);
       return { inputTokens: r.inputTokens, outputTokens: 0, thoughtsTokens: 0, consumesQuota: true, body: r.body };
     }
   }

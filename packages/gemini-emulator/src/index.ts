@@ -10,7 +10,11 @@ export type { CountersSnapshot, ModelCounters, WindowStats } from './counters.js
 export { keyFingerprint, maxInWindow } from './counters.js';
 export { QuotaManager, type QuotaConfig, type QuotaDecision, type QuotaLimit } from './quotas.js';
 export { MODELS, findModel, type ModelInfo, type ModelKind } from './models.js';
-export { MEDIA_TOKENS, textTokens } from './tokens.js';
+export {
+  DEFAULT_TOKENIZER, MEDIA_RESOLUTION_TOKENS, MEDIA_TOKENS, TOKENIZER_PRESETS, Tokenizer, parseTokenizerConfig, textTokens, tiledImageTokens,
+  type TokenizerConfig, type TokenizerPreset, type TokenizerSettings,
+} from './tokens.js';
+export { readImageSize, type ImageSize } from './image-size.js';
 export { DEFAULT_DIMENSION, embedText } from './embeddings.js';
 export { answerText } from './answers.js';
 export { readConfig, type CliConfig } from './config.js';

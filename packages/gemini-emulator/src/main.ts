@@ -18,6 +18,7 @@ async function main(): Promise<void> {
     latencyMs: config.latencyMs,
     jitterMs: config.jitterMs,
     quotas: config.quotas,
+    tokenizer: config.tokenizer,
   });
   try {
     await emulator.listen(config.port, config.host);

@@ -5,7 +5,7 @@ import { canonicalJson, planAnswer, sha256Hex, splitIntoChunks, type Answer } fr
 import { ApiError } from './errors.js';
 import type { FaultKind } from './faults.js';
 import type { Prepared } from './gemini.js';
-import { MEDIA_TOKENS, textTokens } from './tokens.js';
+import { DEFAULT_TOKENIZER, type Tokenizer } from './tokens.js';
 import { isRecord } from './validate.js';
 
 export function openAiError(status: number, message: string, type: string, code: string | null, param: string | null = null, headers: Record<string, string> = {}, reason?: 'quota' | 'fault'): ApiError {
@@ -55,9 +55,20 @@ function bad(message: string, param: string | null = null): ApiError {
 
 interface Message { role: string; text: string; images: number }
 
+/** base64 of each image part of one message; undefined when it is a URL, not a data: URL. */
+type ImageData = (string | undefined)[];
+
+const DATA_URL = /^data:image\/[\w.+-]+;base64,([A-Za-z0-9+/_-]*={0,2})$/;
+
+function imageData(part: Record<string, unknown>): string | undefined {
+  const ref = part.image_url;
+  const url = typeof ref === 'string' ? ref : isRecord(ref) && typeof ref.url === 'string' ? ref.url : undefined;
+  return url === undefined ? undefined : DATA_URL.exec(url)?.[1];
+}
+
 const ROLES = ['system', 'developer', 'user', 'assistant', 'tool', 'function'];
 
-function parseMessages(raw: unknown): Message[] {
+function parseMessages(raw: unknown, images: ImageData): Message[] {
   if (!Array.isArray(raw) || raw.length === 0) throw bad("[] is too short - 'messages'", 'messages');
   return raw.map((m, i) => {
     if (!isRecord(m) || typeof m.role !== 'string' || !ROLES.includes(m.role)) {
@@ -68,7 +79,10 @@ function parseMessages(raw: unknown): Message[] {
     else if (Array.isArray(m.content)) {
       for (const part of m.content) {
         if (isRecord(part) && part.type === 'text' && typeof part.text === 'string') msg.text += part.text;
-        else if (isRecord(part) && part.type === 'image_url') msg.images++;
+        else if (isRecord(part) && part.type === 'image_url') {
+          msg.images++;
+          images.push(imageData(part));
+        }
         else throw bad(`Invalid content part in 'messages[${i}].content'.`, `messages[${i}].content`);
       }
     } else if (m.content !== null && m.content !== undefined) {
@@ -90,11 +104,13 @@ export function chatModel(body: unknown): string | undefined {
   return isRecord(body) && typeof body.model === 'string' && body.model !== '' ? body.model : undefined;
 }
 
-export function prepareChat(body: unknown, id: string, created: number): Prepared & ChatRequest {
+export function prepareChat(body: unknown, id: string, created: number, tokenizer: Tokenizer = DEFAULT_TOKENIZER): Prepared & ChatRequest {
   if (!isRecord(body)) throw bad('We could not parse the JSON body of your request.');
   const model = chatModel(body);
   if (!model) throw bad('you must provide a model parameter', 'model');
-  const messages = parseMessages(body.messages);
+  // Image bytes are kept apart from the messages so the answer digest is what it always was.
+  const images: ImageData = [];
+  const messages = parseMessages(body.messages, images);
   const maxRaw = body.max_completion_tokens ?? body.max_tokens;
   if (maxRaw !== undefined && maxRaw !== null && (typeof maxRaw !== 'number' || !Number.isInteger(maxRaw) || maxRaw < 1)) {
     throw bad('Invalid max_tokens: must be a positive integer.', 'max_tokens');
@@ -103,7 +119,8 @@ export function prepareChat(body: unknown, id: string, created: number): Prepare
   if (temperature !== undefined && temperature !== null && (typeof temperature !== 'number' || temperature < 0 || temperature > 2)) {
     throw bad('Invalid temperature: must be between 0 and 2.', 'temperature');
   }
-  const promptTokens = messages.reduce((s, m) => s + textTokens(m.text) + m.images * MEDIA_TOKENS, 0);
+  const promptTokens =
+    messages.reduce((s, m) => s + tokenizer.text(m.text), 0) + images.reduce((s, data) => s + tokenizer.image(data), 0);
   const lastUser = [...messages].reverse().find((m) => m.role === 'user')?.text ?? '';
   const answer = planAnswer({
     model,
@@ -111,6 +128,7 @@ export function prepareChat(body: unknown, id: string, created: number): Prepare
     lastUserText: lastUser,
     ...(typeof maxRaw === 'number' ? { maxOutputTokens: maxRaw } : {}),
     thinking: false,
+    tokenizer,
   });
   const usage = { prompt_tokens: promptTokens, completion_tokens: answer.candidatesTokens, total_tokens: promptTokens + answer.candidatesTokens };
   const stream = body.stream === true;

@@ -8,12 +8,17 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { EmulatorClient } from './client.js';
 import type { QuotaLimit } from './quotas.js';
+import type { TokenizerConfig } from './tokens.js';
 
 export interface StartEmulatorOptions {
   /** Extra environment for the child (EMULATOR_PORT is always 0). */
   env?: Record<string, string>;
   quotas?: Record<string, QuotaLimit>;
+  /** Passed as EMULATOR_TOKENIZER. */
+  tokenizer?: TokenizerConfig;
   latencyMs?: number;
+  /** Extra latency in [0, jitterMs), passed as EMULATOR_JITTER_MS. */
+  jitterMs?: number;
   apiKeys?: string[];
   /** How long to wait for the listening line (default 10000 ms). */
   startTimeoutMs?: number;
@@ -44,7 +49,9 @@ export function startEmulatorProcess(opts: StartEmulatorOptions = {}): Promise<E
   const env: Record<string, string> = { ...(process.env as Record<string, string>), ...opts.env, EMULATOR_PORT: '0' };
   env.EMULATOR_API_KEYS = apiKeys.join(',');
   if (opts.quotas) env.EMULATOR_QUOTAS = JSON.stringify(opts.quotas);
+  if (opts.tokenizer) env.EMULATOR_TOKENIZER = JSON.stringify(opts.tokenizer);
   if (opts.latencyMs !== undefined) env.EMULATOR_LATENCY_MS = String(opts.latencyMs);
+  if (opts.jitterMs !== undefined) env.EMULATOR_JITTER_MS = String(opts.jitterMs);
   const script = mainScriptPath();
   if (!existsSync(script)) return Promise.reject(new Error(`gemini-emulator: ${script} not found; build the package first`));
 

@@ -16,6 +16,7 @@ import { runModelMethod, type Prepared } from './gemini.js';
 import { describeModel, findModel, isModelMethod, MODELS, supportsMethod } from './models.js';
 import { chatModel, invalidBearer, missingBearer, openAiError, openAiFault, openAiRateLimit, prepareChat } from './openai.js';
 import { QuotaManager, type QuotaConfig, type QuotaLimit } from './quotas.js';
+import { Tokenizer, type TokenizerConfig, type TokenizerSettings } from './tokens.js';
 
 export interface EmulatorOptions {
   /** Accepted API keys (default ["emulator-key"]). */
@@ -26,6 +27,11 @@ export interface EmulatorOptions {
   jitterMs?: number;
   /** Per-model limits (default: unlimited). */
   quotas?: Record<string, QuotaLimit>;
+  /**
+   * How tokens are counted for countTokens, usageMetadata and the TPM quota alike
+   * (default: ceil(code points / 4) per text part, 258 per image).
+   */
+  tokenizer?: TokenizerConfig;
   /** Clock for quota windows, fault expiry and counters; inject one in tests. */
   now?: () => number;
   /** Rolling window length, ms (default 60000). */
@@ -135,6 +141,8 @@ export function createEmulator(options: EmulatorOptions = {}): Emulator {
   const quotas = new QuotaManager(now, windowMs);
   const faults = new FaultRegistry(now);
   const random = prng(options.seed ?? 1);
+  // Replaced whole by setTokenizer; each request reads the current one once.
+  let tokenizer = new Tokenizer(options.tokenizer);
   let latencyMs = options.latencyMs ?? 0;
   let jitterMs = options.jitterMs ?? 0;
   let responseSeq = 0;
@@ -257,7 +265,7 @@ export function createEmulator(options: EmulatorOptions = {}): Emulator {
       } catch (err) {
         throw invalidJson(err instanceof Error ? err.message : 'Unexpected token.');
       }
-      const prepared = runModelMethod(info, method, body, nextId());
+      const prepared = runModelMethod(info, method, body, nextId(), tokenizer);
       // Without alt=sse Google streams one JSON array of the same chunks.
       if (prepared.sse && u.searchParams.get('alt') !== 'sse') return { ...prepared, sse: undefined, body: prepared.sse };
       return prepared;
@@ -282,7 +290,7 @@ export function createEmulator(options: EmulatorOptions = {}): Emulator {
       if (raw.tooLarge || parseError) {
         throw openAiError(400, 'We could not parse the JSON body of your request.', 'invalid_request_error', null);
       }
-      return prepareChat(body, `chatcmpl-${nextId()}`, created);
+      return prepareChat(body, `chatcmpl-${nextId()}`, created, tokenizer);
     });
   }
 
@@ -338,6 +346,11 @@ export function createEmulator(options: EmulatorOptions = {}): Emulator {
     listFaults: (): ActiveFault[] => faults.list(),
     setQuotas: (q: Record<string, QuotaLimit | null>): void => quotas.setLimits(q),
     getQuotas: (): QuotaConfig => quotas.getLimits(),
+    setTokenizer: (config: TokenizerConfig): TokenizerSettings => {
+      tokenizer = new Tokenizer(config);
+      return { ...tokenizer.settings };
+    },
+    getTokenizer: (): TokenizerSettings => ({ ...tokenizer.settings }),
     setLatency: (ms: number, jitter?: number): void => {
       latencyMs = ms;
       if (jitter !== undefined) jitterMs = jitter;

@@ -28,6 +28,8 @@ export interface GenerationConfig {
   temperature?: number;
   stopSequences?: string[];
   thinkingConfig?: ThinkingConfig;
+  /** Gemini 3 per-image token budget; normalised to the enum name. */
+  mediaResolution?: string;
   [key: string]: unknown;
 }
 
@@ -100,6 +102,8 @@ const GENERATION_CONFIG_FIELDS = [
   'logprobs', 'enableEnhancedCivicAnswers', 'speechConfig', 'thinkingConfig', 'mediaResolution', 'imageConfig',
 ] as const;
 const THINKING_FIELDS = ['thinkingBudget', 'includeThoughts', 'thinkingLevel'] as const;
+// Proto JSON takes an enum by name or by number; index = number.
+const MEDIA_RESOLUTIONS = ['MEDIA_RESOLUTION_UNSPECIFIED', 'MEDIA_RESOLUTION_LOW', 'MEDIA_RESOLUTION_MEDIUM', 'MEDIA_RESOLUTION_HIGH'];
 const VALID_ROLES = ['user', 'model', 'function'];
 const BASE64_RE = /^[A-Za-z0-9+/_-]*={0,2}$/;
 
@@ -190,6 +194,18 @@ function validateGenerationConfig(raw: unknown, v: Violations): GenerationConfig
   }
   if (config.stopSequences !== undefined && (!Array.isArray(config.stopSequences) || config.stopSequences.length > 5)) {
     v.invalid('generation_config.stop_sequences', 'Unable to submit request because it has more than 5 stop sequences. Update the value and try again.');
+  }
+  if (config.mediaResolution !== undefined) {
+    const raw = config.mediaResolution as unknown;
+    const name = typeof raw === 'number' && Number.isInteger(raw) ? MEDIA_RESOLUTIONS[raw] : raw;
+    if (typeof name !== 'string' || !MEDIA_RESOLUTIONS.includes(name)) {
+      v.invalid(
+        'generation_config.media_resolution',
+        `Invalid value at 'generation_config.media_resolution' (type.googleapis.com/google.ai.generativelanguage.v1beta.GenerationConfig.MediaResolution), ${JSON.stringify(raw)}`,
+      );
+    } else {
+      config.mediaResolution = name;
+    }
   }
   if (config.thinkingConfig !== undefined) {
     if (!isRecord(config.thinkingConfig)) {
