@@ -3,7 +3,7 @@
 
 import type { CountersSnapshot, WindowStats } from './counters.js';
 import { parseFaultSpec, type ActiveFault, type FaultSpec } from './faults.js';
-import { parseQuotaConfig, type QuotaConfig, type QuotaLimit } from './quotas.js';
+import { parseQuotaConfig, type QuotaConfig, type QuotaLimit, type QuotaUsage } from './quotas.js';
 import { parseTokenizerConfig, type TokenizerConfig, type TokenizerSettings } from './tokens.js';
 
 /** What the control API needs from the emulator. */
@@ -17,6 +17,8 @@ export interface EmulatorControl {
   listFaults(): ActiveFault[];
   setQuotas(quotas: Record<string, QuotaLimit | null>): void;
   getQuotas(): QuotaConfig;
+  /** Per model: limits, rolling-window usage and this Pacific day's request count. */
+  quotaUsage(): Record<string, QuotaUsage>;
   /** Replaces the tokenizer (`{}` restores the defaults); returns the settings now in force. */
   setTokenizer(config: TokenizerConfig): TokenizerSettings;
   getTokenizer(): TokenizerSettings;
@@ -82,6 +84,8 @@ export function handleAdmin(control: EmulatorControl, method: string, path: stri
       case 'PUT /quotas':
         control.setQuotas(parseQuotaConfig(body, true));
         return ok(control.getQuotas());
+      case 'GET /quotas/usage':
+        return ok(control.quotaUsage());
       case 'GET /tokenizer':
         return ok(control.getTokenizer());
       case 'PUT /tokenizer':

@@ -2,7 +2,7 @@
 
 import type { CountersSnapshot, WindowStats } from './counters.js';
 import type { ActiveFault, FaultSpec } from './faults.js';
-import type { QuotaConfig, QuotaLimit } from './quotas.js';
+import type { QuotaConfig, QuotaLimit, QuotaUsage } from './quotas.js';
 import type { TokenizerConfig, TokenizerSettings } from './tokens.js';
 
 export class EmulatorClient {
@@ -57,6 +57,11 @@ export class EmulatorClient {
   /** Merges per-model limits; `null` removes a model's limits. */
   setQuotas(quotas: Record<string, QuotaLimit | null>): Promise<QuotaConfig> {
     return this.call('PUT', '/quotas', quotas);
+  }
+
+  /** Per model: limits, rolling-window usage and this Pacific day's request count. */
+  quotaUsage(): Promise<Record<string, QuotaUsage>> {
+    return this.call('GET', '/quotas/usage');
   }
 
   /** Replaces the tokenizer (`{}` restores the defaults); resolves with the settings now in force. */

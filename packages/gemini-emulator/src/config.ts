@@ -33,7 +33,7 @@ export function readConfig(env: NodeJS.ProcessEnv): CliConfig {
     try {
       parsed = JSON.parse(quotasRaw) as unknown;
     } catch {
-      throw new Error('EMULATOR_QUOTAS must be JSON like {"gemini-2.5-flash":{"rpm":10,"tpm":1000}}');
+      throw new Error('EMULATOR_QUOTAS must be JSON like {"gemini-2.5-flash":{"rpm":10,"tpm":1000,"rpd":500}}');
     }
     try {
       quotas = parseQuotaConfig(parsed, false) as Record<string, QuotaLimit>;

@@ -74,14 +74,14 @@ export function modelNotFound(model: string, version: string, method: string): A
   );
 }
 
-export type QuotaKind = 'rpm' | 'tpm';
+export type QuotaKind = 'rpm' | 'tpm' | 'rpd';
 
 export interface QuotaErrorInput {
   model: string;
   kind: QuotaKind;
   /** The limit that was hit, reported as quotaValue. */
   limit: number;
-  /** Exact time until the window frees enough; the message shows it, RetryInfo rounds it up. */
+  /** Exact time until the window frees enough (or, for rpd, until Pacific midnight); the message shows it, RetryInfo rounds it up. */
   retryAfterMs: number;
   embedding: boolean;
   reason: 'quota' | 'fault';
@@ -93,10 +93,12 @@ const QUOTA_IDS = {
   generate: {
     rpm: ['generativelanguage.googleapis.com/generate_content_free_tier_requests', 'GenerateRequestsPerMinutePerProjectPerModel'],
     tpm: ['generativelanguage.googleapis.com/generate_content_free_tier_input_token_count', 'GenerateContentInputTokensPerModelPerMinute'],
+    rpd: ['generativelanguage.googleapis.com/generate_content_requests_per_day', 'GenerateRequestsPerDayPerProjectPerModel'],
   },
   embed: {
     rpm: ['generativelanguage.googleapis.com/embed_content_free_tier_requests', 'EmbedContentRequestsPerMinutePerProjectPerModel'],
     tpm: ['generativelanguage.googleapis.com/embed_content_free_tier_input_token_count', 'EmbedContentInputTokensPerModelPerMinute'],
+    rpd: ['generativelanguage.googleapis.com/embed_content_requests_per_day', 'EmbedContentRequestsPerDayPerProjectPerModel'],
   },
 } as const;
 

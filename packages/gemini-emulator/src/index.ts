@@ -8,7 +8,8 @@ export type { ActiveFault, FaultKind, FaultSpec } from './faults.js';
 export { FAULT_KINDS, FaultRegistry } from './faults.js';
 export type { CountersSnapshot, ModelCounters, WindowStats } from './counters.js';
 export { keyFingerprint, maxInWindow } from './counters.js';
-export { QuotaManager, type QuotaConfig, type QuotaDecision, type QuotaLimit } from './quotas.js';
+export { QuotaManager, parseQuotaConfig, type QuotaConfig, type QuotaDecision, type QuotaLimit, type QuotaUsage } from './quotas.js';
+export { nextPacificMidnight, pacificDate, pacificOffsetMs } from './pacific.js';
 export { MODELS, findModel, type ModelInfo, type ModelKind } from './models.js';
 export {
   DEFAULT_TOKENIZER, MEDIA_RESOLUTION_TOKENS, MEDIA_TOKENS, TOKENIZER_PRESETS, Tokenizer, parseTokenizerConfig, textTokens, tiledImageTokens,

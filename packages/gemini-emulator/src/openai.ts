@@ -2,7 +2,7 @@
 // Any model name is accepted; answers and token counts follow the same rules as Gemini.
 
 import { canonicalJson, planAnswer, sha256Hex, splitIntoChunks, type Answer } from './answers.js';
-import { ApiError } from './errors.js';
+import { ApiError, type QuotaKind } from './errors.js';
 import type { FaultKind } from './faults.js';
 import type { Prepared } from './gemini.js';
 import { DEFAULT_TOKENIZER, type Tokenizer } from './tokens.js';
@@ -21,13 +21,19 @@ export function invalidBearer(): ApiError {
   return openAiError(401, 'Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.', 'invalid_request_error', 'invalid_api_key');
 }
 
-export function openAiRateLimit(model: string, kind: 'rpm' | 'tpm', limit: number, retryAfterMs: number, reason: 'quota' | 'fault'): ApiError {
+const RATE_LIMIT_WHAT: Record<QuotaKind, string> = {
+  rpm: 'requests per min (RPM)',
+  tpm: 'tokens per min (TPM)',
+  rpd: 'requests per day (RPD)',
+};
+
+export function openAiRateLimit(model: string, kind: QuotaKind, limit: number, retryAfterMs: number, reason: 'quota' | 'fault'): ApiError {
   const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
-  const what = kind === 'rpm' ? 'requests per min (RPM)' : 'tokens per min (TPM)';
+  const what = RATE_LIMIT_WHAT[kind];
   return openAiError(
     429,
     `Rate limit reached for ${model} in organization org-emulator on ${what}: Limit ${limit}. Please try again in ${(retryAfterMs / 1000).toFixed(3)}s.`,
-    kind === 'rpm' ? 'requests' : 'tokens',
+    kind === 'tpm' ? 'tokens' : 'requests',
     'rate_limit_exceeded',
     null,
     { 'retry-after': String(seconds), 'retry-after-ms': String(Math.max(0, Math.round(retryAfterMs))) },

@@ -15,7 +15,7 @@ import { FaultRegistry, type ActiveFault, type FaultSpec } from './faults.js';
 import { runModelMethod, type Prepared } from './gemini.js';
 import { describeModel, findModel, isModelMethod, MODELS, supportsMethod } from './models.js';
 import { chatModel, invalidBearer, missingBearer, openAiError, openAiFault, openAiRateLimit, prepareChat } from './openai.js';
-import { QuotaManager, type QuotaConfig, type QuotaLimit } from './quotas.js';
+import { QuotaManager, type QuotaConfig, type QuotaLimit, type QuotaUsage } from './quotas.js';
 import { Tokenizer, type TokenizerConfig, type TokenizerSettings } from './tokens.js';
 
 export interface EmulatorOptions {
@@ -25,14 +25,14 @@ export interface EmulatorOptions {
   latencyMs?: number;
   /** Extra random latency in [0, jitterMs), from a seeded PRNG (default 0). */
   jitterMs?: number;
-  /** Per-model limits (default: unlimited). */
+  /** Per-model limits: rpm, input tpm, rpd (default: unlimited). */
   quotas?: Record<string, QuotaLimit>;
   /**
    * How tokens are counted for countTokens, usageMetadata and the TPM quota alike
    * (default: ceil(code points / 4) per text part, 258 per image).
    */
   tokenizer?: TokenizerConfig;
-  /** Clock for quota windows, fault expiry and counters; inject one in tests. */
+  /** Clock for quota windows, the Pacific day of RPD, fault expiry and counters; inject one in tests. */
   now?: () => number;
   /** Rolling window length, ms (default 60000). */
   windowMs?: number;
@@ -337,7 +337,7 @@ export function createEmulator(options: EmulatorOptions = {}): Emulator {
     windowStats: (w?: number): Record<string, WindowStats> => counters.windowStats(w),
     reset: (): void => {
       counters.reset();
-      quotas.resetWindows();
+      quotas.reset();
       faults.clear();
     },
     addFault: (spec: FaultSpec): ActiveFault => faults.add(spec),
@@ -346,6 +346,7 @@ export function createEmulator(options: EmulatorOptions = {}): Emulator {
     listFaults: (): ActiveFault[] => faults.list(),
     setQuotas: (q: Record<string, QuotaLimit | null>): void => quotas.setLimits(q),
     getQuotas: (): QuotaConfig => quotas.getLimits(),
+    quotaUsage: (): Record<string, QuotaUsage> => quotas.usageAll(),
     setTokenizer: (config: TokenizerConfig): TokenizerSettings => {
       tokenizer = new Tokenizer(config);
       return { ...tokenizer.settings };
