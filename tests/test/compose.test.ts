@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { configSchema } from '@prompt-queue/shared';
+import { configSchema, loadConfig } from '@prompt-queue/shared';
 import { parse as parseYaml } from 'yaml';
 import { describe, expect, it } from 'vitest';
 
@@ -56,8 +56,8 @@ function interpolate(value: string, env: Record<string, string> = {}): string {
     .replace(/\$\$/g, '$');
 }
 
-/** A service's environment with interpolations expanded as if no variable were set in the shell. */
-function environment(name: string): Record<string, string> {
+/** A service's environment with interpolations expanded as Compose would with `shell` (default: nothing set). */
+function environment(name: string, shell: Record<string, string> = {}): Record<string, string> {
   const raw = service(name).environment ?? {};
   const entries = Array.isArray(raw)
     ? raw.map((item) => {
@@ -65,7 +65,7 @@ function environment(name: string): Record<string, string> {
         return eq < 0 ? [item, ''] : [item.slice(0, eq), item.slice(eq + 1)];
       })
     : Object.entries(raw).map(([key, value]) => [key, value === null ? '' : String(value)]);
-  return Object.fromEntries(entries.map(([key, value]) => [key!, interpolate(value!)]));
+  return Object.fromEntries(entries.map(([key, value]) => [key!, interpolate(value!, shell)]));
 }
 
 /** Container ports with the host ports they are published on (short and long syntax). */
@@ -240,10 +240,24 @@ describe('docker-compose.yml', () => {
     }
   });
 
-  it('gives the dashboard credentials (local defaults), so it starts in production mode', () => {
+  it('gives the dashboard credentials (local defaults), so it starts', () => {
     const env = environment('dashboard');
     expect(env.DASHBOARD_USER).toBeTruthy();
     expect(env.DASHBOARD_PASSWORD).toBeTruthy();
+  });
+
+  it('starts every app service with its public local defaults in development, and refuses them in production', () => {
+    for (const name of APP_SERVICES) {
+      expect(environment(name).NODE_ENV, name).toBe('development');
+      expect(() => loadConfig(environment(name)), name).not.toThrow();
+    }
+    const production = { NODE_ENV: 'production' };
+    expect(() => loadConfig(environment('producer', production))).toThrow(/API_KEYS \(producer\.apiKeys\): in production every API key needs at least 16/);
+    expect(() => loadConfig(environment('dashboard', production))).toThrow(/DASHBOARD_PASSWORD \(dashboard\.password\): in production/);
+    // With secrets of one's own, production starts.
+    expect(() => loadConfig(environment('producer', { ...production, API_KEYS: 'acme:0123456789abcdef0123' }))).not.toThrow();
+    expect(() => loadConfig(environment('dashboard', { ...production, DASHBOARD_PASSWORD: 'a-long-dashboard-password' }))).not.toThrow();
+    expect(() => loadConfig(environment('worker', production))).not.toThrow();
   });
 
   it('is valid for `docker compose config` (when the Docker CLI and its compose plugin are installed)', (context) => {

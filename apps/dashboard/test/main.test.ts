@@ -7,6 +7,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 // main.ts runs as a real process, from the build output (`npm run build` first; turbo's test task does).
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'main.js');
 const READY = /dashboard listening on (http:\/\/\S+)/;
+/** Long enough for production (at least 12 characters). */
+const PASSWORD = 'correct-horse-battery';
 
 let redis: TestRedis;
 const running: ServiceProcess[] = [];
@@ -47,10 +49,21 @@ describe('dashboard main', () => {
     await expect(start).rejects.toThrow(/exited \(1\)[\s\S]*DASHBOARD_USER and DASHBOARD_PASSWORD/);
   });
 
+  it('refuses a password shorter than 12 characters in production, exit 1 with one line', async () => {
+    const start = startServiceProcess({
+      args: [MAIN],
+      env: env({ NODE_ENV: 'production', DASHBOARD_USER: 'admin', DASHBOARD_PASSWORD: 'secret' }),
+      readyLine: READY,
+    });
+    await expect(start).rejects.toThrow(
+      /exited \(1\) before it was ready:\nInvalid configuration: DASHBOARD_PASSWORD \(dashboard\.password\): in production the dashboard password needs at least 12 characters\n$/,
+    );
+  });
+
   it('starts with credentials on a free port, serves, and exits 0 on SIGTERM', async () => {
     const proc = await startServiceProcess({
       args: [MAIN],
-      env: env({ NODE_ENV: 'production', DASHBOARD_USER: 'admin', DASHBOARD_PASSWORD: 'secret' }),
+      env: env({ NODE_ENV: 'production', DASHBOARD_USER: 'admin', DASHBOARD_PASSWORD: PASSWORD }),
       readyLine: READY,
     });
     running.push(proc);
@@ -61,7 +74,7 @@ describe('dashboard main', () => {
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
     expect((await fetch(`${base}/queues`)).status).toBe(401);
     const authorized = await fetch(`${base}/queues/api/queues`, {
-      headers: { authorization: `Basic ${Buffer.from('admin:secret').toString('base64')}` },
+      headers: { authorization: `Basic ${Buffer.from(`admin:${PASSWORD}`).toString('base64')}` },
     });
     expect(authorized.status).toBe(200);
 

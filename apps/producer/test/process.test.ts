@@ -1,4 +1,6 @@
 // The producer as a real process, as scripts/start.mjs and the e2e tests run it.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -82,5 +84,34 @@ describe('producer process', () => {
       readyLine: /producer listening on (http:\/\/\S+)/,
     });
     await expect(start).rejects.toThrow(/exited \(1\)[\s\S]*API_KEYS: required in production/);
+  });
+
+  it('refuses a typo in CONFIG_FILE: exit 1 and one line naming the key and the closest valid one', async () => {
+    // `tenants.acme.dailyUSD` used to start acme with no spending cap while the log listed it as budgeted.
+    const dir = mkdtempSync(join(tmpdir(), 'pq-producer-config-'));
+    try {
+      const file = join(dir, 'config.yaml');
+      writeFileSync(file, 'tenants:\n  acme:\n    dailyUSD: 5\n');
+      const start = startServiceProcess({ args: [main], env: { ...env(server.url), CONFIG_FILE: file }, readyLine: /producer listening on/ });
+      await expect(start).rejects.toThrow(
+        /exited \(1\) before it was ready:\nInvalid configuration: CONFIG_FILE tenants\.acme\.dailyUSD: unknown key, did you mean dailyUsd\?\n$/,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses two tenants with the same API key, naming both and not the key', async () => {
+    const start = startServiceProcess({
+      args: [main],
+      env: { ...env(server.url), API_KEYS: 'acme:shared-key-0123456789,globex:shared-key-0123456789' },
+      readyLine: /producer listening on/,
+    });
+    const error = await start.then(
+      () => new Error('started'),
+      (reason: Error) => reason,
+    );
+    expect(error.message).toMatch(/exited \(1\)[\s\S]*API_KEYS \(producer\.apiKeys\): tenants "acme" and "globex" have the same API key/);
+    expect(error.message).not.toContain('shared-key-0123456789');
   });
 });

@@ -1,4 +1,6 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
@@ -73,6 +75,22 @@ describe('worker process (node dist/main.js)', () => {
       readyLine: READY_LINE,
     });
     await expect(attempt).rejects.toThrow(/exited \(1\)[\s\S]*GEMINI_API_KEY is required: .*see README/);
+  });
+
+  it('refuses a typo in CONFIG_FILE: exit 1 and one line naming the key and the closest valid one', async () => {
+    // `worker.concurency` used to start with the default concurrency, unnoticed.
+    const dir = mkdtempSync(join(tmpdir(), 'pq-worker-config-'));
+    cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'config.yaml');
+    writeFileSync(file, 'worker:\n  concurency: 4\n');
+    const attempt = startServiceProcess({
+      args: [MAIN],
+      env: { REDIS_URL: redisServer.url, GEMINI_API_KEY: emulator.apiKey, WORKER_PORT: '0', CONFIG_FILE: file },
+      readyLine: READY_LINE,
+    });
+    await expect(attempt).rejects.toThrow(
+      /exited \(1\) before it was ready:\nInvalid configuration: CONFIG_FILE worker\.concurency: unknown key, did you mean concurrency\?\n$/,
+    );
   });
 
   it('prints its real port for WORKER_PORT=0 and serves /healthz and /readyz', async () => {

@@ -3,10 +3,15 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { DEFAULT_MODELS } from '../models.js';
 import { DEFAULT_PRICES } from '../pricing/prices.js';
+import { unsafeSettings } from './safety.js';
 import { configSchema, type Config } from './schema.js';
+import { closestKey } from './suggest.js';
 
-/** Environment variable → config path. The single place where `process.env` is read. */
-const ENV_PATHS: Record<string, string> = {
+/**
+ * Environment variable → config path. The single place where `process.env` is read (besides
+ * `CONFIG_FILE`, `GEMINI_RPM`/`GEMINI_TPM` and chain links' `apiKeyEnv`, read below).
+ */
+export const ENV_PATHS: Readonly<Record<string, string>> = {
   NODE_ENV: 'env',
   LOG_LEVEL: 'logLevel',
   REDIS_URL: 'redis.url',
@@ -55,11 +60,20 @@ export class ConfigError extends Error {
   override readonly name = 'ConfigError';
 }
 
+/**
+ * One ConfigError for every problem found, on one line (`Invalid configuration: a; b`): log
+ * collectors split stderr by line, and a service that refuses to start should say why in one event.
+ */
+export function invalidConfiguration(problems: readonly string[]): ConfigError {
+  return new ConfigError(`Invalid configuration: ${problems.join('; ')}`);
+}
+
 type Env = Record<string, string | undefined>;
 
 /**
  * Reads CONFIG_FILE (YAML or JSON) when set, applies environment overrides on top, and validates
- * the result. Throws a ConfigError whose message names the offending variable or file field.
+ * the result. Throws a ConfigError whose message names the offending variable or file field: an
+ * unknown key with the closest valid one, a bad value with what is accepted.
  */
 export function loadConfig(env: Env = process.env): Config {
   const fromFile = env.CONFIG_FILE ? readConfigFile(env.CONFIG_FILE) : {};
@@ -76,17 +90,39 @@ export function loadConfig(env: Env = process.env): Config {
   raw.models = { ...DEFAULT_MODELS, ...(raw.models as object | undefined) };
   raw.prices = { ...DEFAULT_PRICES, ...(raw.prices as object | undefined) };
 
-  const parsed = configSchema.safeParse(raw);
+  /** Where a path's value came from: `VARIABLE (path)` or `CONFIG_FILE path`. */
+  const where = (path: readonly PropertyKey[]): string => {
+    const dotted = path.map(String).join('.');
+    const source = origin.get(dotted) ?? origin.get(path.slice(0, 2).map(String).join('.'));
+    return source ? `${source} (${dotted})` : `${env.CONFIG_FILE ? 'CONFIG_FILE ' : ''}${dotted || '(root)'}`;
+  };
+
+  // The valid keys of each object that had unknown ones, by path, for "did you mean".
+  const validKeys = new Map<string, string[]>();
+  const parsed = configSchema.safeParse(raw, {
+    error: (issue) => {
+      if (issue.code === 'unrecognized_keys' && issue.inst instanceof z.ZodObject) {
+        validKeys.set((issue.path ?? []).map(String).join('.'), Object.keys(issue.inst.shape));
+      }
+      return undefined;
+    },
+  });
   if (!parsed.success) {
-    const lines = parsed.error.issues.map((issue) => {
-      const path = issue.path.join('.');
-      const source = origin.get(path) ?? origin.get(issue.path.slice(0, 2).join('.'));
-      const where = source ? `${source} (${path})` : `${env.CONFIG_FILE ? 'CONFIG_FILE ' : ''}${path || '(root)'}`;
-      return `  ${where}: ${issue.message}`;
+    const problems = parsed.error.issues.flatMap((issue) => {
+      if (issue.code !== 'unrecognized_keys') return [`${where(issue.path)}: ${issue.message}`];
+      const valid = validKeys.get(issue.path.map(String).join('.')) ?? [];
+      return issue.keys.map((key) => {
+        const suggestion = closestKey(key, valid);
+        const hint = suggestion ? `did you mean ${suggestion}?` : `expected one of ${valid.join(', ')}`;
+        return `${where([...issue.path, key])}: unknown key, ${hint}`;
+      });
     });
-    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+    throw invalidConfiguration(problems);
   }
-  return applyLinkEnvironment(applyEnvironmentDefaults(parsed.data), env);
+  const config = applyLinkEnvironment(applyEnvironmentDefaults(parsed.data), env);
+  const unsafe = unsafeSettings(config);
+  if (unsafe.length > 0) throw invalidConfiguration(unsafe.map(({ path, message }) => `${where(path.split('.'))}: ${message}`));
+  return config;
 }
 
 /** `GEMINI_RPM` / `GEMINI_TPM`: limits of `gemini.defaultModel`, over any CONFIG_FILE entry. */
@@ -102,7 +138,7 @@ function applyLinkEnvironment(config: Config, env: Env): Config {
     if (value === undefined || value === '') continue;
     const parsed = Number(value);
     if (!Number.isInteger(parsed) || parsed < 0) {
-      throw new ConfigError(`Invalid configuration:\n  ${name} (limits.${config.gemini.defaultModel}.${field}): expected an integer ≥ 0 (0 = unlimited)`);
+      throw invalidConfiguration([`${name} (limits.${config.gemini.defaultModel}.${field}): expected an integer ≥ 0 (0 = unlimited)`]);
     }
     const model = config.gemini.defaultModel;
     config.limits[model] = { rpm: 0, tpm: 0, ...config.limits[model], [field]: parsed };
@@ -112,7 +148,7 @@ function applyLinkEnvironment(config: Config, env: Env): Config {
       if (link.apiKeyEnv === undefined) return;
       const keys = splitList(env[link.apiKeyEnv] ?? '');
       if (keys.length === 0) {
-        throw new ConfigError(`Invalid configuration:\n  chains.${chain}.${index}.apiKeyEnv: ${link.apiKeyEnv} is not set`);
+        throw invalidConfiguration([`chains.${chain}.${index}.apiKeyEnv: ${link.apiKeyEnv} is not set`]);
       }
       link.apiKeys = keys;
     });
@@ -132,7 +168,7 @@ export function loadConfigOrExit(env: Env = process.env): Config {
 
 function applyEnvironmentDefaults(config: Config): Config {
   if ((config.dashboard.user === undefined) !== (config.dashboard.password === undefined)) {
-    throw new ConfigError('Invalid configuration:\n  DASHBOARD_USER and DASHBOARD_PASSWORD must be set together');
+    throw invalidConfiguration(['DASHBOARD_USER and DASHBOARD_PASSWORD must be set together']);
   }
   return config;
 }
@@ -143,7 +179,7 @@ function applyEnvironmentDefaults(config: Config): Config {
  */
 export function assertProducerApiKeys(config: Config): void {
   if (config.producer.apiKeys.length === 0 && config.env === 'production') {
-    throw new ConfigError('Invalid configuration:\n  API_KEYS: required in production (tenant:key,tenant2:key2)');
+    throw invalidConfiguration(['API_KEYS: required in production (tenant:key,tenant2:key2)']);
   }
 }
 
@@ -159,13 +195,13 @@ function readConfigFile(file: string): Record<string, unknown> {
   try {
     text = readFileSync(file, 'utf8');
   } catch (error) {
-    throw new ConfigError(`Invalid configuration:\n  CONFIG_FILE: cannot read ${file}: ${(error as Error).message}`);
+    throw invalidConfiguration([`CONFIG_FILE: cannot read ${file}: ${(error as Error).message}`]);
   }
   try {
     const value: unknown = /\.json$/i.test(file) ? JSON.parse(text) : parseYaml(text);
     return z.record(z.string(), z.unknown()).parse(value ?? {});
   } catch (error) {
-    throw new ConfigError(`Invalid configuration:\n  CONFIG_FILE: ${file} is not valid YAML/JSON: ${(error as Error).message}`);
+    throw invalidConfiguration([`CONFIG_FILE: ${file} is not valid YAML/JSON: ${(error as Error).message.replace(/\s*\n\s*/g, ' ')}`]);
   }
 }
 
@@ -177,7 +213,7 @@ function parseEnvValue(name: string, value: string): unknown {
       return splitList(value).map((entry) => {
         const colon = entry.indexOf(':');
         if (colon <= 0 || colon === entry.length - 1) {
-          throw new ConfigError(`Invalid configuration:\n  API_KEYS: expected tenant:key pairs separated by commas`);
+          throw invalidConfiguration(['API_KEYS: expected tenant:key pairs separated by commas']);
         }
         return { tenant: entry.slice(0, colon), key: entry.slice(colon + 1) };
       });

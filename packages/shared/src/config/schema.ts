@@ -6,32 +6,35 @@ const port = z.coerce.number().int().min(0).max(65_535);
 const positiveInt = z.coerce.number().int().positive();
 const nonNegativeInt = z.coerce.number().int().nonnegative();
 
-const priceRates = z.object({
+const priceRates = z.strictObject({
   input: z.number().nonnegative(),
   output: z.number().nonnegative(),
   cachedInput: z.number().nonnegative(),
 });
 
-const modelSpec = z.object({
+const modelSpec = z.strictObject({
   kind: z.enum(['generate', 'embed']).default('generate'),
   inputTokenLimit: positiveInt,
   outputTokenLimit: z.coerce.number().int().nonnegative(),
 });
 
 /** A producer API key: the key itself or, better, its sha256 (`sha256:<hex>`), for one tenant. */
-const apiKeyEntry = z.object({
+const apiKeyEntry = z.strictObject({
   tenant: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'tenant names are 1-64 of A-Z a-z 0-9 _ . -'),
   key: z.string().min(1),
 });
 
+/** The spellings of a boolean the environment may use. */
+export const BOOLEAN_FLAG_VALUES = ['true', 'false', '1', '0', 'yes', 'no'] as const;
+
 /** A boolean from the environment: `true`/`false`, `1`/`0`, `yes`/`no` (z.coerce would read "false" as true). */
-const booleanFlag = z.union([
-  z.boolean(),
-  z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((value) => ['true', '1', 'yes'].includes(value)),
-]);
+const booleanFlag = z.union(
+  [z.boolean(), z.enum(BOOLEAN_FLAG_VALUES).transform((value) => ['true', '1', 'yes'].includes(value))],
+  { error: `expected one of ${BOOLEAN_FLAG_VALUES.join(', ')}` },
+);
 
 /** Per-tenant spend limits, USD. Enforced fleet-wide by `BudgetGuard` (accounting/budgets.ts). */
-const tenantBudget = z.object({
+const tenantBudget = z.strictObject({
   /** Spend limit per UTC day, USD. None when absent. */
   dailyUsd: z.number().nonnegative().optional(),
   /** Spend limit per UTC month, USD. None when absent. */
@@ -92,21 +95,23 @@ export type ChainLinkSpec = z.infer<typeof chainLink>;
 
 /**
  * The whole configuration, parsed once at start. Every field documents its default and unit;
- * docs/configuration.md lists the environment variables that set them.
+ * docs/configuration.md lists the environment variables that set them. Every object is strict: an
+ * unknown key (a typo such as `tenants.acme.dailyUSD`) refuses to start instead of being ignored;
+ * only the keys of tables (`limits`, `chains`, `tenants`, `models`, `prices`) are free.
  */
-export const configSchema = z.object({
+export const configSchema = z.strictObject({
   /** `production` refuses unsafe defaults (no API keys, no dashboard credentials). */
   env: z.enum(['development', 'production', 'test']).default('development'),
   logLevel: z.enum(['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly']).default('info'),
   redis: z
-    .object({
+    .strictObject({
       url: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://').default('redis://127.0.0.1:6379'),
       /** Prefix of every Redis key we write, BullMQ's included. */
       prefix: z.string().regex(/^[A-Za-z0-9_{}-]+$/).default('pq'),
     })
     .prefault({}),
   gemini: z
-    .object({
+    .strictObject({
       apiKeys: z.array(z.string().min(1)).default([]),
       /**
        * File with more Gemini API keys, one per line (`#` comments), added to `apiKeys`. Re-read on
@@ -123,7 +128,7 @@ export const configSchema = z.object({
     })
     .prefault({}),
   producer: z
-    .object({
+    .strictObject({
       port: port.default(3000),
       apiKeys: z.array(apiKeyEntry).default([]),
       /** Largest accepted request body, bytes (base64 images included). */
@@ -137,7 +142,7 @@ export const configSchema = z.object({
     })
     .prefault({}),
   worker: z
-    .object({
+    .strictObject({
       /** Health endpoint port. */
       port: port.default(3002),
       /**
@@ -164,7 +169,7 @@ export const configSchema = z.object({
     .prefault({}),
   /** Micro-batching in the worker (apps/worker/src/batching). */
   batching: z
-    .object({
+    .strictObject({
       /** Most jobs in one batch (one limiter reservation, one embed call). @defaultValue 16 */
       size: positiveInt.default(16),
       /**
@@ -175,7 +180,7 @@ export const configSchema = z.object({
     })
     .prefault({}),
   limiter: z
-    .object({
+    .strictObject({
       /**
        * Rolling window of provider quotas, ms. Google counts per 60 s; change it only to match an
        * emulator with a shorter window (tests). @defaultValue 60000
@@ -197,7 +202,7 @@ export const configSchema = z.object({
   limits: z.record(z.string(), rateLimitSpec).default({}),
   /** Circuit breaker of every chain link (one per link and worker process, opossum). */
   breaker: z
-    .object({
+    .strictObject({
       /** Share of failed calls in the rolling window that opens the breaker, percent. @defaultValue 50 */
       errorThresholdPercentage: z.coerce.number().min(1).max(100).default(50),
       /** Calls in the rolling window before the breaker may open at all. @defaultValue 5 */
@@ -214,10 +219,11 @@ export const configSchema = z.object({
    */
   chains: z.record(z.string(), z.array(chainLink).min(1)).default({}),
   dashboard: z
-    .object({
+    .strictObject({
       port: port.default(3001),
       /** Basic-auth user; set together with `password`. */
       user: z.string().min(1).optional(),
+      /** In production at least `MIN_PRODUCTION_PASSWORD_LENGTH` (12) characters (config/safety.ts). */
       password: z.string().min(1).optional(),
       /** Bearer token for scripts (`Authorization: Bearer <token>`), at least 16 characters. */
       token: z.string().min(16, 'must be at least 16 characters').optional(),
@@ -227,7 +233,7 @@ export const configSchema = z.object({
     .prefault({}),
   /** Prometheus `/metrics` endpoints (producer; the worker may share it). */
   metrics: z
-    .object({
+    .strictObject({
       /**
        * When set, `/metrics` requires `Authorization: Bearer <token>` (the series name tenants).
        * At least 16 characters. @defaultValue none: `/metrics` is open, like `/healthz`
@@ -237,7 +243,7 @@ export const configSchema = z.object({
     .prefault({}),
   /** Shared response cache in Redis (apps/worker/src/cache), keyed by the request's sha256. */
   responseCache: z
-    .object({
+    .strictObject({
       /** Serve repeated requests from the cache (jobs opt out with `cache: false`). @defaultValue true */
       enabled: booleanFlag.default(true),
       /** How long an answer stays cached when the job sets no `cache.ttlSeconds`, s. @defaultValue 86400 */
@@ -247,7 +253,7 @@ export const configSchema = z.object({
   /** Per-tenant budgets (CONFIG_FILE only), keyed by tenant name. Tenants not listed have none. */
   tenants: z.record(apiKeyEntry.shape.tenant, tenantBudget).default({}),
   audit: z
-    .object({
+    .strictObject({
       /** Where audit lines go: `stdout`, `stderr` or a file path (appended). */
       destination: z.string().min(1).default('stderr'),
       /** Adds the prompt text to every audit line. Off by default: audit lines carry only its sha256. */
