@@ -81,9 +81,12 @@ export function isPromptQueueError(error: unknown): error is PromptQueueError {
  */
 export type FailureDisposition = 'fail' | 'backoff' | 'rate-limit';
 
-/** A quota limit the provider reported in a 429: requests (`rpm`) or input tokens (`tpm`) per minute. */
+/**
+ * A quota limit the provider reported in a 429: requests (`rpm`) or input tokens (`tpm`) per
+ * minute, or requests per day (`rpd`, reset at midnight Pacific; `limit` 0 when not stated).
+ */
 export interface ReportedQuota {
-  dimension: 'rpm' | 'tpm';
+  dimension: 'rpm' | 'tpm' | 'rpd';
   limit: number;
 }
 

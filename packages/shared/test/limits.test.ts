@@ -238,6 +238,64 @@ describe('FleetLimiter (real Redis)', () => {
     expect(await other.observeRateLimit(KEY, limits, undefined)).toMatchObject({ dimension: 'tpm', limit: 4500 });
   });
 
+  it('slow-starts while a limit is unknown: the cap doubles per round trip of served calls and a 429 cuts it', async () => {
+    const limiter = new FleetLimiter(redis, uniquePrefix(), { slowStartRequests: 4 });
+    const unknown = { rpm: 0, tpm: 0 };
+    const first = await limiter.reserve(KEY, unknown, Array(10).fill(100));
+    expect(first.granted).toHaveLength(4);
+    expect(first.slowStart).toBe(4);
+    // Served: each settled call grows the cap by 2, so the next round gets twice as many.
+    await limiter.settle(first.granted.map((reservation) => ({ reservation, actualTokens: 100 })));
+    const second = await limiter.reserve(KEY, unknown, Array(20).fill(100));
+    expect(second.granted).toHaveLength(8);
+    await limiter.settle(second.granted.map((reservation) => ({ reservation, actualTokens: 100 })));
+    expect((await limiter.reserve(KEY, unknown, Array(40).fill(100))).granted).toHaveLength(16);
+    expect(await limiter.state(KEY, unknown)).toMatchObject({ requests: 28, slowStart: 28 });
+
+    // A 429 that names the token limit: learned exactly, and the cap falls to what the window used.
+    await limiter.observeRateLimit(KEY, unknown, { dimension: 'tpm', limit: 3000 });
+    const state = await limiter.state(KEY, unknown);
+    expect(state).toMatchObject({ tpmLimit: 3000, learned: { tpm: 3000 } });
+    expect(state.slowStart).toBe(Math.floor(28 * 0.9));
+  });
+
+  it('does not slow-start when both limits are known, and grows the cap only while it is used', async () => {
+    const known = new FleetLimiter(redis, uniquePrefix(), { slowStartRequests: 2 });
+    expect((await known.reserve(KEY, { rpm: 100, tpm: 10_000 }, Array(10).fill(10))).granted).toHaveLength(10);
+    const idle = new FleetLimiter(redis, uniquePrefix(), { slowStartRequests: 100 });
+    const few = await idle.reserve(KEY, { rpm: 0, tpm: 0 }, [10, 10]);
+    await idle.settle(few.granted.map((reservation) => ({ reservation, actualTokens: 10 })));
+    // 2 of a cap of 100 in the window: a trickle teaches nothing about the limit.
+    expect((await idle.state(KEY, { rpm: 0, tpm: 0 })).slowStart).toBe(100);
+  });
+
+  it('keeps a reported limit while it binds, and lets a usage guess lapse', async () => {
+    const prefix = uniquePrefix();
+    const limiter = new FleetLimiter(redis, prefix, { learnedTtlMs: 300, reportedTtlMs: 600 });
+    const limits = { rpm: 0, tpm: 0 };
+    const learnedKey = limiterKey(prefix, KEY, 'learned');
+    await limiter.observeRateLimit(KEY, limits, { dimension: 'rpm', limit: 2 });
+    expect((await limiter.reserve(KEY, limits, [1, 1, 1])).granted).toHaveLength(2);
+    // Refused for lack of room: the reported limit still binds, so its TTL starts again.
+    const ttlBefore = await redis.pttl(learnedKey);
+    await waitFor(async () => (await redis.pttl(learnedKey)) < ttlBefore - 100, { intervalMs: 20 });
+    await limiter.reserve(KEY, limits, [1]);
+    expect(await redis.pttl(learnedKey)).toBeGreaterThan(500);
+  });
+
+  it('says why a scope is paused: a per-minute 429 or the daily quota', async () => {
+    const limiter = new FleetLimiter(redis, uniquePrefix());
+    const limits = { rpm: 10, tpm: 0 };
+    await limiter.pause(KEY, 5_000, 'daily-quota');
+    const refused = await limiter.reserve(KEY, limits, [1]);
+    expect(refused).toMatchObject({ granted: [], pauseReason: 'daily-quota' });
+    expect(refused.pausedUntil! - refused.now).toBeGreaterThan(4_000);
+    expect(await limiter.state(KEY, limits)).toMatchObject({ pauseReason: 'daily-quota' });
+    const other: LimitKey = { ...KEY, model: 'gemini-3.5-flash' };
+    await limiter.pause(other, 5_000);
+    expect(await limiter.reserve(other, limits, [1])).toMatchObject({ pauseReason: 'rate-limited' });
+  });
+
   it('state() reports usage, limits and pause for the dashboard', async () => {
     const limiter = new FleetLimiter(redis, uniquePrefix());
     const limits = { rpm: 60, tpm: 0 };

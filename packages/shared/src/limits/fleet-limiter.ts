@@ -13,6 +13,7 @@ import type {
   LimiterState,
   LimitKey,
   ObservedRateLimit,
+  PauseReason,
   RateLimits,
   Reservation,
   ReserveResult,
@@ -24,12 +25,12 @@ type Run<R> = (...args: Arg[]) => R;
 
 /** The scripts, registered on the connection with `defineCommand` (EVALSHA, EVAL on NOSCRIPT). */
 const SCRIPTS = {
-  pqLimitReserve: { numberOfKeys: 5, lua: RESERVE_LUA },
-  pqLimitSettle: { numberOfKeys: 3, lua: SETTLE_LUA },
+  pqLimitReserve: { numberOfKeys: 6, lua: RESERVE_LUA },
+  pqLimitSettle: { numberOfKeys: 4, lua: SETTLE_LUA },
   pqLimitRelease: { numberOfKeys: 3, lua: RELEASE_LUA },
   pqLimitPause: { numberOfKeys: 1, lua: PAUSE_LUA },
-  pqLimitObserve: { numberOfKeys: 4, lua: OBSERVE_LUA },
-  pqLimitState: { numberOfKeys: 5, lua: STATE_LUA },
+  pqLimitObserve: { numberOfKeys: 5, lua: OBSERVE_LUA },
+  pqLimitState: { numberOfKeys: 6, lua: STATE_LUA },
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
@@ -54,6 +55,9 @@ export class FleetLimiter {
   private readonly learnedTtlMs: number;
   private readonly learnFactor: number;
   private readonly minLearnedTokens: number;
+  private readonly reportedTtlMs: number;
+  private readonly slowStartRequests: number;
+  private readonly slowStartGrowth: number;
 
   constructor(redis: Redis, prefix: string, options: FleetLimiterOptions = {}) {
     this.windowMs = positiveInteger(options.windowMs ?? 60_000, 'windowMs');
@@ -61,6 +65,11 @@ export class FleetLimiter {
     this.learnFactor = options.learnFactor ?? 0.9;
     if (!(this.learnFactor > 0 && this.learnFactor <= 1)) throw new RangeError('learnFactor must be in (0, 1]');
     this.minLearnedTokens = positiveInteger(options.minLearnedTokens ?? 1_000, 'minLearnedTokens');
+    this.reportedTtlMs = positiveInteger(options.reportedTtlMs ?? 3_600_000, 'reportedTtlMs');
+    this.slowStartRequests = options.slowStartRequests ?? 0;
+    if (!Number.isInteger(this.slowStartRequests) || this.slowStartRequests < 0) throw new RangeError('slowStartRequests must be an integer ≥ 0');
+    this.slowStartGrowth = options.slowStartGrowth ?? 2;
+    if (!(this.slowStartGrowth >= 0)) throw new RangeError('slowStartGrowth must be ≥ 0');
     this.prefix = prefix;
     // Redefining on a shared connection is harmless (same name, same script).
     for (const [name, script] of Object.entries(SCRIPTS)) redis.defineCommand(name, script);
@@ -80,18 +89,26 @@ export class FleetLimiter {
   async reserve(key: LimitKey, limits: RateLimits, estimatedTokens: number[]): Promise<ReserveResult> {
     const estimates = estimatedTokens.map((tokens) => tokenCount(tokens, 'estimatedTokens'));
     const idPrefix = randomBytes(9).toString('base64url');
-    const [granted, waitMs, now, pausedUntil] = (await this.redis.pqLimitReserve(
-      ...this.keys(key, 'log', 'est', 'total', 'pause', 'learned'),
+    const [granted, waitMs, now, pausedUntil, pauseReason, probe] = (await this.redis.pqLimitReserve(
+      ...this.keys(key, 'log', 'est', 'total', 'pause', 'learned', 'probe'),
       this.windowMs,
       limit(limits.rpm, 'rpm'),
       limit(limits.tpm, 'tpm'),
       idPrefix,
+      this.slowStartRequests,
+      this.reportedTtlMs,
       ...estimates,
-    )) as [number, number, number, number];
+    )) as [number, number, number, number, string, number];
     const reservations = estimates
       .slice(0, granted)
       .map((tokens, i): Reservation => ({ key: { ...key }, id: `${idPrefix}:${i}`, estimatedTokens: tokens, reservedAt: now }));
-    return pausedUntil >= 0 ? { granted: reservations, waitMs, pausedUntil, now } : { granted: reservations, waitMs, now };
+    const result: ReserveResult = { granted: reservations, waitMs, now };
+    if (pausedUntil >= 0) {
+      result.pausedUntil = pausedUntil;
+      result.pauseReason = pauseReason === 'daily-quota' ? 'daily-quota' : 'rate-limited';
+    }
+    if (probe >= 0) result.slowStart = probe;
+    return result;
   }
 
   /**
@@ -104,23 +121,27 @@ export class FleetLimiter {
       key: item.reservation.key,
       args: [item.reservation.id, tokenCount(item.actualTokens, 'actualTokens')],
     })));
-    await this.runPerScope(groups, (pipeline, keys, args) => pipeline.pqLimitSettle(...keys, this.windowMs, ...args));
+    await this.runPerScope(groups, (pipeline, key, args) =>
+      pipeline.pqLimitSettle(...this.keys(key, 'log', 'est', 'total', 'probe'), this.windowMs, this.slowStartGrowth, ...args),
+    );
   }
 
   /** Gives back reservations whose call was never made (shutdown, cancelled job). One round trip. */
   async release(reservations: Reservation[]): Promise<void> {
     const groups = this.groupByScope(reservations.map((r) => ({ key: r.key, args: [r.id] })));
-    await this.runPerScope(groups, (pipeline, keys, args) => pipeline.pqLimitRelease(...keys, this.windowMs, ...args));
+    await this.runPerScope(groups, (pipeline, key, args) => pipeline.pqLimitRelease(...this.keys(key, 'log', 'est', 'total'), this.windowMs, ...args));
   }
 
   /**
    * Pauses the scope fleet-wide for `ms` (a 429's RetryInfo delay): reserve() grants nothing and
-   * reports the remaining pause until it ends. Never shortens a longer pause already in force.
+   * reports the remaining pause and its reason until it ends. Never shortens a longer pause already
+   * in force. `daily-quota`: the requests-per-day quota is spent until its reset (the worker then
+   * sends the model's jobs to the next link of their chain instead of waiting).
    */
-  async pause(key: LimitKey, ms: number): Promise<void> {
+  async pause(key: LimitKey, ms: number, reason: PauseReason = 'rate-limited'): Promise<void> {
     const length = Math.ceil(ms);
     if (!(length > 0)) return;
-    await this.redis.pqLimitPause(limiterKey(this.prefix, key, 'pause'), length);
+    await this.redis.pqLimitPause(limiterKey(this.prefix, key, 'pause'), length, reason);
   }
 
   /**
@@ -143,7 +164,7 @@ export class FleetLimiter {
     const reportedLimit = reported && Number.isFinite(reported.limit) && reported.limit > 0 ? Math.floor(reported.limit) : 0;
     const reportedDimension = reportedLimit > 0 && (reported?.dimension === 'rpm' || reported?.dimension === 'tpm') ? reported.dimension : '';
     const [dimension, learned, expiresAt] = (await this.redis.pqLimitObserve(
-      ...this.keys(key, 'log', 'est', 'total', 'learned'),
+      ...this.keys(key, 'log', 'est', 'total', 'learned', 'probe'),
       this.windowMs,
       limit(limits.rpm, 'rpm'),
       limit(limits.tpm, 'tpm'),
@@ -152,20 +173,23 @@ export class FleetLimiter {
       this.minLearnedTokens,
       reportedDimension,
       reportedLimit,
+      this.reportedTtlMs,
     )) as [number, number, number];
     return { dimension: dimension === 0 ? 'rpm' : 'tpm', limit: learned, expiresAt };
   }
 
   /** Read-only view of the scope's rolling window, effective limits and pause (dashboard, metrics). */
   async state(key: LimitKey, limits: RateLimits): Promise<LimiterState> {
-    const [requests, tokens, rpmLimit, tpmLimit, learnedRpm, learnedTpm, learnedTtl, pausedUntil, now] =
+    const [requests, tokens, rpmLimit, tpmLimit, learnedRpm, learnedTpm, learnedTtl, pausedUntil, now, pauseReason, probe] =
       (await this.redis.pqLimitState(
-        ...this.keys(key, 'log', 'est', 'total', 'pause', 'learned'),
+        ...this.keys(key, 'log', 'est', 'total', 'pause', 'learned', 'probe'),
         this.windowMs,
         limit(limits.rpm, 'rpm'),
         limit(limits.tpm, 'tpm'),
-      )) as [number, number, number, number, number, number, number, number, number];
+      )) as [number, number, number, number, number, number, number, number, number, string, number];
     const state: LimiterState = { requests, tokens, rpmLimit, tpmLimit, pausedUntil: pausedUntil >= 0 ? pausedUntil : null, now };
+    if (pausedUntil >= 0) state.pauseReason = pauseReason === 'daily-quota' ? 'daily-quota' : 'rate-limited';
+    if (probe >= 0 && this.slowStartRequests > 0 && (rpmLimit === 0 || tpmLimit === 0)) state.slowStart = probe;
     if (learnedRpm >= 0 || learnedTpm >= 0) {
       state.learned = { expiresAt: now + Math.max(0, learnedTtl) };
       if (learnedRpm >= 0) state.learned.rpm = learnedRpm;
@@ -191,11 +215,11 @@ export class FleetLimiter {
 
   private async runPerScope(
     groups: Map<string, { key: LimitKey; args: Arg[] }>,
-    add: (pipeline: LimiterPipeline, keys: string[], args: Arg[]) => void,
+    add: (pipeline: LimiterPipeline, key: LimitKey, args: Arg[]) => void,
   ): Promise<void> {
     if (groups.size === 0) return;
     const pipeline = this.redis.pipeline() as LimiterPipeline;
-    for (const { key, args } of groups.values()) add(pipeline, this.keys(key, 'log', 'est', 'total'), args);
+    for (const { key, args } of groups.values()) add(pipeline, key, args);
     const results = await pipeline.exec();
     for (const [error] of results ?? []) if (error) throw error;
   }

@@ -5,6 +5,7 @@ export type {
   LimiterState,
   LimitKey,
   ObservedRateLimit,
+  PauseReason,
   RateLimits,
   Reservation,
   ReserveResult,

@@ -41,9 +41,19 @@ export interface ReserveResult {
   waitMs: number;
   /** Set while a fleet-wide pause is in force: its end, Redis server time in ms. */
   pausedUntil?: number;
+  /** Why the scope is paused, with `pausedUntil`. */
+  pauseReason?: PauseReason;
+  /** While a limit is unknown: the slow start's cap on requests per window. */
+  slowStart?: number;
   /** Redis server time at which the reservation was decided, ms since the epoch. */
   now: number;
 }
+
+/**
+ * Why a scope is paused fleet-wide: `rate-limited` after a per-minute 429 (its RetryInfo delay);
+ * `daily-quota` when the requests-per-day quota is spent (until Google's reset, midnight Pacific).
+ */
+export type PauseReason = 'rate-limited' | 'daily-quota';
 
 export interface SettleItem {
   reservation: Reservation;
@@ -83,6 +93,10 @@ export interface LimiterState {
   learned?: LearnedLimits;
   /** End of the fleet-wide pause, Redis server time in ms, or null when not paused. */
   pausedUntil: number | null;
+  /** Why it is paused (with `pausedUntil`). */
+  pauseReason?: PauseReason;
+  /** While rpm or tpm is unknown: the slow start's current cap on requests per window. */
+  slowStart?: number;
   /** Redis server time of this reading, ms since the epoch. */
   now: number;
 }
@@ -96,4 +110,16 @@ export interface FleetLimiterOptions {
   learnFactor?: number;
   /** A learned token limit never goes below this, tokens per window. @defaultValue 1000 */
   minLearnedTokens?: number;
+  /**
+   * How long a limit the provider reported (QuotaFailure quotaValue) is kept after it last bound,
+   * ms. @defaultValue 3600000 (1 h)
+   */
+  reportedTtlMs?: number;
+  /**
+   * Slow start while rpm or tpm is neither configured nor learned: the requests per window to begin
+   * with; 0 turns it off (unknown then means unlimited). @defaultValue 0
+   */
+  slowStartRequests?: number;
+  /** Growth of the slow start's cap per served call (2: it doubles per round trip). @defaultValue 2 */
+  slowStartGrowth?: number;
 }

@@ -14,7 +14,8 @@ export const OBSERVE_LUA = `--[[
   KEYS[1]  log: sorted set, reservation id -> reservation time (ms)
   KEYS[2]  est: hash, reservation id -> tokens
   KEYS[3]  total: string, sum of est
-  KEYS[4]  learned: hash {rpm, tpm} with a PX TTL
+  KEYS[4]  learned: hash {rpm, tpm, reported?} with a PX TTL
+  KEYS[5]  probe: string, the slow start's requests per window (see reserve)
 
   ARGV[1]  window length, ms
   ARGV[2]  configured requests per window (0: unlimited)
@@ -24,6 +25,10 @@ export const OBSERVE_LUA = `--[[
   ARGV[6]  lowest learned token limit
   ARGV[7]  reported dimension: 'rpm', 'tpm' or '' (nothing reported)
   ARGV[8]  reported limit per window (when ARGV[7] is set)
+  ARGV[9]  TTL of a reported limit, ms (reserve() keeps it while it binds)
+
+  A running slow start (probe) is cut to the window's usage times the factor: the limit is
+  below what was just sent.
 
   Returns { dimension (0: rpm, 1: tpm), learned limit, expiresAt (server ms) }.
 ]]
@@ -52,6 +57,8 @@ if (ARGV[7] == 'rpm' or ARGV[7] == 'tpm') and reported and reported > 0 then
   if field == 'tpm' then floor, configured = tonumber(ARGV[6]), tonumber(ARGV[3]) end
   newLimit = math.max(floor, math.floor(reported))
   if configured > 0 then newLimit = math.min(newLimit, configured) end
+  ttl = math.max(ttl, tonumber(ARGV[9]))
+  redis.call('HSET', KEYS[4], 'reported', 1)
 else
   local limit, value, floor = rpm, count, 1
   field = 'rpm'
@@ -60,6 +67,12 @@ else
   if limit > 0 then newLimit = math.min(newLimit, limit) end
 end
 redis.call('HSET', KEYS[4], field, newLimit)
-redis.call('PEXPIRE', KEYS[4], ttl)
+redis.call('PEXPIRE', KEYS[4], math.max(ttl, redis.call('PTTL', KEYS[4])))
+local probe = tonumber(redis.call('GET', KEYS[5]))
+if probe then
+  local cut = math.max(1, math.floor(count * factor))
+  if field == 'rpm' then cut = math.min(cut, newLimit) end
+  if cut < probe then redis.call('SET', KEYS[5], cut, 'KEEPTTL') end
+end
 return { (field == 'rpm') and 0 or 1, newLimit, now + ttl }
 `;

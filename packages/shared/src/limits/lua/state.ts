@@ -11,13 +11,14 @@ export const STATE_LUA = `#!lua flags=no-writes
   KEYS[3]  total: string, sum of est
   KEYS[4]  pause: string with a PX TTL
   KEYS[5]  learned: hash {rpm, tpm} with a PX TTL
+  KEYS[6]  probe: string, the slow start's requests per window
 
   ARGV[1]  window length, ms
   ARGV[2]  configured requests per window (0: unlimited)
   ARGV[3]  configured input tokens per window (0: unlimited)
 
   Returns { requests, tokens, rpmLimit, tpmLimit, learnedRpm, learnedTpm, learnedPttl,
-  pausedUntil, now } with -1 for "none".
+  pausedUntil, now, pauseReason, probe } with -1 (or '') for "none".
 ]]
 ${NOW_MS_LUA}
 ${EFFECTIVE_LUA}
@@ -53,5 +54,7 @@ return {
   effective(tonumber(ARGV[2]), learned[1]), effective(tonumber(ARGV[3]), learned[2]),
   tonumber(learned[1]) or -1, tonumber(learned[2]) or -1, learnedPttl,
   (paused > 0) and (now + paused) or -1, now,
+  (paused > 0) and (redis.call('GET', KEYS[4]) or '') or '',
+  tonumber(redis.call('GET', KEYS[6])) or -1,
 }
 `;
