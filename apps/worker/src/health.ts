@@ -1,5 +1,6 @@
 import express, { type Express, type RequestHandler, type Response } from 'express';
 import type { Redis } from 'ioredis';
+import { requireBearerToken } from './bearer-token.js';
 
 const PING_TIMEOUT_MS = 1_000;
 
@@ -11,16 +12,22 @@ export interface HealthDeps {
   status?(): Promise<unknown>;
   /** `GET /metrics` (metricsHandler from metrics.ts); 404 without. */
   metrics?: RequestHandler;
+  /**
+   * METRICS_TOKEN: when set, `/status` and `/metrics` require `Authorization: Bearer <token>`
+   * (they name tenants, links and key fingerprints). The probes stay open. @defaultValue none: open
+   */
+  token?: string;
 }
 
 /**
  * `/healthz`: the process is alive (liveness: never restart a worker for a Redis outage, BullMQ
  * reconnects on its own). `/readyz`: Redis answers PING and the worker is running (readiness).
  * `/status`: what this worker sees, as JSON, for people and scripts (not a probe). `/metrics`:
- * Prometheus text format.
+ * Prometheus text format. Both behind `token` when one is set.
  */
-export function createHealthApp({ redis, isWorkerRunning, status, metrics }: HealthDeps): Express {
+export function createHealthApp({ redis, isWorkerRunning, status, metrics, token }: HealthDeps): Express {
   const app = express();
+  const guard = requireBearerToken(token);
   app.disable('x-powered-by');
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
@@ -33,7 +40,7 @@ export function createHealthApp({ redis, isWorkerRunning, status, metrics }: Hea
     res.json({ status: 'ready' });
   });
   if (status) {
-    app.get('/status', async (_req, res) => {
+    app.get('/status', guard, async (_req, res) => {
       try {
         res.json(await status());
       } catch (error) {
@@ -41,7 +48,7 @@ export function createHealthApp({ redis, isWorkerRunning, status, metrics }: Hea
       }
     });
   }
-  if (metrics) app.get('/metrics', metrics);
+  if (metrics) app.get('/metrics', guard, metrics);
   const routes = ['/healthz', '/readyz', ...(status ? ['/status'] : []), ...(metrics ? ['/metrics'] : [])];
   app.use((_req, res) => sendError(res, 'NOT_FOUND', `Only GET ${routes.join(', ')} are served here.`, 404));
   return app;

@@ -92,7 +92,8 @@ const server = createServer(
     redis,
     isWorkerRunning: () => promptWorker.worker.isRunning() && !shuttingDown,
     status: async () => ({ ...(await statusReport(promptWorker.stats, promptWorker.chains, promptWorker.limiter)), apiKeys: keyRing.describe() }),
-    metrics: metricsHandler(metrics.registry, config.metrics.token !== undefined ? { token: config.metrics.token } : {}),
+    metrics: metricsHandler(metrics.registry),
+    token: config.metrics.token,
   }),
 );
 

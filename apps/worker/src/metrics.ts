@@ -1,4 +1,3 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { QUEUE_DEPTH_METRIC, isErrorCode, type ErrorCode, type QueueDepthGauge } from '@prompt-queue/shared';
@@ -267,19 +266,11 @@ function folder(known: readonly string[] | undefined): (value: string) => string
 }
 
 /**
- * `GET /metrics` in Prometheus' text format (`registry.contentType`). With `token` (METRICS_TOKEN)
- * it takes `Authorization: Bearer <token>`, compared in constant time, like the producer's.
+ * `GET /metrics` in Prometheus' text format (`registry.contentType`). METRICS_TOKEN is checked in
+ * front of it, with `/status` (`createHealthApp`'s `token`).
  */
-export function metricsHandler(registry: Registry, options: { token?: string } = {}): RequestHandler {
-  const expected = options.token === undefined ? undefined : sha256(options.token);
-  return async (req, res) => {
-    if (expected) {
-      const match = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(req.get('authorization') ?? '');
-      if (!match || !timingSafeEqual(sha256(match[1]!), expected)) {
-        res.set('WWW-Authenticate', 'Bearer').status(401).json({ error: { code: 'UNAUTHORIZED', message: 'Send the metrics token as "Authorization: Bearer <token>".' } });
-        return;
-      }
-    }
+export function metricsHandler(registry: Registry): RequestHandler {
+  return async (_req, res) => {
     try {
       const body = await registry.metrics();
       res.set('Content-Type', registry.contentType).set('Cache-Control', 'no-store').send(body);
@@ -287,8 +278,4 @@ export function metricsHandler(registry: Registry, options: { token?: string } =
       res.status(500).json({ error: { code: 'INTERNAL', message: `Cannot render metrics: ${error instanceof Error ? error.message : String(error)}` } });
     }
   };
-}
-
-function sha256(text: string): Buffer {
-  return createHash('sha256').update(text, 'utf8').digest();
 }
