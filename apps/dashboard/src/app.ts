@@ -1,4 +1,4 @@
-import { QueueName, type Config, type Logger } from '@prompt-queue/shared';
+import { dashboardRedactsText, QueueName, type Config, type Logger } from '@prompt-queue/shared';
 import { Queue } from 'bullmq';
 import express, { type ErrorRequestHandler, type Express } from 'express';
 import type { Redis } from 'ioredis';
@@ -73,7 +73,10 @@ export function createApp({ config, connection, logger, auth = configuredAuth(co
   app.use(requireSameOrigin());
 
   app.use(overviewRouter(overview, { boardPath: BOARD_PATH }));
-  app.use(BOARD_PATH, createBoardRouter([...queues.values()], { readOnly: config.dashboard.readOnly, overviewPath: '/' }));
+  app.use(
+    BOARD_PATH,
+    createBoardRouter([...queues.values()], { readOnly: config.dashboard.readOnly, redactText: dashboardRedactsText(config), overviewPath: '/' }),
+  );
 
   const onError: ErrorRequestHandler = (error: unknown, req, res, _next) => {
     logger.error('request failed', { method: req.method, path: req.path, error });

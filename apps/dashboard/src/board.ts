@@ -3,7 +3,7 @@ import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import { parseFailedReason } from '@prompt-queue/shared';
 import type { Queue } from 'bullmq';
-import type { Express } from 'express';
+import { Router, type Express } from 'express';
 
 /** Where bull-board is mounted; its UI, static assets and JSON API all live under it. */
 export const BOARD_PATH = '/queues';
@@ -51,11 +51,60 @@ function asRecord(value: unknown): Record<string, unknown> {
   return typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {};
 }
 
+/** What stands in for a redacted string: its length only, so ops still see an empty or huge prompt. */
+function redactedText(text: string): string {
+  return `[redacted: ${text.length} characters]`;
+}
+
+/**
+ * Job data as bull-board shows it with `dashboard.redactText`: the text of every part, the system
+ * instruction and file URIs replaced by their length; tenant, model, generationConfig, metadata,
+ * blob hashes and the rest stay. Tolerates any shape (persisted jobs of older versions, other queues).
+ */
+export function redactJobData(data: unknown): unknown {
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) return data;
+  const job = { ...(data as Record<string, unknown>) };
+  if (typeof job.systemInstruction === 'string') job.systemInstruction = redactedText(job.systemInstruction);
+  if (Array.isArray(job.contents)) {
+    job.contents = job.contents.map((content: unknown) => {
+      const record = asRecord(content);
+      if (!Array.isArray(record.parts)) return content;
+      return { ...record, parts: record.parts.map(redactPart) };
+    });
+  }
+  return job;
+}
+
+function redactPart(part: unknown): unknown {
+  const record = asRecord(part);
+  if (typeof record.text === 'string') return { ...record, text: redactedText(record.text) };
+  const fileData = asRecord(record.fileData);
+  if (typeof fileData.fileUri === 'string') return { ...record, fileData: { ...fileData, fileUri: redactedText(fileData.fileUri) } };
+  return part;
+}
+
+/** A job's return value with `dashboard.redactText`: the answer text and embedding replaced by their size. */
+export function redactReturnValue(value: unknown): unknown {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return value;
+  const result = { ...(value as Record<string, unknown>) };
+  if (typeof result.text === 'string') result.text = redactedText(result.text);
+  if (Array.isArray(result.embedding)) result.embedding = `[redacted: ${result.embedding.length} numbers]`;
+  return result;
+}
+
+/** bull-board routes that write job data the UI read: with redacted views they would write the redaction back. */
+const DATA_WRITES = [
+  { method: 'patch', path: `/api/queues/:queueName/:jobId/update-data`, what: 'Editing job data' },
+  { method: 'post', path: `/api/queues/:queueName/add`, what: 'Adding (or duplicating) a job' },
+] as const;
+
 /**
  * bull-board over the given queues at `BOARD_PATH`: counts by state, jobs with their error code and
  * message (BullMQ's failedReason, `[CODE] message`), retry / clean / promote unless `readOnly`.
+ * With `redactText`, job data and return values are served without prompt and answer text (the
+ * formatters apply to every job bull-board's API returns), and data edits and new jobs are refused.
  */
-export function createBoardRouter(queues: Queue[], options: { readOnly: boolean; overviewPath: string }): Express {
+export function createBoardRouter(queues: Queue[], options: { readOnly: boolean; redactText: boolean; overviewPath: string }): Router {
   const serverAdapter = new ExpressAdapter().setBasePath(BOARD_PATH);
   const adapters = queues.map((queue) => {
     const adapter = new BullMQAdapter(queue, {
@@ -63,6 +112,10 @@ export function createBoardRouter(queues: Queue[], options: { readOnly: boolean;
       description: options.readOnly ? 'read-only: retry, clean and promote are disabled' : '',
     });
     adapter.setFormatter('name', (job: JobSummary) => jobListName(job));
+    if (options.redactText) {
+      adapter.setFormatter('data', redactJobData);
+      adapter.setFormatter('returnValue', redactReturnValue);
+    }
     return adapter;
   });
   createBullBoard({
@@ -75,7 +128,18 @@ export function createBoardRouter(queues: Queue[], options: { readOnly: boolean;
       },
     },
   });
-  const router = serverAdapter.getRouter() as Express;
-  router.disable('x-powered-by');
+  const board = serverAdapter.getRouter() as Express;
+  board.disable('x-powered-by');
+  const router = Router();
+  if (options.redactText) {
+    for (const { method, path, what } of DATA_WRITES) {
+      router[method](path, (_req, res) => {
+        res.status(403).json({
+          error: { code: 'TEXT_REDACTED', message: `${what} is disabled while the dashboard redacts prompt text (DASHBOARD_REDACT_TEXT).` },
+        });
+      });
+    }
+  }
+  router.use(board);
   return router;
 }

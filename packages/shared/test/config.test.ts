@@ -7,6 +7,7 @@ import { closestKey } from '../src/config/suggest.js';
 import {
   assertProducerApiKeys,
   ConfigError,
+  dashboardRedactsText,
   loadConfig,
   MIN_PRODUCTION_API_KEY_LENGTH,
   MIN_PRODUCTION_PASSWORD_LENGTH,
@@ -172,6 +173,17 @@ describe('loadConfig refuses unsafe settings (defect 8)', () => {
     expect(() => loadConfig({ NODE_ENV: 'development', DASHBOARD_USER: 'ops', DASHBOARD_PASSWORD: 'x' })).not.toThrow();
     // Tokens need 16 characters everywhere.
     expect(configErrorOf({ DASHBOARD_TOKEN: 't'.repeat(15) })).toMatch(/DASHBOARD_TOKEN \(dashboard\.token\): must be at least 16 characters/);
+  });
+});
+
+describe('dashboard text redaction default (defect 11)', () => {
+  it('is on in production and off otherwise, unless DASHBOARD_REDACT_TEXT says', () => {
+    expect(dashboardRedactsText(loadConfig({ NODE_ENV: 'production' }))).toBe(true);
+    expect(dashboardRedactsText(loadConfig({ NODE_ENV: 'development' }))).toBe(false);
+    expect(dashboardRedactsText(loadConfig({ NODE_ENV: 'test' }))).toBe(false);
+    expect(dashboardRedactsText(loadConfig({ NODE_ENV: 'production', DASHBOARD_REDACT_TEXT: 'false' }))).toBe(false);
+    expect(dashboardRedactsText(loadConfig({ NODE_ENV: 'development', DASHBOARD_REDACT_TEXT: 'yes' }))).toBe(true);
+    expect(configErrorOf({ DASHBOARD_REDACT_TEXT: 'on' })).toMatch(/DASHBOARD_REDACT_TEXT \(dashboard\.redactText\): expected one of true, false/);
   });
 });
 

@@ -49,6 +49,7 @@ export const ENV_PATHS: Readonly<Record<string, string>> = {
   DASHBOARD_PASSWORD: 'dashboard.password',
   DASHBOARD_TOKEN: 'dashboard.token',
   DASHBOARD_READ_ONLY: 'dashboard.readOnly',
+  DASHBOARD_REDACT_TEXT: 'dashboard.redactText',
   METRICS_TOKEN: 'metrics.token',
   AUDIT_LOG: 'audit.destination',
   LOG_PROMPTS: 'audit.logPrompts',
@@ -189,6 +190,11 @@ export function usesDevelopmentApiKey(config: Config): boolean {
 }
 
 export const DEVELOPMENT_API_KEY = { tenant: 'dev', key: 'dev-key' } as const;
+
+/** Whether the dashboard hides prompt and answer text: `dashboard.redactText`, else on in production only. */
+export function dashboardRedactsText(config: Config): boolean {
+  return config.dashboard.redactText ?? config.env === 'production';
+}
 
 function readConfigFile(file: string): Record<string, unknown> {
   let text: string;

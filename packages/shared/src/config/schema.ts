@@ -229,6 +229,12 @@ export const configSchema = z.strictObject({
       token: z.string().min(16, 'must be at least 16 characters').optional(),
       /** bull-board without retry, clean, promote or delete. @defaultValue false */
       readOnly: booleanFlag.default(false),
+      /**
+       * Hide prompt, system instruction and answer text (and embeddings) in bull-board's job views;
+       * editing or duplicating a job's data is refused meanwhile. Absent: on in production, off
+       * otherwise (`dashboardRedactsText`). @defaultValue env === 'production'
+       */
+      redactText: booleanFlag.optional(),
     })
     .prefault({}),
   /** Prometheus `/metrics` endpoints (producer; the worker may share it). */
