@@ -52,6 +52,9 @@ export function createApp({ config, connection, logger, auth = configuredAuth(co
 
   const app = express();
   app.disable('x-powered-by');
+  // Behind a TLS-terminating proxy the scheme the browser used is only in X-Forwarded-Proto; the
+  // CSRF check needs it. Trusted only when configured: otherwise any client could claim one.
+  if (config.dashboard.trustProxy) app.set('trust proxy', true);
   app.use((_req, res, next) => {
     // No page of ours may be framed: a framed board could be clicked through (clickjacking).
     res.set('X-Frame-Options', 'DENY').set('X-Content-Type-Options', 'nosniff').set('Referrer-Policy', 'same-origin');

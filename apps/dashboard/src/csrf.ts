@@ -7,23 +7,29 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 /**
  * Whether a request was sent by a page of this same origin, from the headers browsers set and
  * pages cannot forge: `Sec-Fetch-Site` when present (every current browser), else `Origin`, else
- * `Referer`, each compared with `Host`. A request with none of them is not trusted.
+ * `Referer`, each compared with our own origin: scheme, host and port. The scheme counts: a page
+ * on `http://` must not act on the `https://` dashboard (it could be injected on the way). Our
+ * scheme is the connection's, or `X-Forwarded-Proto` (and the host `X-Forwarded-Host`) when the
+ * app trusts its proxy (`dashboard.trustProxy`, Express `trust proxy`). A request with none of
+ * the headers is not trusted.
  */
 export function isSameOrigin(req: Request): boolean {
-  const host = req.get('host');
-  if (!host) return false;
+  const own = req.host ? originOf(`${req.protocol}://${req.host}`) : undefined;
+  if (!own) return false;
   const site = req.get('sec-fetch-site');
   if (site !== undefined) return site === 'same-origin';
   const origin = req.get('origin');
-  if (origin !== undefined && origin !== 'null') return hostOf(origin) === host;
+  if (origin !== undefined && origin !== 'null') return originOf(origin) === own;
   const referer = req.get('referer');
-  if (referer !== undefined) return hostOf(referer) === host;
+  if (referer !== undefined) return originOf(referer) === own;
   return false;
 }
 
-function hostOf(url: string): string | undefined {
+/** `scheme://host[:port]` of a URL, default ports dropped (`https://a:443/x` → `https://a`). */
+function originOf(url: string): string | undefined {
   try {
-    return new URL(url).host;
+    const { origin } = new URL(url);
+    return origin === 'null' ? undefined : origin;
   } catch {
     return undefined;
   }

@@ -8,8 +8,8 @@ const HOST = 'dash.internal:3001';
 const TOKEN = 'token-for-scripts-0123456789';
 
 /** A dashboard with one failed job; returns the retry request builder and a state reader. */
-async function withFailedJob(readOnly = false) {
-  const created = dashboards.create({ dashboard: { readOnly, token: TOKEN } });
+async function withFailedJob(readOnly = false, trustProxy = false) {
+  const created = dashboards.create({ dashboard: { readOnly, trustProxy, token: TOKEN } });
   const [id] = await finishJobs(created.queue, dashboards.redis().url, created.prefix, [
     { tenant: 'acme', model: 'gemini-3.6-flash', fail: '[PROVIDER_UNAVAILABLE] down' },
   ]);
@@ -24,6 +24,9 @@ describe('CSRF: state-changing requests must come from the dashboard itself', ()
     ['Sec-Fetch-Site: cross-site', { 'Sec-Fetch-Site': 'cross-site', Origin: `http://${HOST}` }],
     ['Sec-Fetch-Site: same-site (another port or subdomain)', { 'Sec-Fetch-Site': 'same-site' }],
     ['a cross-origin Referer', { Referer: 'https://evil.example/page' }],
+    ['an Origin on our host with another scheme', { Origin: `https://${HOST}` }],
+    ['a Referer on our host with another scheme', { Referer: `https://${HOST}/queues/queue/prompts` }],
+    ['X-Forwarded-Proto, not trusted without dashboard.trustProxy', { 'X-Forwarded-Proto': 'https', Origin: `https://${HOST}` }],
     ['Origin: null (sandboxed frame, file://)', { Origin: 'null' }],
     ['no Origin, Referer or Sec-Fetch-Site', {}],
   ])('refuses a PUT with %s: 403 JSON, nothing changes', async (_label, headers: Record<string, string>) => {
@@ -41,6 +44,20 @@ describe('CSRF: state-changing requests must come from the dashboard itself', ()
   ])('allows a same-origin PUT with %s: the job is retried', async (_label, headers: Record<string, string>) => {
     const { retry, state } = await withFailedJob();
     const res = await retry().auth(USER, PASSWORD).set(headers);
+    expect(res.status).toBe(204);
+    expect(await state()).toBe('waiting');
+  });
+
+  it('behind a trusted proxy (dashboard.trustProxy), takes the scheme and host from X-Forwarded-Proto/-Host', async () => {
+    const { retry, state } = await withFailedJob(false, true);
+    const viaProxy = { 'X-Forwarded-Proto': 'https', 'X-Forwarded-Host': 'dash.example.com' };
+    // An http:// page must not act on the https:// dashboard, nor the proxy's upstream Host count.
+    for (const origin of ['http://dash.example.com', `https://${HOST}`, 'https://evil.example']) {
+      expect((await retry().auth(USER, PASSWORD).set(viaProxy).set('Origin', origin)).status, origin).toBe(403);
+    }
+    expect(await state()).toBe('failed');
+    // A default port is the same origin as none.
+    const res = await retry().auth(USER, PASSWORD).set(viaProxy).set('Origin', 'https://dash.example.com:443');
     expect(res.status).toBe(204);
     expect(await state()).toBe('waiting');
   });

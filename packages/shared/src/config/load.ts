@@ -50,6 +50,7 @@ export const ENV_PATHS: Readonly<Record<string, string>> = {
   DASHBOARD_TOKEN: 'dashboard.token',
   DASHBOARD_READ_ONLY: 'dashboard.readOnly',
   DASHBOARD_REDACT_TEXT: 'dashboard.redactText',
+  DASHBOARD_TRUST_PROXY: 'dashboard.trustProxy',
   METRICS_TOKEN: 'metrics.token',
   AUDIT_LOG: 'audit.destination',
   LOG_PROMPTS: 'audit.logPrompts',

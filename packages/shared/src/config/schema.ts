@@ -235,6 +235,13 @@ export const configSchema = z.strictObject({
        * otherwise (`dashboardRedactsText`). @defaultValue env === 'production'
        */
       redactText: booleanFlag.optional(),
+      /**
+       * The dashboard sits behind a reverse proxy: the request's scheme comes from
+       * `X-Forwarded-Proto` (Express `trust proxy`), which the CSRF check compares with the
+       * `Origin`/`Referer` scheme. Leave off when clients reach the dashboard directly, or any
+       * client could claim a scheme. @defaultValue false
+       */
+      trustProxy: booleanFlag.default(false),
     })
     .prefault({}),
   /** Prometheus `/metrics` endpoints (producer; the worker may share it). */
