@@ -16,6 +16,11 @@ export interface JobView {
   createdAt: string;
   finishedAt: string | null;
   metadata?: Record<string, string | number | boolean | null>;
+  /**
+   * A queued job held back for hours, and why: `daily-quota` (every link's requests-per-day quota is
+   * spent until Google's reset) or `budget` (the tenant's budget, until its period ends).
+   */
+  waiting?: { reason: string; until: string };
   result?: {
     text: string;
     finishReason: string;
@@ -67,6 +72,8 @@ export function jobView(job: Job, status: JobStatus, source: ViewSource): JobVie
     finishedAt: status === 'completed' || status === 'failed' ? isoOrNull(job.finishedOn) : null,
     ...(source.metadata ? { metadata: source.metadata } : {}),
   };
+  const waiting = waitingOf(job.progress);
+  if (status === 'queued' && waiting) view.waiting = waiting;
   if (status === 'completed') {
     const parsed = promptJobResultSchema.safeParse(job.returnvalue);
     if (parsed.success) {
@@ -79,6 +86,15 @@ export function jobView(job: Job, status: JobStatus, source: ViewSource): JobVie
     view.error = parseFailedReason(job.failedReason);
   }
   return view;
+}
+
+/** The worker's `{ waiting: { reason, until } }` progress note, if the job carries one. */
+function waitingOf(progress: unknown): JobView['waiting'] {
+  if (typeof progress !== 'object' || progress === null) return undefined;
+  const waiting = (progress as { waiting?: unknown }).waiting;
+  if (typeof waiting !== 'object' || waiting === null) return undefined;
+  const { reason, until } = waiting as { reason?: unknown; until?: unknown };
+  return typeof reason === 'string' && typeof until === 'string' ? { reason, until } : undefined;
 }
 
 function isoOrNull(epochMs: number | undefined): string | null {

@@ -1,12 +1,13 @@
 import { z } from 'zod';
 import {
-  IMAGE_TOKEN_ESTIMATE,
   PromptQueueError,
   cacheOptionSchema,
   canonicalJson,
   estimateTextTokens,
   fileDataPartSchema,
   generationConfigSchema,
+  imageSize,
+  imageTokensByRule,
   inlineDataPartSchema,
   priorityLevelSchema,
   promptJobDataSchema,
@@ -193,7 +194,7 @@ function normalize(request: JobRequest, ctx: PrepareContext): PreparedJob {
   const imageParts = (request.images ?? []).map((image, i) => images.add(image, `images[${i}]`));
   if (imageParts.length > 0) appendToLastUserContent(contents, imageParts);
 
-  const estimatedInputTokens = estimateInputTokens(contents, request.systemInstruction);
+  const estimatedInputTokens = estimateInputTokens(model, contents, request.systemInstruction);
   if (estimatedInputTokens > spec.inputTokenLimit) {
     throw fail(
       'PROMPT_TOO_LARGE',
@@ -288,8 +289,10 @@ class ImageCollector {
       throw fail('UNSUPPORTED_MEDIA_TYPE', `${path}.data`, `the bytes are not a ${mimeType} image`);
     }
     this.blobs.push({ mimeType, data });
-    // The bytes go to a content-addressed key (putBlobs); the job keeps only this reference.
-    return { blob: { mimeType, sha256: sha256Hex(data), bytes: data.length } };
+    // The bytes go to a content-addressed key (putBlobs); the job keeps only this reference, with
+    // the pixel size from the header: Gemini bills an image by its size.
+    const size = imageSize(data, mimeType);
+    return { blob: { mimeType, sha256: sha256Hex(data), bytes: data.length, ...(size ?? {}) } };
   }
 }
 
@@ -300,11 +303,18 @@ function appendToLastUserContent(contents: StoredContent[], parts: StoredPart[])
   else contents.push({ role: 'user', parts });
 }
 
-/** Text by estimateTextTokens, every image or file reference as one image. */
-function estimateInputTokens(contents: StoredContent[], systemInstruction: string | undefined): number {
+/**
+ * The size check's estimate, and only that: text by Google's rule of thumb (estimateTextTokens),
+ * images by Google's rule from their size (a file reference as one small image). It refuses what
+ * is far too large before anything is stored; the provider's own count is the final word (a
+ * prompt that passes here and is still too large fails with PROVIDER_BAD_REQUEST). Quota and
+ * budget reservations do not use it: the worker reserves from the fleet's calibrated estimate.
+ */
+function estimateInputTokens(model: string, contents: StoredContent[], systemInstruction: string | undefined): number {
   let tokens = systemInstruction === undefined ? 0 : estimateTextTokens(systemInstruction);
   for (const part of contents.flatMap((content) => content.parts)) {
-    tokens += 'text' in part ? estimateTextTokens(part.text) : IMAGE_TOKEN_ESTIMATE;
+    if ('text' in part) tokens += estimateTextTokens(part.text);
+    else tokens += imageTokensByRule(model, 'blob' in part && part.blob.width && part.blob.height ? { width: part.blob.width, height: part.blob.height } : undefined);
   }
   return tokens;
 }

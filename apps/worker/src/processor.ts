@@ -7,6 +7,7 @@ import {
   type BudgetGuard,
   type Config,
   type FleetLimiter,
+  type TokenEstimator,
   type Logger,
   type PromptJobData,
   type PromptJobResult,
@@ -29,6 +30,7 @@ export interface ProcessorDeps {
   /** Reads image blobs. */
   redis: Redis;
   limiter: FleetLimiter;
+  estimator: TokenEstimator;
   chains: ProviderChains;
   budgets: BudgetGuard;
   ledger: UsageLedger;
@@ -74,6 +76,7 @@ export function createPromptProcessor(deps: ProcessorDeps): PromptPipeline {
     logger,
     redis: deps.redis,
     limiter: deps.limiter,
+    estimator: deps.estimator,
     chains: deps.chains,
     outcomes,
     accounting,

@@ -5,6 +5,7 @@ import {
   BudgetGuard,
   createRedis,
   FleetLimiter,
+  TokenEstimator,
   QueueName,
   UsageLedger,
   type AuditLog,
@@ -75,7 +76,12 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
   const prefix = config.redis.prefix;
 
   // The guard keeps a request in our window a little longer than in the provider's (schema.ts).
-  const limiter = new FleetLimiter(connection, prefix, { windowMs: config.limiter.windowMs + config.limiter.guardMs });
+  const limiter = new FleetLimiter(connection, prefix, {
+    windowMs: config.limiter.windowMs + config.limiter.guardMs,
+    slowStartRequests: config.limiter.slowStartRequests,
+    reportedTtlMs: config.limiter.reportedTtlMs,
+  });
+  const estimator = new TokenEstimator(connection, prefix);
   const { metrics } = deps;
   const keyRing =
     deps.keyRing ??
@@ -101,6 +107,7 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
     logger,
     redis: connection,
     limiter,
+    estimator,
     chains,
     stats,
     budgets,

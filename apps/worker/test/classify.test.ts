@@ -162,11 +162,16 @@ describe('classifyProviderError (edge cases)', () => {
     expect(classifyProviderError(fetchError(429, 'x', details)).retryAfterMs).toBe(100);
   });
 
-  it('reads the per-minute limit from QuotaFailure, skipping per-day and unusable violations', () => {
+  it('reads the limit from QuotaFailure: a per-day quota first, else the first usable per-minute one', () => {
     const quotaFailure = (...violations: Record<string, unknown>[]) => [{ '@type': 'type.googleapis.com/google.rpc.QuotaFailure', violations }];
     const read = (details: unknown[]) => classifyProviderError(fetchError(429, 'x', details as ErrorDetails[])).reportedQuota;
+    const tokensPerMinute = { quotaId: 'GenerateContentInputTokensPerModelPerMinute-FreeTier', quotaMetric: 'generativelanguage.googleapis.com/generate_content_free_tier_input_token_count', quotaValue: '250000' };
+    const perDay = { quotaId: 'GenerateRequestsPerDayPerProjectPerModel-FreeTier', quotaMetric: 'generativelanguage.googleapis.com/generate_content_free_tier_requests', quotaValue: '250' };
+    // The daily quota outlasts any minute: it decides, wherever it is listed.
+    expect(read(quotaFailure(tokensPerMinute, perDay))).toEqual({ dimension: 'rpd', limit: 250 });
+    expect(read(quotaFailure({ quotaId: 'GenerateRequestsPerDayPerProjectPerModel' }))).toEqual({ dimension: 'rpd', limit: 0 });
     expect(read(quotaFailure(
-      { quotaId: 'GenerateRequestsPerDayPerProjectPerModel-FreeTier', quotaMetric: 'generativelanguage.googleapis.com/generate_content_free_tier_requests', quotaValue: '250' },
+      { quotaId: 'GenerateRequestsPerHourPerProjectPerModel', quotaValue: '250' },
       { quotaId: 'GenerateContentInputTokensPerModelPerMinute-FreeTier', quotaValue: 'many' },
       { quotaId: 'GenerateContentInputTokensPerModelPerMinute-FreeTier', quotaMetric: 'generativelanguage.googleapis.com/generate_content_free_tier_input_token_count', quotaValue: '250000' },
     ))).toEqual({ dimension: 'tpm', limit: 250_000 });

@@ -30,7 +30,7 @@ export interface JobEntry {
 }
 
 /** Why a job goes back to `delayed` without spending an attempt. */
-export type WaitReason = 'quota' | 'rate-limited' | 'breakers-open' | 'budget' | 'cache-pending';
+export type WaitReason = 'quota' | 'rate-limited' | 'daily-quota' | 'breakers-open' | 'budget' | 'cache-pending';
 
 /**
  * What a failure means for the job, decided before BullMQ is told (the settle step records final
@@ -135,6 +135,11 @@ export class JobOutcomes {
     this.log(job, data, 'waiting', { reason, delayMs, ...fields });
     if (!token) return new RateLimitError();
     try {
+      // A wait of hours (a spent daily quota or budget) is shown in the job's status: the caller
+      // sees why and until when (`waiting` in GET /v1/jobs/:id). Short waits are not worth a write.
+      if (reason === 'daily-quota' || reason === 'budget') {
+        await job.updateProgress({ waiting: { reason, until: new Date(Date.now() + delayMs).toISOString() } });
+      }
       await job.moveToDelayed(Date.now() + delayMs, token);
       return new DelayedError();
     } catch (error) {

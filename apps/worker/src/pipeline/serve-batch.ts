@@ -1,14 +1,19 @@
 import type { Redis } from 'ioredis';
 import {
   isProviderError,
+  promptFeatures,
   type BudgetReservation,
+  type EstimateSample,
   type Config,
   type FleetLimiter,
   type Logger,
+  type PauseReason,
+  type PromptFeatures,
   type PromptJobResult,
   type ReportedQuota,
   type Reservation,
   type SettleItem,
+  type TokenEstimator,
 } from '@prompt-queue/shared';
 import type { Outcome } from '../batching/batcher.js';
 import type { WorkerMetrics } from '../metrics.js';
@@ -22,9 +27,10 @@ import { buildEmbedItem, buildRequest, estimateInputTokens } from './request.js'
  * Serves one micro-batch (jobs of one kind and model) through the fallback chain:
  *
  *   prepare (blobs) → admit: cache.lookup (one MGET) → dedupe → budget.reserve (one script call)
- *   → for each link: [breaker open? skip] → limiter.reserve (one round trip for the batch) → calls
+ *   → for each link: [breaker open, or daily quota spent? skip] → calibrated input estimates
+ *   → limiter.reserve (one round trip for the batch) → calls
  *   through the link's breaker → [429: observe + fleet pause] → fan the leaders' answers out to
- *   their followers → settle, one round trip: limiter settle/release · budget settle · cache store
+ *   their followers → settle, one round trip: limiter settle/release + token calibration · budget settle · cache store
  *   + fairness (one pipeline) · usage record (one MULTI) · audit lines → one outcome per job
  *
  * Redis bookkeeping is a constant number of round trips per batch, never one per job: one lookup,
@@ -48,7 +54,9 @@ export interface BatchContext {
 /** A job in flight through one batch. */
 export interface BatchJob {
   readonly entry: JobEntry;
-  /** Input tokens reserved for it (limiter estimate). */
+  /** What its input-token estimate is computed from (generate jobs). */
+  readonly features: PromptFeatures;
+  /** Its input-token estimate for the budget: the largest calibrated reservation over its chain's links. */
   readonly estimate: number;
   request?: GenerateRequest;
   embedItem?: EmbedItem;
@@ -76,6 +84,8 @@ export interface BatchServiceDeps {
   /** Reads image blobs. */
   redis: Redis;
   limiter: FleetLimiter;
+  /** The fleet's calibrated input-token estimates, one calibration per link scope. */
+  estimator: TokenEstimator;
   chains: ProviderChains;
   outcomes: JobOutcomes;
   /** Cache, budgets, usage, audit and fairness: admitted before the calls, settled after. */
@@ -85,16 +95,20 @@ export interface BatchServiceDeps {
   onServed?(link: Link, jobs: number): void;
 }
 
-/** Limiter reservations to settle (call made, usage known) or release (call never made, or refused). */
+/**
+ * Limiter reservations to settle (call made, usage known) or release (call never made, or refused),
+ * and what each served call teaches the token calibration.
+ */
 interface Ledger {
   settle: SettleItem[];
   release: Reservation[];
+  samples: EstimateSample[];
 }
 
 export type BatchService = (entries: JobEntry[]) => Promise<Outcome<PromptJobResult>[]>;
 
 export function createBatchService(deps: BatchServiceDeps): BatchService {
-  const { config, logger, limiter, outcomes, accounting, metrics } = deps;
+  const { config, logger, limiter, estimator, outcomes, accounting, metrics } = deps;
 
   async function prepare(batch: BatchContext): Promise<void> {
     await Promise.all(
@@ -112,23 +126,34 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
   async function runChain(batch: BatchContext, links: readonly Link[], ledger: Ledger): Promise<void> {
     // Followers wait for their leader's answer; decided jobs (cache hits, refusals) make no call.
     let candidates = batch.jobs.filter((job) => !job.final && !job.leader);
+    /** Links whose requests-per-day quota is spent, and until when (Redis server time ≈ ours). */
+    const dailyQuotaSpent = new Map<Link, number>();
     for (const link of links) {
       if (candidates.length === 0) return;
       // An open breaker: straight to the next link, in the same attempt.
       if (link.breaker.isOpen()) continue;
-      candidates = await serveOnLink(batch, link, candidates, ledger);
+      candidates = await serveOnLink(batch, link, candidates, ledger, dailyQuotaSpent);
     }
-    // Left over: every link's breaker is open. Wait for the earliest trial, no attempt spent.
+    // Left over: every link's breaker is open or its daily quota spent. Wait for the earliest link
+    // to come back, no attempt spent.
     if (candidates.length === 0) return;
     const now = Date.now();
-    const retryAt = Math.min(...links.map((link) => (link.breaker.state.state === 'open' ? (link.breaker.state as { retryAt: number }).retryAt : now + HALF_OPEN_RECHECK_MS)));
+    const backAt = (link: Link): number => {
+      const daily = dailyQuotaSpent.get(link);
+      if (daily !== undefined) return daily;
+      return link.breaker.state.state === 'open' ? (link.breaker.state as { retryAt: number }).retryAt : now + HALF_OPEN_RECHECK_MS;
+    };
+    const retryAt = Math.min(...links.map(backAt));
+    const reason: WaitReason = dailyQuotaSpent.size > 0 ? 'daily-quota' : 'breakers-open';
     for (const job of candidates) {
-      job.final = { kind: 'wait', untilMs: Math.max(retryAt, now + MIN_WAIT_MS), reason: 'breakers-open', fields: { links: links.map((l) => l.id) } };
+      job.final = { kind: 'wait', untilMs: Math.max(retryAt, now + MIN_WAIT_MS), reason, fields: { links: links.map((l) => l.id) } };
     }
   }
 
   /** Reserves quota for the candidates on one link, calls it, and returns the jobs for the next link. */
-  async function serveOnLink(batch: BatchContext, link: Link, candidates: BatchJob[], ledger: Ledger): Promise<BatchJob[]> {
+  async function serveOnLink(
+    batch: BatchContext, link: Link, candidates: BatchJob[], ledger: Ledger, dailyQuotaSpent: Map<Link, number>,
+  ): Promise<BatchJob[]> {
     // A job whose processor was aborted (forced shutdown, cancel) makes no call.
     const live: BatchJob[] = [];
     for (const job of candidates) {
@@ -138,9 +163,19 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
     if (live.length === 0) return [];
 
     const embed = batch.kind === 'embed';
-    // An embed batch is ONE request: one reservation for the sum of its inputs.
-    const estimates = embed ? [live.reduce((sum, job) => sum + job.estimate, 0)] : live.map((job) => job.estimate);
-    const reserved = await limiter.reserve(link.limitKey, link.limits, estimates);
+    // An embed batch is ONE request: one reservation for the sum of its inputs (embeddings report
+    // no usage, so their estimate is never calibrated: they keep the producer's bound).
+    const estimates = embed ? undefined : live.map((job) => estimator.estimate(link.limitKey, job.features));
+    const reserved = await limiter.reserve(
+      link.limitKey,
+      link.limits,
+      estimates ? estimates.map((estimate) => estimate.reserve) : [live.reduce((sum, job) => sum + job.estimate, 0)],
+    );
+    if (reserved.pauseReason === 'daily-quota') {
+      // The model's daily quota is spent until Google's reset: the next link serves meanwhile.
+      dailyQuotaSpent.set(link, reserved.pausedUntil!);
+      return live;
+    }
     const grantedCount = embed ? (reserved.granted.length > 0 ? live.length : 0) : reserved.granted.length;
     if (grantedCount < live.length) {
       // No room in the window (or the model is paused fleet-wide): wait in `delayed`, holding no
@@ -188,6 +223,7 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
             const latencyMs = elapsed(started);
             metrics?.recordProviderCall(link.providerName, link.model, 'success', latencyMs / 1000);
             ledger.settle.push({ reservation, actualTokens: answer.usage.inputTokens });
+            ledger.samples.push({ key: link.limitKey, features: job.features, predicted: estimates![i]!.predicted, actual: answer.usage.inputTokens });
             job.final = served$(() => outcomes.generated(job.entry, { ...answer, provider: link.providerName, model: link.model }, latencyMs), link, latencyMs);
             deps.onServed?.(link, 1);
           } catch (error) {
@@ -201,6 +237,7 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
 
     const next: BatchJob[] = [];
     let retryAfterMs = 0;
+    let dailyResetMs = 0;
     let reportedQuota: ReportedQuota | undefined;
     for (const { job, error, latencyMs, reservation } of failures) {
       const made = isProviderError(error) && (error as { breakerOpen?: boolean }).breakerOpen !== true;
@@ -210,6 +247,11 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
       if (reservation && (!made || (isProviderError(error) && error.httpStatus !== undefined))) ledger.release.push(reservation);
       if (job.entry.signal?.aborted) {
         job.final = { kind: 'error', error, latencyMs, link: link.id };
+      } else if (isProviderError(error) && error.disposition === 'rate-limit' && error.reportedQuota?.dimension === 'rpd') {
+        // Requests per day spent: waiting would take hours, so the next link serves (or, at the
+        // end of the chain, the job waits for the reset). No attempt is spent either way.
+        dailyResetMs = Math.max(dailyResetMs, error.retryAfterMs ?? 0);
+        next.push(job);
       } else if (isProviderError(error) && error.disposition === 'rate-limit') {
         retryAfterMs = Math.max(retryAfterMs, error.retryAfterMs ?? 0);
         reportedQuota ??= error.reportedQuota;
@@ -222,24 +264,31 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
       }
     }
     if (retryAfterMs > 0) await pauseLink(link, retryAfterMs, reportedQuota);
+    if (dailyResetMs > 0) {
+      dailyQuotaSpent.set(link, Date.now() + dailyResetMs);
+      await pauseLink(link, dailyResetMs, undefined, 'daily-quota');
+    }
     return next;
   }
 
   /**
    * A 429 from a link whose reservation our window granted: the quota is fleet-wide, so pause the
-   * model for the whole fleet, and when limits are configured let the limiter learn that the real
-   * limit is lower (before the refused reservation is released, so its usage counts) — exactly the
-   * limit the 429 reported (QuotaFailure quotaValue, the first one in the batch) when it did. Without
-   * configured limits there is no belief to correct: the pause alone handles it.
+   * model for the whole fleet, and let the limiter learn that the real limit is lower (before the
+   * refused reservation is released, so its usage counts) — exactly the limit the 429 reported
+   * (QuotaFailure quotaValue, the first one in the batch) when it did, whether or not limits are
+   * configured: configured limits stay the ceiling. A per-day 429 only pauses, until the reset.
    */
-  async function pauseLink(link: Link, retryAfterMs: number, reported?: ReportedQuota): Promise<void> {
+  async function pauseLink(link: Link, retryAfterMs: number, reported?: ReportedQuota, reason: PauseReason = 'rate-limited'): Promise<void> {
     try {
-      if (link.limits.rpm > 0 || link.limits.tpm > 0) {
+      if (reason === 'rate-limited') {
         const learned = await limiter.observeRateLimit(link.limitKey, link.limits, reported);
         logger.warn('429 within our limits: lowering the fleet limit', { link: link.id, ...learned, reported: reported !== undefined });
       }
-      await limiter.pause(link.limitKey, retryAfterMs);
-      logger.warn('provider rate limit: model paused fleet-wide', { link: link.id, retryAfterMs });
+      await limiter.pause(link.limitKey, retryAfterMs, reason);
+      logger.warn(reason === 'daily-quota' ? 'daily quota spent: model paused fleet-wide until the reset' : 'provider rate limit: model paused fleet-wide', {
+        link: link.id,
+        retryAfterMs,
+      });
     } catch (error) {
       // The jobs still wait their retry delay; only the fleet-wide part is lost.
       logger.warn('could not pause the model fleet-wide', { link: link.id, error: String(error) });
@@ -262,8 +311,8 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
   /** Settles used limiter reservations with actual input tokens, releases unused ones. */
   async function settleLimiter(ledger: Ledger): Promise<void> {
     try {
-      // Both pipelines go out back to back on one connection: one round trip.
-      await Promise.all([limiter.settle(ledger.settle), limiter.release(ledger.release)]);
+      // The pipelines go out back to back on one connection: one round trip.
+      await Promise.all([limiter.settle(ledger.settle), limiter.release(ledger.release), estimator.record(ledger.samples)]);
     } catch (error) {
       // Reservations then stay at their estimate until they leave the window: safe, only less room.
       logger.warn('could not settle limiter reservations', { error: String(error) });
@@ -284,14 +333,25 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
 
   return async function serveBatch(entries: JobEntry[]): Promise<Outcome<PromptJobResult>[]> {
     const first = entries[0]!.data;
+    const links = deps.chains.linksFor(first.kind, first.model);
+    try {
+      // Loads each link's calibration on first use; later it refreshes in the background.
+      await estimator.prepare(links.map((link) => link.limitKey));
+    } catch (error) {
+      // Redis trouble: estimate from what this process knows (or the high prior).
+      logger.warn('could not load token calibrations', { error: String(error) });
+    }
     const batch: BatchContext = {
       kind: first.kind,
       model: first.model,
-      jobs: entries.map((entry): BatchJob => ({ entry, estimate: estimateInputTokens(entry.data), promptSha256: promptSha256(entry.data), cacheKeys: [] })),
+      jobs: entries.map((entry): BatchJob => {
+        const features = promptFeatures(entry.data.model, entry.data.contents, entry.data.systemInstruction);
+        const estimate = first.kind === 'embed' ? estimateInputTokens(entry.data) : Math.max(...links.map((link) => estimator.estimate(link.limitKey, features).reserve));
+        return { entry, features, estimate, promptSha256: promptSha256(entry.data), cacheKeys: [] };
+      }),
       claims: [],
     };
-    const links = deps.chains.linksFor(batch.kind, batch.model);
-    const ledger: Ledger = { settle: [], release: [] };
+    const ledger: Ledger = { settle: [], release: [], samples: [] };
     try {
       await prepare(batch);
       await accounting.admit(batch, links);

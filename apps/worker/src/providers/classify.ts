@@ -90,36 +90,36 @@ export function retryDelayMs(details: readonly unknown[], message: string): numb
 }
 
 /**
- * The per-minute limit a 429 says was hit: the first google.rpc.QuotaFailure violation whose
- * quotaValue is a positive integer and whose quotaId / quotaMetric names the dimension — requests
- * (`GenerateRequestsPerMinutePerProjectPerModel`, `…_requests`) or tokens
- * (`GenerateContentInputTokensPerModelPerMinute`, `…_input_token_count`). Quotas over another
- * period (`…PerDay…`, per hour, per second) are skipped: the limiter models a minute.
+ * The quota a 429 says was hit, from its google.rpc.QuotaFailure violations. A per-day quota
+ * (`GenerateRequestsPerDayPerProjectPerModel`, `…_requests_per_day`) wins over any per-minute one:
+ * it lasts until Google's daily reset, so the worker must stop waiting on it and use another link.
+ * Otherwise the first per-minute violation whose quotaValue is a positive integer and whose
+ * quotaId / quotaMetric names the dimension: requests (`GenerateRequestsPerMinutePerProjectPerModel`,
+ * `…_requests`) or tokens (`GenerateContentInputTokensPerModelPerMinute`, `…_input_token_count`).
+ * Quotas per hour or second are skipped: the limiter models a minute.
  */
 export function quotaFailureLimit(details: readonly unknown[]): ReportedQuota | undefined {
+  let perMinute: ReportedQuota | undefined;
   for (const detail of details) {
     if (!isRecord(detail) || detail['@type'] !== QUOTA_FAILURE_TYPE || !Array.isArray(detail.violations)) continue;
     for (const violation of detail.violations as unknown[]) {
       if (!isRecord(violation)) continue;
       const raw = violation.quotaValue;
       const text = typeof raw === 'number' ? String(raw) : typeof raw === 'string' ? raw.trim() : '';
-      if (!/^\d+$/.test(text)) continue;
-      const limit = Number(text);
-      if (!Number.isSafeInteger(limit) || limit <= 0) continue;
+      const value = /^\d+$/.test(text) && Number.isSafeInteger(Number(text)) ? Number(text) : 0;
       const names = [violation.quotaId, violation.quotaMetric].filter((name): name is string => typeof name === 'string');
-      if (names.some((name) => /per_?(day|hour|second)/i.test(name))) continue;
+      if (names.some((name) => /per_?day/i.test(name))) return { dimension: 'rpd', limit: value };
+      if (perMinute || value <= 0 || names.some((name) => /per_?(hour|second)/i.test(name))) continue;
       // The quotaId is the more specific name (the free-tier metric names both requests and tokens
       // only by its suffix); fall back on the metric.
-      let dimension: ReportedQuota['dimension'] | undefined;
       for (const name of names) {
-        if (/token/i.test(name)) dimension = 'tpm';
-        else if (/request/i.test(name)) dimension = 'rpm';
-        if (dimension) break;
+        if (/token/i.test(name)) perMinute = { dimension: 'tpm', limit: value };
+        else if (/request/i.test(name)) perMinute = { dimension: 'rpm', limit: value };
+        if (perMinute) break;
       }
-      if (dimension) return { dimension, limit };
     }
   }
-  return undefined;
+  return perMinute;
 }
 
 function durationMs(value: unknown): number | undefined {

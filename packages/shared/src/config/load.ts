@@ -40,6 +40,8 @@ export const ENV_PATHS: Readonly<Record<string, string>> = {
   BATCH_MAX_WAIT_MS: 'batching.maxWaitMs',
   LIMITER_WINDOW_MS: 'limiter.windowMs',
   LIMITER_GUARD_MS: 'limiter.guardMs',
+  LIMITER_SLOW_START_REQUESTS: 'limiter.slowStartRequests',
+  LIMITER_REPORTED_TTL_MS: 'limiter.reportedTtlMs',
   BREAKER_ERROR_THRESHOLD_PERCENTAGE: 'breaker.errorThresholdPercentage',
   BREAKER_VOLUME_THRESHOLD: 'breaker.volumeThreshold',
   BREAKER_RESET_TIMEOUT_MS: 'breaker.resetTimeoutMs',

@@ -193,6 +193,18 @@ export const configSchema = z.strictObject({
        * Costs guardMs / windowMs of throughput (0.8% at the defaults). @defaultValue 500
        */
       guardMs: nonNegativeInt.default(500),
+      /**
+       * Slow start while a model's RPM or TPM is neither configured nor learned from a 429: requests
+       * per window to begin with, doubling per round trip of served calls, so an unknown quota costs
+       * a handful of 429s (whose QuotaFailure then names the limit), not a burst. 0: unknown means
+       * unlimited. @defaultValue 8
+       */
+      slowStartRequests: nonNegativeInt.default(8),
+      /**
+       * How long a limit Google reported in a 429 (QuotaFailure quotaValue) is kept once it stops
+       * binding, ms. While it binds it is kept. @defaultValue 3600000 (1 h)
+       */
+      reportedTtlMs: positiveInt.default(3_600_000),
     })
     .prefault({}),
   /**

@@ -174,6 +174,7 @@ export class FleetLimiter {
       reportedDimension,
       reportedLimit,
       this.reportedTtlMs,
+      this.slowStartRequests,
     )) as [number, number, number];
     return { dimension: dimension === 0 ? 'rpm' : 'tpm', limit: learned, expiresAt };
   }

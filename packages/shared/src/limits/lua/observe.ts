@@ -26,9 +26,11 @@ export const OBSERVE_LUA = `--[[
   ARGV[7]  reported dimension: 'rpm', 'tpm' or '' (nothing reported)
   ARGV[8]  reported limit per window (when ARGV[7] is set)
   ARGV[9]  TTL of a reported limit, ms (reserve() keeps it while it binds)
+  ARGV[10] slow start's first cap: the probe is never cut below it
 
   A running slow start (probe) is cut to the window's usage times the factor: the limit is
-  below what was just sent.
+  below what was just sent. With no configured limit and no reported one, only the probe is cut
+  (nothing is learned): an unknown quota is probed again, not guessed for 10 minutes.
 
   Returns { dimension (0: rpm, 1: tpm), learned limit, expiresAt (server ms) }.
 ]]
@@ -59,6 +61,13 @@ if (ARGV[7] == 'rpm' or ARGV[7] == 'tpm') and reported and reported > 0 then
   if configured > 0 then newLimit = math.min(newLimit, configured) end
   ttl = math.max(ttl, tonumber(ARGV[9]))
   redis.call('HSET', KEYS[4], 'reported', 1)
+elseif tonumber(ARGV[2]) == 0 and tonumber(ARGV[3]) == 0 then
+  -- Nothing configured and nothing reported (Vertex's shared quota, an overloaded project): no
+  -- limit to believe in for 10 minutes. Only the slow start is cut below (and grows back).
+  local probe = tonumber(redis.call('GET', KEYS[5]))
+  local cut = math.max(tonumber(ARGV[10]), 1, math.floor(count * factor))
+  if probe and cut < probe then redis.call('SET', KEYS[5], cut, 'KEEPTTL') end
+  return { 0, math.min(cut, probe or cut), now }
 else
   local limit, value, floor = rpm, count, 1
   field = 'rpm'
@@ -70,7 +79,7 @@ redis.call('HSET', KEYS[4], field, newLimit)
 redis.call('PEXPIRE', KEYS[4], math.max(ttl, redis.call('PTTL', KEYS[4])))
 local probe = tonumber(redis.call('GET', KEYS[5]))
 if probe then
-  local cut = math.max(1, math.floor(count * factor))
+  local cut = math.max(tonumber(ARGV[10]), 1, math.floor(count * factor))
   if field == 'rpm' then cut = math.min(cut, newLimit) end
   if cut < probe then redis.call('SET', KEYS[5], cut, 'KEEPTTL') end
 end

@@ -65,6 +65,7 @@ local function waitUntilFits(now, window, count, tokens, want, rpm, tpm)
 end
 
 local FIRST = 7
+local SLOW_START_RECHECK_MS = 1000
 local window = tonumber(ARGV[1])
 local now = nowMs()
 local paused = redis.call('PTTL', KEYS[4])
@@ -104,6 +105,8 @@ finish(KEYS[1], KEYS[2], KEYS[3], count, 2 * window)
 local waitMs = 0
 if granted < #ARGV - FIRST + 1 then
   waitMs = waitUntilFits(now, window, count, tokens, tonumber(ARGV[FIRST + granted]), rpm, tpm)
+  -- The slow start's cap grows as calls settle, long before the window rolls: look again soon.
+  if probe >= 0 and rpm == math.max(1, math.floor(probe)) then waitMs = math.min(waitMs, SLOW_START_RECHECK_MS) end
   -- A limit the provider reported still binds: keep it (it lapses only once it stops binding).
   if learned[3] then redis.call('PEXPIRE', KEYS[5], ARGV[6]) end
 end
