@@ -13,12 +13,13 @@ import {
   type PromptJobResult,
   type UsageLedger,
 } from '@prompt-queue/shared';
-import { Batcher } from './batching/batcher.js';
+import { Batcher, WithdrawnError } from './batching/batcher.js';
 import type { ResponseCache } from './cache/response-cache.js';
 import type { WorkerMetrics } from './metrics.js';
 import { BatchAccounting } from './pipeline/accounting.js';
-import { JobOutcomes, type JobEntry } from './pipeline/outcomes.js';
+import { JobOutcomes, SHUTDOWN_ABORT_REASON, type JobEntry } from './pipeline/outcomes.js';
 import { createBatchService } from './pipeline/serve-batch.js';
+import { providerCallStarted } from './providers/call-signal.js';
 import type { ProviderChains } from './providers/chain.js';
 import type { WorkerStats } from './status.js';
 
@@ -49,7 +50,14 @@ export type PromptProcessor = (job: Job, token: string | undefined, signal: Abor
 
 export interface PromptPipeline {
   processor: PromptProcessor;
-  batcher: Batcher<JobEntry, PromptJobResult>;
+  /**
+   * Shutdown has begun: hands back to the queue at once (no attempt spent) every job held that has
+   * not started a provider call (gathering for a batch, or waiting for an API key's probe, the
+   * limiter or the cache), and any job taken from now on (a closing BullMQ worker may still take
+   * one: its blocked fetch wakes on the marker a hand-back leaves). Embed jobs count as started
+   * once their batch is out: one call serves the whole batch. Returns how many were handed back.
+   */
+  handBackUnstarted(): number;
 }
 
 /**
@@ -83,10 +91,18 @@ export function createPromptProcessor(deps: ProcessorDeps): PromptPipeline {
     ...(metrics ? { metrics } : {}),
     ...(stats ? { onServed: (link, jobs) => stats.served(link.id, jobs) } : {}),
   });
+  /** Jobs whose processor call is running, each with the controller of its signal. */
+  const held = new Map<JobEntry, AbortController>();
+  /** Of those, the ones whose batch went out. */
+  const dispatched = new WeakSet<JobEntry>();
+  let draining = false;
   const batcher = new Batcher<JobEntry, PromptJobResult>({
     size: config.batching.size,
     maxWaitMs: config.batching.maxWaitMs,
-    dispatch: (_route, entries) => serveBatch(entries),
+    dispatch: (_route, entries) => {
+      for (const entry of entries) dispatched.add(entry);
+      return serveBatch(entries);
+    },
     onBatch: (route: string, size: number) => {
       stats?.batch(route, size);
       metrics?.batchSize.observe(size);
@@ -101,12 +117,40 @@ export function createPromptProcessor(deps: ProcessorDeps): PromptPipeline {
       logger.warn('job failed', { jobId: job.id, tenant: data?.tenant, model: data?.model, outcome: 'failed', code: 'INVALID_JOB' });
       throw new UnrecoverableError(formatFailedReason('INVALID_JOB', `The job payload is not a valid v1 prompt job (${where.join('; ')})`));
     }
+    // The job's own signal: BullMQ's (a cancel, a forced shutdown) forwarded, and ours to abort
+    // when a shutdown hands the job back before it started a call.
+    const controller = new AbortController();
+    const forward = (): void => controller.abort(signal!.reason);
+    if (signal?.aborted) forward();
+    else signal?.addEventListener('abort', forward, { once: true });
+    if (draining) controller.abort(SHUTDOWN_ABORT_REASON);
+    const entry: JobEntry = { job, token, signal: controller.signal, data: parsed.data };
     stats?.jobStarted();
+    held.set(entry, controller);
     try {
-      return await batcher.submit(`${parsed.data.kind}:${parsed.data.model}`, { job, token, signal, data: parsed.data });
+      return await batcher.submit(`${parsed.data.kind}:${parsed.data.model}`, entry, controller.signal);
+    } catch (error) {
+      // Aborted while gathering (a shutdown hands it back): no batch, no call, nothing to settle.
+      if (error instanceof WithdrawnError) throw await outcomes.failed(entry, error.reason, 0);
+      throw error;
     } finally {
+      held.delete(entry);
+      signal?.removeEventListener('abort', forward);
       stats?.jobEnded();
     }
   };
-  return { processor, batcher };
+
+  const started = (entry: JobEntry): boolean =>
+    dispatched.has(entry) && (entry.data.kind === 'embed' || providerCallStarted(entry.signal!));
+  const handBackUnstarted = (): number => {
+    draining = true;
+    let count = 0;
+    for (const [entry, controller] of held) {
+      if (started(entry) || controller.signal.aborted) continue;
+      controller.abort(SHUTDOWN_ABORT_REASON);
+      count += 1;
+    }
+    return count;
+  };
+  return { processor, handBackUnstarted };
 }

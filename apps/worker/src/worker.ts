@@ -59,9 +59,11 @@ export interface PromptWorker {
   keyRing: KeyRing;
   stats: WorkerStats;
   /**
-   * Stops fetching jobs, dispatches the jobs still gathering into batches and waits for in-flight
-   * batches up to `timeoutMs` (default `worker.shutdownTimeoutMs`); a batch settles or releases its
-   * limiter reservations before its jobs end. Past the timeout, provider calls still running are
+   * Stops fetching jobs, hands back at once the jobs that have not started a provider call (still
+   * gathering into a batch, or waiting for an API key's probe call: moved back to the queue, no
+   * attempt spent) and waits for in-flight calls up to `timeoutMs` (default
+   * `worker.shutdownTimeoutMs`); a batch settles or releases its limiter reservations before its
+   * jobs end. Past the timeout, provider calls still running are
    * aborted and their jobs handed back to the queue (no attempt spent); a job that cannot be handed
    * back (Redis gone) stays locked and returns through BullMQ's stalled-job recovery once
    * `lockDurationMs` passes. Idempotent: later calls return the first call's promise.
@@ -102,7 +104,7 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
   const ledger = new UsageLedger(connection, prefix);
   const cache = config.responseCache.enabled ? new ResponseCache(connection, prefix, { defaultTtlSeconds: config.responseCache.defaultTtlSeconds }) : undefined;
   const stats = new WorkerStats();
-  const { processor, batcher } = createPromptProcessor({
+  const { processor, handBackUnstarted } = createPromptProcessor({
     config,
     logger,
     redis: connection,
@@ -151,8 +153,10 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
       const graceful = worker.close().catch((error: unknown) => {
         logger.warn('error while closing the worker', { error: String(error) });
       });
-      // Jobs gathering for a batch go out now rather than after maxWaitMs.
-      batcher.flushAll();
+      // Jobs that have not started a provider call go back to the queue now, unharmed: another
+      // worker can take them at once, and no call starts during the drain only to be aborted.
+      const handedBack = handBackUnstarted();
+      if (handedBack > 0) logger.info('shutdown: jobs that had not started a provider call handed back to the queue', { jobs: handedBack });
       let forced = false;
       if (!(await settlesWithin(graceful, timeoutMs))) {
         forced = true;

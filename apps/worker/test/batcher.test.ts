@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { Batcher, type Outcome } from '../src/batching/batcher.js';
+import { Batcher, WithdrawnError, type Outcome } from '../src/batching/batcher.js';
 
 /** A dispatch whose batches stay in flight until the test finishes them. */
 function harness(size = 4, maxWaitMs = 20) {
@@ -96,14 +96,40 @@ describe('Batcher (adaptive micro-batches, fake timers)', () => {
     await expect(broken.submit('a', 1)).rejects.toThrow('redis down');
   });
 
-  it('flushAll sends what is gathering at once (shutdown)', () => {
-    const { batcher, batches } = harness(10, 10_000);
+  it('an item whose signal aborts while it gathers is withdrawn: never dispatched, rejects with the reason', async () => {
+    const { batcher, batches } = harness(4, 20);
     void batcher.submit('a', 1);
-    void batcher.submit('a', 2);
-    void batcher.submit('b', 3);
-    void batcher.submit('b', 4);
-    expect(batcher.load).toEqual({ pendingItems: 2, batchesInFlight: 2 });
-    batcher.flushAll();
-    expect(batches.map((b) => b.items)).toEqual([[1], [3], [2], [4]]);
+    const controller = new AbortController();
+    const withdrawn = batcher.submit('a', 2, controller.signal);
+    const stays = batcher.submit('a', 3, new AbortController().signal);
+    controller.abort('worker-shutdown');
+    const error = await withdrawn.catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(WithdrawnError);
+    expect((error as WithdrawnError).reason).toBe('worker-shutdown');
+    expect(batcher.load.pendingItems).toBe(1);
+    await vi.advanceTimersByTimeAsync(20);
+    expect(batches.map((b) => b.items)).toEqual([[1], [3]]);
+    batches[1]!.finish();
+    await expect(stays).resolves.toBe('done 3');
+    // Aborted before it was submitted: rejected at once. Aborted after dispatch: the batch decides.
+    await expect(batcher.submit('a', 4, AbortSignal.abort('late'))).rejects.toBeInstanceOf(WithdrawnError);
+    const sent = new AbortController();
+    const inFlight = batcher.submit('b', 5, sent.signal);
+    sent.abort('after dispatch');
+    batches.at(-1)!.finish();
+    await expect(inFlight).resolves.toBe('done 5');
+  });
+
+  it('the last item of a route withdrawn leaves no timer and no route behind', async () => {
+    const { batcher, batches } = harness(4, 20);
+    void batcher.submit('a', 1);
+    const controller = new AbortController();
+    void batcher.submit('a', 2, controller.signal).catch(() => {});
+    controller.abort();
+    batches[0]!.finish();
+    await vi.advanceTimersByTimeAsync(100);
+    expect(batches).toHaveLength(1);
+    expect(batcher.load).toEqual({ pendingItems: 0, batchesInFlight: 0 });
+    expect(vi.getTimerCount()).toBe(0);
   });
 });

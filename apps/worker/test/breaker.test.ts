@@ -10,6 +10,7 @@ import {
   readBreakerStates,
   type BreakerOptions,
 } from '../src/providers/breaker.js';
+import { CallNotSentError } from '../src/providers/call-signal.js';
 
 const LINK = 'emulated:gemini-2.5-flash';
 const OPTIONS: BreakerOptions = { ...DEFAULT_BREAKER_OPTIONS, volumeThreshold: 5, resetTimeoutMs: 200 };
@@ -99,6 +100,12 @@ describe('ProviderBreaker', () => {
     }
     expect(breaker.state.state).toBe('closed');
     await expect(breaker.fire(() => Promise.resolve('ok'))).resolves.toBe('ok');
+  });
+
+  it('never trips on calls abandoned before they were sent (a shutdown says nothing about the provider)', async () => {
+    const breaker = makeBreaker();
+    for (let i = 0; i < 20; i++) await failWith(breaker, new CallNotSentError('gemini', 'worker-shutdown'));
+    expect(breaker.state.state).toBe('closed');
   });
 
   it('counts errors that are not ProviderErrors as failures', async () => {

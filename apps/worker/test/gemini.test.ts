@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startEmulatorProcess, type EmulatorProcess } from '@prompt-queue/gemini-emulator';
 import { isProviderError } from '@prompt-queue/shared';
+import { waitFor } from '@prompt-queue/shared/testing';
 import { GeminiProvider } from '../src/providers/gemini.js';
 import type { GenerateRequest } from '../src/providers/provider.js';
 import { MODEL } from './helpers.js';
@@ -92,5 +93,37 @@ describe('GeminiProvider against the emulator', () => {
     setTimeout(() => controller.abort('stop'), 100);
     const error = await failure(provider.generate(ask('slow'), { signal: controller.signal }));
     expect(error.code).toBe('PROVIDER_TIMEOUT');
+  });
+
+  it('sends nothing for a signal aborted already (the SDK would ignore it and run the call to its end)', async () => {
+    await emulator.client.setLatency(3_000);
+    try {
+      const started = Date.now();
+      const error = await failure(provider.generate(ask('never sent'), { signal: AbortSignal.abort('worker-shutdown') }));
+      expect(error).toMatchObject({ code: 'PROVIDER_TIMEOUT', disposition: 'backoff', notSent: true });
+      expect(Date.now() - started).toBeLessThan(500);
+      expect((await emulator.client.counters()).totalCalls).toBe(0);
+    } finally {
+      await emulator.client.setLatency(0);
+    }
+  });
+
+  it('a call waiting for the probe of a new key is abandoned, unsent, when its signal aborts', async () => {
+    await emulator.client.setLatency(1_500);
+    try {
+      const fresh = new GeminiProvider({ apiKeys: ['key-one'], baseUrl: emulator.url, apiVersion: 'v1beta', timeoutMs: 5_000 });
+      const probe = fresh.generate(ask('the probe'));
+      const controller = new AbortController();
+      const waiting = failure(fresh.generate(ask('waits for the probe'), { signal: controller.signal }));
+      await waitFor(async () => (await emulator.client.counters()).totalCalls === 1, { what: 'the probe call' });
+      const aborted = Date.now();
+      controller.abort('worker-shutdown');
+      expect(await waiting).toMatchObject({ notSent: true });
+      expect(Date.now() - aborted).toBeLessThan(100);
+      await probe;
+      expect((await emulator.client.counters()).totalCalls).toBe(1);
+    } finally {
+      await emulator.client.setLatency(0);
+    }
   });
 });

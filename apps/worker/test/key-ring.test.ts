@@ -99,6 +99,22 @@ describe('KeyRing', () => {
     expect(logs.text()).not.toContain(KEY_A);
   });
 
+  it('acquire(signal): a call waiting for a new key\'s probe leaves at once when its signal aborts', async () => {
+    const keyRing = ring({ keys: [KEY_A] });
+    const probe = await keyRing.acquire();
+    expect(probe?.key).toBe(KEY_A);
+    const controller = new AbortController();
+    const waiting = keyRing.acquire(controller.signal);
+    const other = keyRing.acquire();
+    controller.abort('worker-shutdown');
+    await expect(waiting).rejects.toBe('worker-shutdown');
+    // The aborted waiter is gone; the other still gets the key once the probe proves it.
+    keyRing.succeeded(KEY_A);
+    await expect(other).resolves.toMatchObject({ key: KEY_A });
+    // Already aborted: no key is taken (no probe is started for a call that will not be made).
+    await expect(keyRing.acquire(AbortSignal.abort('gone'))).rejects.toBe('gone');
+  });
+
   it('reload() re-reads the file and puts listed keys back, rejected ones included', () => {
     writeFileSync(file, `${KEY_A}\n${KEY_B}\n`);
     const keyRing = ring({ file });

@@ -144,6 +144,37 @@ describe('worker process (node dist/main.js)', () => {
     expect(counters.totals.aborted).toBe(1);
   });
 
+  it('SIGTERM hands back at once the jobs of a fresh worker that have not started a provider call', async () => {
+    // A fresh worker probes its API key with ONE call; the other calls wait for that probe. Those
+    // jobs used to wait behind the 20 s call, past the shutdown timeout, and came back only through
+    // stalled-job recovery once the process had exited (~50 s later).
+    const { config, queue, start } = setup({ SHUTDOWN_TIMEOUT_MS: '3000', LOCK_DURATION_MS: '30000', LIMITER_SLOW_START_REQUESTS: '0' });
+    await emulator.client.setLatency(20_000);
+    const worker = await start();
+    const ids = await Promise.all(Array.from({ length: 20 }, (_, i) => enqueue(queue, config, promptData({ text: `job ${i}: say something` }))));
+    await waitFor(async () => (await queue.getJobCounts('active')).active === 20, { what: 'all 20 jobs held by the worker' });
+    await waitFor(async () => (await emulator.client.counters()).totalCalls >= 1, { what: 'the first Gemini call' });
+
+    const signalled = Date.now();
+    worker.child.kill('SIGTERM');
+    const backInQueue = async () => {
+      const states = await Promise.all(ids.map((id) => queue.getJobState(id)));
+      return states.filter((state) => ['wait', 'waiting', 'delayed', 'prioritized'].includes(state)).length;
+    };
+    await waitFor(async () => (await backInQueue()) >= 19, { timeoutMs: 1_500, intervalMs: 20, what: '19 jobs handed back' });
+    const handedBackMs = Date.now() - signalled;
+
+    // The one call in flight keeps its 3 s, then it is aborted and handed back too.
+    expect(await worker.exited).toEqual({ code: 0, signal: null });
+    const exitedMs = Date.now() - signalled;
+    expect(exitedMs).toBeLessThan(3_000 + 2_000);
+    expect(await backInQueue()).toBe(20);
+    for (const id of ids) expect((await queue.getJob(id))!.attemptsMade, id).toBe(0);
+    // No job started a call during the shutdown: the probe was the only one.
+    expect((await emulator.client.counters()).totalCalls).toBe(1);
+    console.log(`[shutdown] 19 unstarted jobs back in ${handedBackMs} ms, worker exited after ${exitedMs} ms`);
+  });
+
   it('a second signal forces the exit', async () => {
     const { config, queue, start } = setup({ SHUTDOWN_TIMEOUT_MS: '20000' });
     await emulator.client.setLatency(5_000);

@@ -234,6 +234,30 @@ describe('prompt worker (real Redis, real SDK, emulator process)', () => {
     expect((await emulator.client.counters()).totalCalls).toBe(2);
   });
 
+  it('close() hands back at once the jobs gathering for a batch, and lets the call in flight finish', async () => {
+    const { config, queue, workers, provider } = setup({ BATCH_SIZE: '16', BATCH_MAX_WAIT_MS: '10000' });
+    await emulator.client.setLatency(1_500);
+    try {
+      const first = await enqueue(queue, config, promptData({ text: 'in flight' }));
+      await waitFor(() => provider.calls.length === 1, { what: 'the first call' });
+      // The route is busy: these gather for up to BATCH_MAX_WAIT_MS.
+      const gathering = await Promise.all([1, 2, 3].map((i) => enqueue(queue, config, promptData({ text: `gathering ${i}` }))));
+      await waitFor(async () => (await queue.getJobCounts('active')).active === 4, { what: 'all four held' });
+
+      const closed = workers[0]!.close(10_000);
+      for (const id of gathering) {
+        const { job } = await waitForJob(queue, id, ['delayed', 'waiting', 'wait', 'prioritized'], 500);
+        expect(job.attemptsMade).toBe(0);
+      }
+      expect(await queue.getJobState(first)).toBe('active');
+      expect(await closed).toEqual({ forced: false });
+      expect((await waitForJob(queue, first, ['completed'])).job.attemptsMade).toBe(1);
+      expect(provider.calls).toHaveLength(1);
+    } finally {
+      await emulator.client.setLatency(0);
+    }
+  });
+
   it('close() past its timeout hands in-flight jobs back to the queue without spending an attempt', async () => {
     const { config, queue, workers, provider } = setup();
     await emulator.client.setLatency(3_000);

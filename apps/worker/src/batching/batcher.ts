@@ -8,6 +8,9 @@
  * - while a batch of the route is in flight, new jobs gather until `size` of them are pending or
  *   the first of them has waited `maxWaitMs`, and the route also flushes as soon as it goes idle.
  * So batches grow only under load, and a batch never waits for one that is in flight.
+ *
+ * An item submitted with a signal leaves its route when the signal aborts before its batch goes
+ * out, and rejects with a {@link WithdrawnError}: it was not served (a shutdown hands it back).
  */
 
 export type Outcome<R> = { ok: true; value: R } | { ok: false; error: unknown };
@@ -27,6 +30,18 @@ interface Waiter<T, R> {
   item: T;
   resolve(value: R): void;
   reject(error: unknown): void;
+  /** Unhooks the item's abort listener once it leaves the pending list. */
+  detach(): void;
+}
+
+/** An item whose signal aborted while it was still gathering: it never reached `dispatch`. */
+export class WithdrawnError extends Error {
+  override readonly name = 'WithdrawnError';
+
+  /** The signal's abort reason. */
+  constructor(readonly reason: unknown) {
+    super('withdrawn from its batch before dispatch');
+  }
 }
 
 interface RouteState<T, R> {
@@ -43,19 +58,31 @@ export class Batcher<T, R> {
     if (!(options.maxWaitMs >= 0)) throw new RangeError('maxWaitMs must be ≥ 0');
   }
 
-  /** Adds an item to its route's next batch; settles with that item's own outcome. */
-  submit(route: string, item: T): Promise<R> {
+  /**
+   * Adds an item to its route's next batch; settles with that item's own outcome. With `signal`,
+   * an abort before the batch goes out withdraws the item (rejects with {@link WithdrawnError}).
+   */
+  submit(route: string, item: T, signal?: AbortSignal): Promise<R> {
     return new Promise<R>((resolve, reject) => {
+      if (signal?.aborted) return reject(new WithdrawnError(signal.reason));
       const state = this.route(route);
-      state.pending.push({ item, resolve, reject });
+      const onAbort = (): void => {
+        const index = state.pending.indexOf(waiter);
+        if (index < 0) return;
+        state.pending.splice(index, 1);
+        if (state.pending.length === 0) {
+          clearTimeout(state.timer);
+          state.timer = undefined;
+          if (state.inFlight === 0 && this.routes.get(route) === state) this.routes.delete(route);
+        }
+        reject(new WithdrawnError(signal!.reason));
+      };
+      const waiter: Waiter<T, R> = { item, resolve, reject, detach: () => signal?.removeEventListener('abort', onAbort) };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      state.pending.push(waiter);
       if (state.pending.length >= this.options.size || state.inFlight === 0) this.flush(route, state);
       else state.timer ??= setTimeout(() => this.flush(route, state), this.options.maxWaitMs);
     });
-  }
-
-  /** Dispatches everything pending now, whatever the size (shutdown). */
-  flushAll(): void {
-    for (const [route, state] of this.routes) while (state.pending.length > 0) this.flush(route, state);
   }
 
   /** Items waiting for a batch, and batches in flight, over all routes. */
@@ -83,6 +110,7 @@ export class Batcher<T, R> {
     state.timer = undefined;
     const batch = state.pending.splice(0, this.options.size);
     if (batch.length === 0) return;
+    for (const waiter of batch) waiter.detach();
     // What is left waits for the next flush: at once if already full, else up to maxWaitMs.
     if (state.pending.length >= this.options.size) queueMicrotask(() => this.flush(route, state));
     else if (state.pending.length > 0) state.timer = setTimeout(() => this.flush(route, state), this.options.maxWaitMs);

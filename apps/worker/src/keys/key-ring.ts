@@ -161,9 +161,14 @@ export class KeyRing {
    * is unverified and probing, waits for a probe to end. Report how the call went with
    * {@link KeyRing.succeeded}, {@link KeyRing.reject} or {@link KeyRing.settled}. Undefined when no
    * key is left (fail with PROVIDER_AUTH_FAILED).
+   *
+   * `signal`: the caller's call is abandoned (a forced shutdown, a cancel). Waiting for a probe then
+   * ends at once, rejecting with the signal's reason; already aborted, it rejects before taking a
+   * key. Without this, a job cancelled while it waits would still make its call once woken.
    */
-  async acquire(): Promise<KeyLease | undefined> {
+  async acquire(signal?: AbortSignal): Promise<KeyLease | undefined> {
     for (;;) {
+      signal?.throwIfAborted();
       const healthy = this.healthy();
       if (healthy.length === 0) return undefined;
       let waitForProbe = false;
@@ -181,8 +186,24 @@ export class KeyRing {
         return { key, fingerprint: fingerprint(key) };
       }
       if (!waitForProbe) return undefined;
-      await new Promise<void>((resolve) => this.waiters.push(resolve));
+      await this.waitForWake(signal);
     }
+  }
+
+  /** Until the next `wake()`, or until `signal` aborts (then the waiter leaves the list). */
+  private waitForWake(signal: AbortSignal | undefined): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => {
+        this.waiters = this.waiters.filter((waiter) => waiter !== wake);
+        reject(signal!.reason);
+      };
+      const wake = (): void => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      this.waiters.push(wake);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
   }
 
   /** The call with `key` was answered (not a key error): the key is verified, calls may share it. */

@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import CircuitBreaker from 'opossum';
 import type { Redis } from 'ioredis';
 import { breakerStatesKey, isProviderError, ProviderError, type Logger } from '@prompt-queue/shared';
+import { isCallNotSent } from './call-signal.js';
 
 /**
  * A circuit breaker around one provider link (a provider + model, or whatever the caller names a
@@ -134,7 +135,8 @@ export class ProviderBreaker {
       enableSnapshots: false,
       // true = "not a failure". In half-open, such an answer also closes the breaker: the provider
       // answered, so it is up.
-      errorFilter: (error: unknown) => isProviderError(error) && error.disposition !== 'backoff',
+      // A call abandoned before it was sent (shutdown, cancel) learned nothing about the provider.
+      errorFilter: (error: unknown) => (isProviderError(error) && error.disposition !== 'backoff') || isCallNotSent(error),
     });
 
     this.circuit.on('open', () => {

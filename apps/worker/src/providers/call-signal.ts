@@ -1,3 +1,5 @@
+import { ProviderError } from '@prompt-queue/shared';
+
 /**
  * The signal of one provider call: it aborts when the caller's signal does (with its reason) or when
  * `timeoutMs` passes. `dispose()` clears the timer and unhooks it from the caller's signal; call it
@@ -18,6 +20,7 @@ export interface CallSignal {
 }
 
 export function callSignal(outer: AbortSignal | undefined, timeoutMs: number): CallSignal {
+  if (outer) started.add(outer);
   const controller = new AbortController();
   let timedOut = false;
   const onOuterAbort = (): void => controller.abort(outer?.reason);
@@ -37,4 +40,34 @@ export function callSignal(outer: AbortSignal | undefined, timeoutMs: number): C
       outer?.removeEventListener('abort', onOuterAbort);
     },
   };
+}
+
+/** Callers' signals that have had a provider call made with them (weakly held: gone with the job). */
+const started = new WeakSet<AbortSignal>();
+
+/**
+ * Whether a provider call was started with `signal` (a job's own signal: `callSignal` records it as
+ * the call goes out, after any wait for an API key). A job whose signal has none has not reached
+ * the provider yet, so a shutdown can hand it back at once without losing a call.
+ */
+export function providerCallStarted(signal: AbortSignal): boolean {
+  return started.has(signal);
+}
+
+/**
+ * A call its caller abandoned before it was sent (its signal aborted while it waited for a key, or
+ * before it began). Nothing reached the provider, so it says nothing about the provider's health:
+ * the breaker does not count it (breaker.ts).
+ */
+export class CallNotSentError extends ProviderError {
+  readonly notSent = true as const;
+
+  constructor(provider: string, cause: unknown) {
+    super('PROVIDER_TIMEOUT', `The ${provider} call was abandoned before it was sent`, { disposition: 'backoff', cause });
+  }
+}
+
+/** True for a {@link CallNotSentError}; survives duplicate package copies. */
+export function isCallNotSent(error: unknown): boolean {
+  return (error as { notSent?: unknown } | null)?.notSent === true;
 }

@@ -6,7 +6,7 @@ import {
 } from '@google/generative-ai';
 import { createLogger, isProviderError, ProviderError, type Config, type TokenUsage } from '@prompt-queue/shared';
 import { KeyRing, rejectionReason } from '../keys/key-ring.js';
-import { callSignal } from './call-signal.js';
+import { callSignal, CallNotSentError } from './call-signal.js';
 import { classifyProviderError } from './classify.js';
 import type { EmbedBatchRequest, EmbedBatchResult, GenerateRequest, GenerateResult, Provider } from './provider.js';
 
@@ -92,10 +92,17 @@ export class GeminiProvider implements Provider {
    * inside this one `generate`/`embedBatch`: no attempt is spent and the breaker sees only the
    * final outcome. No key left → PROVIDER_AUTH_FAILED (not retryable).
    */
-  private async withKey<T>(call: (client: GoogleGenerativeAI) => Promise<T>): Promise<T> {
+  private async withKey<T>(signal: AbortSignal | undefined, call: (client: GoogleGenerativeAI) => Promise<T>): Promise<T> {
     let lastRejection: unknown;
     for (;;) {
-      const lease = await this.keys.acquire();
+      let lease: Awaited<ReturnType<KeySource['acquire']>>;
+      try {
+        // A fresh key carries one probe call at a time; the others wait here, abortably.
+        lease = await this.keys.acquire(signal);
+      } catch (error) {
+        if (signal?.aborted) throw new CallNotSentError(this.name, error);
+        throw error;
+      }
       if (!lease) {
         // The key this call just lost was the last one: Google's own answer says why.
         if (lastRejection !== undefined) throw lastRejection;
@@ -127,7 +134,7 @@ export class GeminiProvider implements Provider {
   /** One batchEmbedContents call for all items (a real native batch: one request of the quota). */
   async embedBatch(request: EmbedBatchRequest, callOptions: { signal?: AbortSignal } = {}): Promise<EmbedBatchResult> {
     if (request.items.length > MAX_EMBED_BATCH) throw new RangeError(`at most ${MAX_EMBED_BATCH} embeddings per call`);
-    const response = await this.withKey((client) => {
+    const response = await this.withKey(callOptions.signal, (client) => {
       const model = client.getGenerativeModel({ model: request.model }, { baseUrl: this.options.baseUrl, apiVersion: this.options.apiVersion });
       // outputDimensionality is newer than the SDK's types; the SDK passes the object through.
       const body = {
@@ -150,6 +157,9 @@ export class GeminiProvider implements Provider {
 
   /** Runs an SDK call under our own timeout (cleared when it settles) and classifies its failure. */
   private async withTimeout<T>(outer: AbortSignal | undefined, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    // The SDK only listens for a later 'abort': a signal aborted already would not stop its fetch,
+    // and the abandoned call would run to its end (or our timeout).
+    if (outer?.aborted) throw new CallNotSentError(this.name, outer.reason);
     // Not AbortSignal.any: it leaks one signal per call once the SDK listens to it (call-signal.ts).
     const call$ = callSignal(outer, this.options.timeoutMs);
     try {
@@ -164,7 +174,7 @@ export class GeminiProvider implements Provider {
   async generate(request: GenerateRequest, callOptions: { signal?: AbortSignal } = {}): Promise<GenerateResult> {
     // Round-robin over keys. Quota is per Google Cloud project, so keys of one project add no
     // throughput; keys of several projects do.
-    const result = await this.withKey((client) => {
+    const result = await this.withKey(callOptions.signal, (client) => {
       const model = client.getGenerativeModel(
         {
           model: request.model,
