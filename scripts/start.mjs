@@ -1,7 +1,14 @@
 #!/usr/bin/env node
 // `npm start`: the whole system on one machine, no Gemini key needed.
-// Builds (Turborepo skips what is up to date), finds or starts Redis, starts the Gemini emulator
-// unless GEMINI_API_KEY is set, then the producer, a worker and the dashboard. Ctrl-C stops all.
+// Builds (Turborepo skips what is up to date; `--no-build` skips the step), finds or starts Redis,
+// starts the Gemini emulator unless GEMINI_API_KEY is set, then the producer, a worker and the
+// dashboard. Ctrl-C stops all, gracefully: the apps first (the worker drains its in-flight jobs),
+// then the emulator, Redis last. A second Ctrl-C, a second or more later, forces.
+//
+// Children run in process groups of their own (`detached`), so the terminal's Ctrl-C reaches this
+// script only, and each child gets exactly one SIGTERM from it, in order. Had they stayed in the
+// terminal's group, every child would get SIGINT from the terminal at once (redis-server and the
+// emulator would exit under the draining worker) and then SIGTERM from here on top.
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -14,6 +21,12 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const env = { ...process.env };
 const children = [];
 let stopping = false;
+/** Stop signals closer than this to the first are the same Ctrl-C (npm forwards its own SIGINT), ms. */
+const SAME_STOP_REQUEST_MS = 1_000;
+/** After SIGTERM, how long a child may take before it is killed, ms (the worker's own bound is shorter). */
+const STOP_GRACE_MS = 60_000;
+/** Children that are infrastructure, stopped after the apps: the emulator, then Redis last. */
+const INFRASTRUCTURE = ['emulator', 'redis'];
 
 function log(message) {
   process.stdout.write(`[start] ${message}\n`);
@@ -52,7 +65,7 @@ function onPath(command) {
 
 /** Starts a process, prefixes its output, and resolves when stdout matches `ready`. */
 function startChild(name, command, args, ready, extraEnv = {}) {
-  const child = spawn(command, args, { cwd: root, env: { ...env, ...extraEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(command, args, { cwd: root, env: { ...env, ...extraEnv }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   children.push({ name, child });
   const prefix = (stream, out) =>
     stream.on('data', (chunk) => {
@@ -78,35 +91,76 @@ function startChild(name, command, args, ready, extraEnv = {}) {
   });
 }
 
+function running(child) {
+  return child.exitCode === null && child.signalCode === null;
+}
+
+/** SIGTERM to each child (one signal each), waits for their exit; SIGKILL after STOP_GRACE_MS. */
+async function stopChildren(entries) {
+  await Promise.all(
+    entries.map(async ({ name, child }) => {
+      if (!running(child)) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
+      await exited;
+      clearTimeout(timer);
+      log(`${name} stopped`);
+    }),
+  );
+}
+
 async function stopAll(exitCode = 0) {
   if (stopping) return;
   stopping = true;
-  log('stopping…');
-  // Reverse order: apps first (the worker finishes in-flight jobs), Redis last.
-  for (const { name, child } of [...children].reverse()) {
-    if (child.exitCode !== null || child.signalCode !== null) continue;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    await exited;
-    clearTimeout(timer);
-    log(`${name} stopped`);
-  }
+  log('stopping: the worker finishes its in-flight jobs first (Ctrl-C again to force)…');
+  // The apps together (the worker drains while the emulator and Redis still serve it), then the
+  // emulator, Redis last.
+  await stopChildren(children.filter(({ name }) => !INFRASTRUCTURE.includes(name)));
+  for (const name of INFRASTRUCTURE) await stopChildren(children.filter((entry) => entry.name === name));
   if (redisDir) rmSync(redisDir, { recursive: true, force: true });
-  process.exit(exitCode);
+  process.exit(forced ? 1 : exitCode);
+}
+
+/** A second Ctrl-C: the apps are killed (the worker's jobs come back through stalled-job recovery); Redis still stops cleanly. */
+let forced = false;
+function force() {
+  forced = true;
+  log('forced: killing the apps now');
+  for (const { name, child } of children) if (!INFRASTRUCTURE.includes(name) && running(child)) child.kill('SIGKILL');
+}
+
+let firstStopAt;
+function onStopSignal(signal) {
+  if (firstStopAt === undefined) {
+    firstStopAt = Date.now();
+    log(`${signal} received`);
+    void stopAll(0);
+  } else if (Date.now() - firstStopAt >= SAME_STOP_REQUEST_MS) {
+    force();
+  }
+  // Otherwise the same Ctrl-C, forwarded by npm: nothing more to do.
 }
 
 let redisDir;
 
 async function main() {
-  process.on('SIGINT', () => void stopAll(0));
-  process.on('SIGTERM', () => void stopAll(0));
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, onStopSignal);
+  // Children in their own process groups outlive this script unless told: whatever ends it (an
+  // error, an unexpected exit), they get SIGTERM on the way out.
+  process.on('exit', () => {
+    for (const { child } of children) if (running(child)) child.kill('SIGTERM');
+  });
 
-  log('building (cached steps are skipped)…');
-  const build = spawnSync('npx', ['turbo', 'run', 'build', '--output-logs=errors-only'], { cwd: root, stdio: 'inherit' });
-  if (build.status !== 0) {
-    log('build failed; see above.');
-    process.exit(1);
+  if (process.argv.includes('--no-build')) {
+    log('--no-build: using the existing build');
+  } else {
+    log('building (cached steps are skipped)…');
+    const build = spawnSync('npx', ['turbo', 'run', 'build', '--output-logs=errors-only'], { cwd: root, stdio: 'inherit' });
+    if (build.status !== 0) {
+      log('build failed; see above.');
+      process.exit(1);
+    }
   }
 
   env.REDIS_URL ??= 'redis://127.0.0.1:6379';
@@ -162,7 +216,7 @@ Try it:
        -d '{"prompt":"Write a haiku about queues"}'
   curl -s '${producerUrl}/v1/jobs/<id>?wait=10' -H 'Authorization: Bearer ${key}'
 
-Ctrl-C stops everything.
+Ctrl-C stops everything (the worker finishes its in-flight calls first; Ctrl-C again to force).
 `);
 }
 

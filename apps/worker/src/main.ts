@@ -9,6 +9,7 @@ import {
   listen,
   loadConfigOrExit,
   logConnectionState,
+  onStopSignals,
   parseAuditDestination,
   QueueName,
 } from '@prompt-queue/shared';
@@ -38,15 +39,17 @@ const logger = createLogger({ service: 'worker', level: config.logLevel, json: c
 
 let shuttingDown: Promise<void> | undefined;
 const shutdown = (reason: string, exitCode = 0): Promise<void> => (shuttingDown ??= stop(reason, exitCode));
-const onSignal = (signal: NodeJS.Signals): void => {
-  if (shuttingDown) {
-    logger.warn(`second ${signal}: exiting now; in-flight jobs return through stalled-job recovery`);
+// One Ctrl-C drains: SIGINT from the terminal and SIGTERM from `npm start` arriving together are
+// one request. A signal a second or more later forces the exit.
+onStopSignals({
+  stop: (signal) => void shutdown(signal),
+  repeated: (signal, sinceFirstMs) =>
+    logger.info(`${signal} ${sinceFirstMs} ms after the first stop signal: same request, still draining (signal again to force)`),
+  force: (signal) => {
+    logger.warn(`another ${signal}: exiting now; in-flight jobs return through stalled-job recovery`);
     process.exit(1);
-  }
-  void shutdown(signal);
-};
-process.on('SIGTERM', onSignal);
-process.on('SIGINT', onSignal);
+  },
+});
 process.on('uncaughtException', (error) => {
   logger.error('uncaught exception', { error: describe(error), stack: error.stack });
   void shutdown('uncaughtException', 1);

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
 import { startEmulatorProcess, type EmulatorProcess } from '@prompt-queue/gemini-emulator';
-import { createRedis, QueueName, type Config } from '@prompt-queue/shared';
+import { createRedis, QueueName, SAME_STOP_REQUEST_MS, type Config } from '@prompt-queue/shared';
 import { startServiceProcess, startTestRedis, uniquePrefix, waitFor, type ServiceProcess, type TestRedis } from '@prompt-queue/shared/testing';
 import { enqueue, promptData, testConfig, waitForJob } from './helpers.js';
 
@@ -175,7 +175,27 @@ describe('worker process (node dist/main.js)', () => {
     console.log(`[shutdown] 19 unstarted jobs back in ${handedBackMs} ms, worker exited after ${exitedMs} ms`);
   });
 
-  it('a second signal forces the exit', async () => {
+  it('SIGINT and SIGTERM together (one Ctrl-C under npm start) drain the calls in flight, then exit 0', async () => {
+    const { config, queue, start } = setup({ SHUTDOWN_TIMEOUT_MS: '20000' });
+    const worker = await start();
+    // A first job proves the API key, so the next calls go out together instead of behind a probe.
+    await waitForJob(queue, await enqueue(queue, config, promptData({ text: 'warm-up' })), ['completed']);
+    await emulator.client.setLatency(2_000);
+    const ids = await Promise.all(Array.from({ length: 8 }, (_, i) => enqueue(queue, config, promptData({ text: `in flight ${i}` }))));
+    await waitFor(async () => (await emulator.client.counters()).totalCalls === 1 + ids.length, { what: 'eight calls in flight' });
+
+    worker.child.kill('SIGINT');
+    worker.child.kill('SIGTERM');
+    expect(await worker.exited).toEqual({ code: 0, signal: null });
+    for (const id of ids) {
+      const { job, state } = await waitForJob(queue, id, ['completed', 'failed', 'active', 'wait', 'delayed', 'prioritized'], 1_000);
+      expect([id, state, job.attemptsMade]).toEqual([id, 'completed', 1]);
+    }
+    expect((await emulator.client.counters()).totalCalls).toBe(1 + ids.length);
+    expect(worker.output()).toMatch(/SIGTERM \d+ ms after the first stop signal: same request/);
+  });
+
+  it(`a stop signal ${SAME_STOP_REQUEST_MS} ms or more after the first forces the exit`, async () => {
     const { config, queue, start } = setup({ SHUTDOWN_TIMEOUT_MS: '20000' });
     await emulator.client.setLatency(5_000);
     const worker = await start();
@@ -183,9 +203,11 @@ describe('worker process (node dist/main.js)', () => {
     const signalled = Date.now();
     worker.child.kill('SIGTERM');
     await waitFor(() => /shutting down/.test(worker.output()), { what: 'shutdown to begin' });
+    // Not a sleep for luck: signals closer than this are, by design, the same request.
+    await new Promise((resolve) => setTimeout(resolve, signalled + SAME_STOP_REQUEST_MS + 50 - Date.now()));
     worker.child.kill('SIGTERM');
     expect(await worker.exited).toEqual({ code: 1, signal: null });
-    expect(Date.now() - signalled).toBeLessThan(2_000);
+    expect(Date.now() - signalled).toBeLessThan(SAME_STOP_REQUEST_MS + 2_000);
   });
 
   it('SIGKILL mid-job: the job returns through stalled-job recovery and another worker completes it', async () => {

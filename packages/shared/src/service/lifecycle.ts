@@ -35,3 +35,55 @@ export function logConnectionState(client: Redis, log: Logger): void {
     down = false;
   });
 }
+
+/**
+ * Stop signals closer than this to the first one are the same stop request, ms. A terminal's
+ * Ctrl-C reaches every process of its foreground group, and a supervisor (`npm start`, npm itself)
+ * may forward its own SIGINT or SIGTERM on top: a service would otherwise see one Ctrl-C as two.
+ */
+export const SAME_STOP_REQUEST_MS = 1_000;
+
+export interface StopSignalOptions {
+  /** The first stop signal: stop gracefully (finish in-flight work). */
+  stop(signal: NodeJS.Signals): void;
+  /** A stop signal `sameRequestMs` or more after the first: the operator insists, exit now. */
+  force(signal: NodeJS.Signals): void;
+  /** A stop signal taken as part of the first request (sent within `sameRequestMs`). */
+  repeated?(signal: NodeJS.Signals, sinceFirstMs: number): void;
+  /** @defaultValue {@link SAME_STOP_REQUEST_MS} */
+  sameRequestMs?: number;
+  /** @defaultValue `['SIGTERM', 'SIGINT']` */
+  signals?: NodeJS.Signals[];
+  /** Where the signals arrive. @defaultValue `process` */
+  target?: Pick<NodeJS.EventEmitter, 'on' | 'off'>;
+  /** @defaultValue `Date.now` */
+  now?(): number;
+}
+
+/**
+ * SIGTERM and SIGINT handling for a service that drains on stop: the first signal stops
+ * gracefully; signals within `sameRequestMs` of it are the same request (SIGINT from the terminal
+ * and SIGTERM from a supervisor arriving together); a later one forces the exit. Returns a
+ * function that removes the listeners.
+ */
+export function onStopSignals(options: StopSignalOptions): () => void {
+  const target = options.target ?? process;
+  const now = options.now ?? Date.now;
+  const sameRequestMs = options.sameRequestMs ?? SAME_STOP_REQUEST_MS;
+  let firstAt: number | undefined;
+  const listener = (signal: NodeJS.Signals): void => {
+    if (firstAt === undefined) {
+      firstAt = now();
+      options.stop(signal);
+      return;
+    }
+    const since = now() - firstAt;
+    if (since < sameRequestMs) options.repeated?.(signal, since);
+    else options.force(signal);
+  };
+  const signals = options.signals ?? ['SIGTERM', 'SIGINT'];
+  for (const signal of signals) target.on(signal, listener);
+  return () => {
+    for (const signal of signals) target.off(signal, listener);
+  };
+}
