@@ -19,7 +19,7 @@ describe('chain configuration', () => {
     expect(config.batching).toEqual({ size: 16, maxWaitMs: 20 });
     expect(config.worker.concurrency).toBe(64);
     expect(config.breaker).toEqual({ errorThresholdPercentage: 50, volumeThreshold: 5, resetTimeoutMs: 10_000, rollingCountTimeoutMs: 10_000 });
-    expect(config.limiter).toEqual({ windowMs: 60_000, guardMs: 500 });
+    expect(config.limiter).toEqual({ windowMs: 60_000, guardMs: 500, slowStartRequests: 8, reportedTtlMs: 3_600_000 });
     expect(config.limits).toEqual({});
     expect(config.chains).toEqual({});
   });

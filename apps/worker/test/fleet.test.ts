@@ -1,81 +1,17 @@
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Queue } from 'bullmq';
+import { describe, expect, it } from 'vitest';
 import { createEmulator, EmulatorClient, startEmulatorProcess, type Emulator, type EmulatorProcess } from '@prompt-queue/gemini-emulator';
-import { createRedis, QueueName, type Config, type PromptJobResult } from '@prompt-queue/shared';
-import { startServiceProcess, startTestRedis, uniquePrefix, waitFor, type ServiceProcess, type TestRedis } from '@prompt-queue/shared/testing';
+import { waitFor } from '@prompt-queue/shared/testing';
 import { readBreakerStates } from '../src/providers/breaker.js';
-import { enqueue, promptData, testConfig, waitForJob } from './helpers.js';
+import { useFleet } from './fleet-harness.js';
+import { enqueue, promptData } from './helpers.js';
 
-const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
-const READY_LINE = /worker listening on (http:\/\/\S+)/;
 const PRIMARY = 'gemini-2.5-flash';
 const FALLBACK = 'gemini-3.5-flash-lite';
 const OTHER = 'gemini-2.5-flash-lite';
 
 /** Several real worker processes (`node dist/main.js`) against one emulator: the fleet as deployed. */
 describe('worker fleet (real processes, real Redis, emulator over HTTP)', () => {
-  let redisServer: TestRedis;
-  const processes: ServiceProcess[] = [];
-  const cleanups: (() => Promise<unknown>)[] = [];
-
-  beforeAll(async () => {
-    if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build first (npx turbo run build --filter=@prompt-queue/worker)`);
-    redisServer = await startTestRedis();
-  });
-  afterAll(async () => {
-    await redisServer?.stop();
-  });
-  afterEach(async () => {
-    await Promise.all(processes.splice(0).map((p) => p.stop('SIGKILL')));
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
-
-  /** A queue and a way to start workers sharing one CONFIG_FILE and environment. */
-  function fleet(emulatorUrl: string, env: Record<string, string>, file: Record<string, unknown> = {}) {
-    const dir = mkdtempSync(join(tmpdir(), 'pq-fleet-'));
-    const configFile = join(dir, 'config.json');
-    writeFileSync(configFile, JSON.stringify(file));
-    const processEnv = {
-      REDIS_URL: redisServer.url,
-      REDIS_PREFIX: uniquePrefix('f'),
-      GEMINI_API_KEY: 'emulator-key',
-      GEMINI_BASE_URL: emulatorUrl,
-      WORKER_PORT: '0',
-      LOG_LEVEL: 'warn',
-      CONFIG_FILE: configFile,
-      BACKOFF_BASE_MS: '100',
-      BACKOFF_MAX_MS: '1000',
-      ...env,
-    };
-    const config: Config = testConfig(processEnv);
-    const connection = createRedis(config.redis.url, 'worker');
-    const queue = new Queue(QueueName.Prompts, { connection, prefix: config.redis.prefix });
-    cleanups.push(async () => {
-      await queue.close();
-      connection.disconnect();
-    });
-    const start = async (count = 1) => {
-      const started = await Promise.all(
-        Array.from({ length: count }, () => startServiceProcess({ args: [MAIN], env: processEnv, readyLine: READY_LINE })),
-      );
-      processes.push(...started);
-      return started;
-    };
-    return { config, queue, start, connection };
-  }
-
-  async function results(queue: Queue, ids: string[], timeoutMs: number): Promise<{ state: string; result: PromptJobResult; attemptsMade: number; failedReason: string }[]> {
-    return Promise.all(
-      ids.map(async (id) => {
-        const { job, state } = await waitForJob(queue, id, ['completed', 'failed'], timeoutMs);
-        return { state, result: job.returnvalue as PromptJobResult, attemptsMade: job.attemptsMade, failedReason: job.failedReason };
-      }),
-    );
-  }
+  const { fleet, results, cleanups } = useFleet();
 
   it('3 workers share a quota (120 RPM, 20,000 TPM per 60 s, time scaled to 15 s windows): all complete, ≤ 1% 429s, no window over quota', async () => {
     // Both sides agree on a 15 s window (emulator in-process, LIMITER_WINDOW_MS): 30 requests and

@@ -238,25 +238,30 @@ describe('FleetLimiter (real Redis)', () => {
     expect(await other.observeRateLimit(KEY, limits, undefined)).toMatchObject({ dimension: 'tpm', limit: 4500 });
   });
 
-  it('slow-starts while a limit is unknown: the cap doubles per round trip of served calls and a 429 cuts it', async () => {
+  it('slow-starts while a limit is unknown: calls in flight double per round trip, and a 429 halves them', async () => {
     const limiter = new FleetLimiter(redis, uniquePrefix(), { slowStartRequests: 4 });
     const unknown = { rpm: 0, tpm: 0 };
     const first = await limiter.reserve(KEY, unknown, Array(10).fill(100));
     expect(first.granted).toHaveLength(4);
     expect(first.slowStart).toBe(4);
-    // Served: each settled call grows the cap by 2, so the next round gets twice as many.
+    // Held back by the cap, not by the window: look again soon, when a call settles.
+    expect(first.waitMs).toBe(200);
+    // Served: each settled call grows the cap by 1, so the next round trip carries twice as many.
     await limiter.settle(first.granted.map((reservation) => ({ reservation, actualTokens: 100 })));
     const second = await limiter.reserve(KEY, unknown, Array(20).fill(100));
     expect(second.granted).toHaveLength(8);
     await limiter.settle(second.granted.map((reservation) => ({ reservation, actualTokens: 100 })));
-    expect((await limiter.reserve(KEY, unknown, Array(40).fill(100))).granted).toHaveLength(16);
-    expect(await limiter.state(KEY, unknown)).toMatchObject({ requests: 28, slowStart: 28 });
+    const third = await limiter.reserve(KEY, unknown, Array(40).fill(100));
+    expect(third.granted).toHaveLength(16);
+    expect(await limiter.state(KEY, unknown)).toMatchObject({ requests: 28, slowStart: 16 });
 
-    // A 429 that names the token limit: learned exactly, and the cap falls to what the window used.
+    // A 429 that names the token limit: learned exactly, and the cap halves from the 16 in flight.
     await limiter.observeRateLimit(KEY, unknown, { dimension: 'tpm', limit: 3000 });
     const state = await limiter.state(KEY, unknown);
-    expect(state).toMatchObject({ tpmLimit: 3000, learned: { tpm: 3000 } });
-    expect(state.slowStart).toBe(Math.floor(28 * 0.9));
+    expect(state).toMatchObject({ tpmLimit: 3000, learned: { tpm: 3000 }, slowStart: 8 });
+    // Released calls are no longer in flight.
+    await limiter.release(third.granted.slice(0, 10));
+    expect((await limiter.reserve(KEY, unknown, Array(5).fill(1))).granted).toHaveLength(2);
   });
 
   it('does not slow-start when both limits are known, and grows the cap only while it is used', async () => {
@@ -265,7 +270,7 @@ describe('FleetLimiter (real Redis)', () => {
     const idle = new FleetLimiter(redis, uniquePrefix(), { slowStartRequests: 100 });
     const few = await idle.reserve(KEY, { rpm: 0, tpm: 0 }, [10, 10]);
     await idle.settle(few.granted.map((reservation) => ({ reservation, actualTokens: 10 })));
-    // 2 of a cap of 100 in the window: a trickle teaches nothing about the limit.
+    // 2 in flight under a cap of 100: a trickle teaches nothing about the limit.
     expect((await idle.state(KEY, { rpm: 0, tpm: 0 })).slowStart).toBe(100);
   });
 

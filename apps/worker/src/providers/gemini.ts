@@ -8,7 +8,7 @@ import { createLogger, isProviderError, ProviderError, type Config, type TokenUs
 import { KeyRing, rejectionReason } from '../keys/key-ring.js';
 import { callSignal, CallNotSentError } from './call-signal.js';
 import { classifyProviderError } from './classify.js';
-import type { EmbedBatchRequest, EmbedBatchResult, GenerateRequest, GenerateResult, Provider } from './provider.js';
+import type { CallOptions, EmbedBatchRequest, EmbedBatchResult, GenerateRequest, GenerateResult, Provider } from './provider.js';
 
 /**
  * Finish reasons that mean the answer was withheld. The SDK's `response.text()` throws only for
@@ -171,7 +171,7 @@ export class GeminiProvider implements Provider {
     }
   }
 
-  async generate(request: GenerateRequest, callOptions: { signal?: AbortSignal } = {}): Promise<GenerateResult> {
+  async generate(request: GenerateRequest, callOptions: CallOptions = {}): Promise<GenerateResult> {
     // Round-robin over keys. Quota is per Google Cloud project, so keys of one project add no
     // throughput; keys of several projects do.
     const result = await this.withKey(callOptions.signal, (client) => {
@@ -186,6 +186,7 @@ export class GeminiProvider implements Provider {
         // for timeoutMs. Our own timer (withTimeout) is cleared as soon as the call settles.
         { baseUrl: this.options.baseUrl, apiVersion: this.options.apiVersion },
       );
+      callOptions.onSend?.();
       return this.withTimeout(callOptions.signal, (signal) => model.generateContent({ contents: request.contents as Content[] }, { signal }));
     });
     return this.toResult(request.model, result.response as WireResponse);

@@ -1,7 +1,7 @@
 import { isProviderError, ProviderError, type TokenUsage } from '@prompt-queue/shared';
 import { callSignal } from './call-signal.js';
 import { DEFAULT_RATE_LIMIT_RETRY_MS } from './classify.js';
-import type { GenerateRequest, GenerateResult, Provider, ProviderPart } from './provider.js';
+import type { CallOptions, GenerateRequest, GenerateResult, Provider, ProviderPart } from './provider.js';
 
 /**
  * An adapter for servers that speak OpenAI's `POST /chat/completions`: OpenAI, Azure OpenAI (the
@@ -81,7 +81,7 @@ export class OpenAICompatibleProvider implements Provider {
     this.fetchImpl = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
   }
 
-  async generate(request: GenerateRequest, callOptions: { signal?: AbortSignal } = {}): Promise<GenerateResult> {
+  async generate(request: GenerateRequest, callOptions: CallOptions = {}): Promise<GenerateResult> {
     // Before the timer: a request we cannot translate fails without a call.
     const body = JSON.stringify(toChatRequest(request, this.name));
     const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json', ...this.options.headers };
@@ -93,6 +93,7 @@ export class OpenAICompatibleProvider implements Provider {
     let answer: unknown;
     let responseHeaders: Headers;
     try {
+      callOptions.onSend?.();
       const response = await this.fetchImpl(this.url, { method: 'POST', headers, body, signal: call$.signal });
       status = response.status;
       responseHeaders = response.headers;

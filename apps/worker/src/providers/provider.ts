@@ -13,12 +13,23 @@ export interface Provider {
    * error, a timeout or a network failure rejects with a `ProviderError`. Aborting `signal` abandons
    * the call (the provider may still finish, and bill, the work on its side).
    */
-  generate(request: GenerateRequest, options?: { signal?: AbortSignal }): Promise<GenerateResult>;
+  generate(request: GenerateRequest, options?: CallOptions): Promise<GenerateResult>;
   /**
    * Embeds several texts in ONE provider call (Gemini batchEmbedContents), answers in request
    * order. Optional: a provider without it cannot serve `embed` jobs (the chain skips it).
    */
-  embedBatch?(request: EmbedBatchRequest, options?: { signal?: AbortSignal }): Promise<EmbedBatchResult>;
+  embedBatch?(request: EmbedBatchRequest, options?: CallOptions): Promise<EmbedBatchResult>;
+}
+
+export interface CallOptions {
+  /** Abandons the call (the provider may still finish, and bill, the work on its side). */
+  signal?: AbortSignal;
+  /**
+   * Called when the request is about to go out: after any wait inside the provider (a key lease),
+   * possibly more than once (a rejected key is retried with the next). The limiter dates the call's
+   * quota use from here, as the provider counts it on arrival.
+   */
+  onSend?: () => void;
 }
 
 export interface EmbedItem {

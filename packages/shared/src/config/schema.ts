@@ -194,10 +194,10 @@ export const configSchema = z.strictObject({
        */
       guardMs: nonNegativeInt.default(500),
       /**
-       * Slow start while a model's RPM or TPM is neither configured nor learned from a 429: requests
-       * per window to begin with, doubling per round trip of served calls, so an unknown quota costs
-       * a handful of 429s (whose QuotaFailure then names the limit), not a burst. 0: unknown means
-       * unlimited. @defaultValue 8
+       * Slow start while a model's RPM or TPM is neither configured nor learned from a 429: the calls
+       * in flight to begin with, doubling per round trip of served calls, so an unknown quota costs
+       * about the calls in flight in 429s (whose QuotaFailure then names the limit), not a burst.
+       * 0: unknown means unlimited. @defaultValue 8
        */
       slowStartRequests: nonNegativeInt.default(8),
       /**

@@ -25,11 +25,11 @@ type Run<R> = (...args: Arg[]) => R;
 
 /** The scripts, registered on the connection with `defineCommand` (EVALSHA, EVAL on NOSCRIPT). */
 const SCRIPTS = {
-  pqLimitReserve: { numberOfKeys: 6, lua: RESERVE_LUA },
-  pqLimitSettle: { numberOfKeys: 4, lua: SETTLE_LUA },
-  pqLimitRelease: { numberOfKeys: 3, lua: RELEASE_LUA },
+  pqLimitReserve: { numberOfKeys: 7, lua: RESERVE_LUA },
+  pqLimitSettle: { numberOfKeys: 5, lua: SETTLE_LUA },
+  pqLimitRelease: { numberOfKeys: 4, lua: RELEASE_LUA },
   pqLimitPause: { numberOfKeys: 1, lua: PAUSE_LUA },
-  pqLimitObserve: { numberOfKeys: 5, lua: OBSERVE_LUA },
+  pqLimitObserve: { numberOfKeys: 6, lua: OBSERVE_LUA },
   pqLimitState: { numberOfKeys: 6, lua: STATE_LUA },
 } as const;
 
@@ -68,7 +68,7 @@ export class FleetLimiter {
     this.reportedTtlMs = positiveInteger(options.reportedTtlMs ?? 3_600_000, 'reportedTtlMs');
     this.slowStartRequests = options.slowStartRequests ?? 0;
     if (!Number.isInteger(this.slowStartRequests) || this.slowStartRequests < 0) throw new RangeError('slowStartRequests must be an integer ≥ 0');
-    this.slowStartGrowth = options.slowStartGrowth ?? 2;
+    this.slowStartGrowth = options.slowStartGrowth ?? 1;
     if (!(this.slowStartGrowth >= 0)) throw new RangeError('slowStartGrowth must be ≥ 0');
     this.prefix = prefix;
     // Redefining on a shared connection is harmless (same name, same script).
@@ -90,7 +90,7 @@ export class FleetLimiter {
     const estimates = estimatedTokens.map((tokens) => tokenCount(tokens, 'estimatedTokens'));
     const idPrefix = randomBytes(9).toString('base64url');
     const [granted, waitMs, now, pausedUntil, pauseReason, probe] = (await this.redis.pqLimitReserve(
-      ...this.keys(key, 'log', 'est', 'total', 'pause', 'learned', 'probe'),
+      ...this.keys(key, 'log', 'est', 'total', 'pause', 'learned', 'probe', 'open'),
       this.windowMs,
       limit(limits.rpm, 'rpm'),
       limit(limits.tpm, 'tpm'),
@@ -113,23 +113,24 @@ export class FleetLimiter {
 
   /**
    * Replaces each reservation's estimate by the input tokens the provider counted
-   * (usageMetadata.promptTokenCount), keeping its place in the window. One round trip; a
-   * reservation that already left the window (or was released) is skipped.
+   * (usageMetadata.promptTokenCount), and moves it to when its call was sent (`sentAt`, when given):
+   * the provider counts a call when it arrives, which may be well after the reservation in a busy
+   * worker. One round trip; a reservation that already left the window (or was released) is skipped.
    */
   async settle(items: SettleItem[]): Promise<void> {
     const groups = this.groupByScope(items.map((item) => ({
       key: item.reservation.key,
-      args: [item.reservation.id, tokenCount(item.actualTokens, 'actualTokens')],
+      args: [item.reservation.id, tokenCount(item.actualTokens, 'actualTokens'), item.sentAt !== undefined ? Math.max(item.reservation.reservedAt, Math.round(item.sentAt)) : 0],
     })));
     await this.runPerScope(groups, (pipeline, key, args) =>
-      pipeline.pqLimitSettle(...this.keys(key, 'log', 'est', 'total', 'probe'), this.windowMs, this.slowStartGrowth, ...args),
+      pipeline.pqLimitSettle(...this.keys(key, 'log', 'est', 'total', 'probe', 'open'), this.windowMs, this.slowStartGrowth, ...args),
     );
   }
 
   /** Gives back reservations whose call was never made (shutdown, cancelled job). One round trip. */
   async release(reservations: Reservation[]): Promise<void> {
     const groups = this.groupByScope(reservations.map((r) => ({ key: r.key, args: [r.id] })));
-    await this.runPerScope(groups, (pipeline, key, args) => pipeline.pqLimitRelease(...this.keys(key, 'log', 'est', 'total'), this.windowMs, ...args));
+    await this.runPerScope(groups, (pipeline, key, args) => pipeline.pqLimitRelease(...this.keys(key, 'log', 'est', 'total', 'open'), this.windowMs, ...args));
   }
 
   /**
@@ -164,7 +165,7 @@ export class FleetLimiter {
     const reportedLimit = reported && Number.isFinite(reported.limit) && reported.limit > 0 ? Math.floor(reported.limit) : 0;
     const reportedDimension = reportedLimit > 0 && (reported?.dimension === 'rpm' || reported?.dimension === 'tpm') ? reported.dimension : '';
     const [dimension, learned, expiresAt] = (await this.redis.pqLimitObserve(
-      ...this.keys(key, 'log', 'est', 'total', 'learned', 'probe'),
+      ...this.keys(key, 'log', 'est', 'total', 'learned', 'probe', 'open'),
       this.windowMs,
       limit(limits.rpm, 'rpm'),
       limit(limits.tpm, 'tpm'),

@@ -43,7 +43,7 @@ export interface ReserveResult {
   pausedUntil?: number;
   /** Why the scope is paused, with `pausedUntil`. */
   pauseReason?: PauseReason;
-  /** While a limit is unknown: the slow start's cap on requests per window. */
+  /** While a limit is unknown: the slow start's cap on calls in flight. */
   slowStart?: number;
   /** Redis server time at which the reservation was decided, ms since the epoch. */
   now: number;
@@ -59,6 +59,11 @@ export interface SettleItem {
   reservation: Reservation;
   /** Input tokens the provider actually counted (usageMetadata.promptTokenCount). */
   actualTokens: number;
+  /**
+   * When the call left the worker, on the Redis clock (ms): `reservedAt` plus the local time
+   * between the reservation and the call. Omitted: the reservation keeps its time.
+   */
+  sentAt?: number;
 }
 
 /** A limit learned from a 429 received below the configured limits. */
@@ -95,7 +100,7 @@ export interface LimiterState {
   pausedUntil: number | null;
   /** Why it is paused (with `pausedUntil`). */
   pauseReason?: PauseReason;
-  /** While rpm or tpm is unknown: the slow start's current cap on requests per window. */
+  /** While rpm or tpm is unknown: the slow start's current cap on calls in flight. */
   slowStart?: number;
   /** Redis server time of this reading, ms since the epoch. */
   now: number;
@@ -116,10 +121,10 @@ export interface FleetLimiterOptions {
    */
   reportedTtlMs?: number;
   /**
-   * Slow start while rpm or tpm is neither configured nor learned: the requests per window to begin
+   * Slow start while rpm or tpm is neither configured nor learned: the calls in flight to begin
    * with; 0 turns it off (unknown then means unlimited). @defaultValue 0
    */
   slowStartRequests?: number;
-  /** Growth of the slow start's cap per served call (2: it doubles per round trip). @defaultValue 2 */
+  /** Growth of the slow start's cap per served call (1: it doubles per round trip). @defaultValue 1 */
   slowStartGrowth?: number;
 }

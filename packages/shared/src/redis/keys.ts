@@ -57,7 +57,7 @@ export function budgetReservationsKey(prefix: string, tenant: string): string {
  * calibration of that scope (`calib`, packages/shared/src/estimate): the provider's tokenizer is
  * per link and model, exactly the limiter's scope.
  */
-export type LimiterKeyPart = 'log' | 'est' | 'total' | 'pause' | 'learned' | 'probe' | 'calib';
+export type LimiterKeyPart = 'log' | 'est' | 'total' | 'pause' | 'learned' | 'probe' | 'open' | 'calib';
 
 /**
  * Keys of the fleet-wide limiter, one set per quota scope (provider + model + project), e.g.

@@ -15,7 +15,8 @@ export const OBSERVE_LUA = `--[[
   KEYS[2]  est: hash, reservation id -> tokens
   KEYS[3]  total: string, sum of est
   KEYS[4]  learned: hash {rpm, tpm, reported?} with a PX TTL
-  KEYS[5]  probe: string, the slow start's requests per window (see reserve)
+  KEYS[5]  probe: string, the slow start's cap on calls in flight (see reserve)
+  KEYS[6]  open: sorted set of the slow start's calls in flight (see reserve)
 
   ARGV[1]  window length, ms
   ARGV[2]  configured requests per window (0: unlimited)
@@ -28,8 +29,8 @@ export const OBSERVE_LUA = `--[[
   ARGV[9]  TTL of a reported limit, ms (reserve() keeps it while it binds)
   ARGV[10] slow start's first cap: the probe is never cut below it
 
-  A running slow start (probe) is cut to the window's usage times the factor: the limit is
-  below what was just sent. With no configured limit and no reported one, only the probe is cut
+  A running slow start (probe) is halved from the calls now in flight: the limit is below what
+  was just sent. With no configured limit and no reported one, only the probe is cut
   (nothing is learned): an unknown quota is probed again, not guessed for 10 minutes.
 
   Returns { dimension (0: rpm, 1: tpm), learned limit, expiresAt (server ms) }.
@@ -65,7 +66,7 @@ elseif tonumber(ARGV[2]) == 0 and tonumber(ARGV[3]) == 0 then
   -- Nothing configured and nothing reported (Vertex's shared quota, an overloaded project): no
   -- limit to believe in for 10 minutes. Only the slow start is cut below (and grows back).
   local probe = tonumber(redis.call('GET', KEYS[5]))
-  local cut = math.max(tonumber(ARGV[10]), 1, math.floor(count * factor))
+  local cut = math.max(tonumber(ARGV[10]), 1, math.floor(redis.call('ZCARD', KEYS[6]) / 2))
   if probe and cut < probe then redis.call('SET', KEYS[5], cut, 'KEEPTTL') end
   return { 0, math.min(cut, probe or cut), now }
 else
@@ -79,8 +80,7 @@ redis.call('HSET', KEYS[4], field, newLimit)
 redis.call('PEXPIRE', KEYS[4], math.max(ttl, redis.call('PTTL', KEYS[4])))
 local probe = tonumber(redis.call('GET', KEYS[5]))
 if probe then
-  local cut = math.max(tonumber(ARGV[10]), 1, math.floor(count * factor))
-  if field == 'rpm' then cut = math.min(cut, newLimit) end
+  local cut = math.max(tonumber(ARGV[10]), 1, math.floor(redis.call('ZCARD', KEYS[6]) / 2))
   if cut < probe then redis.call('SET', KEYS[5], cut, 'KEEPTTL') end
 end
 return { (field == 'rpm') and 0 or 1, newLimit, now + ttl }

@@ -8,6 +8,7 @@ export const RELEASE_LUA = `--[[
   KEYS[1]  log: sorted set, reservation id -> reservation time (ms)
   KEYS[2]  est: hash, reservation id -> tokens
   KEYS[3]  total: string, sum of est
+  KEYS[4]  open: sorted set of the slow start's calls in flight (see reserve)
 
   ARGV[1]  window length, ms
   ARGV[2..] reservation ids
@@ -25,6 +26,7 @@ for i = 2, #ARGV do
   if old then
     redis.call('HDEL', KEYS[2], ARGV[i])
     redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('ZREM', KEYS[4], ARGV[i])
     tokens = tokens - tonumber(old)
     count = count - 1
     removed = removed + 1

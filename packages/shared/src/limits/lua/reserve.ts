@@ -9,13 +9,15 @@ export const RESERVE_LUA = `--[[
   KEYS[3]  total: string, sum of est
   KEYS[4]  pause: string with a PX TTL, set while the fleet is paused (429 RetryInfo)
   KEYS[5]  learned: hash {rpm, tpm, reported?} with a PX TTL, limits learned from 429s
-  KEYS[6]  probe: string, the slow start's requests per window while a limit is unknown
+  KEYS[6]  probe: string, the slow start's cap on calls in flight while a limit is unknown
+  KEYS[7]  open: sorted set, reservation id -> time, of calls granted under the slow start and
+           not yet settled or released (its calls in flight)
 
   ARGV[1]  window length, ms
   ARGV[2]  configured requests per window (0: unlimited)
   ARGV[3]  configured input tokens per window (0: unlimited)
   ARGV[4]  reservation id prefix, unique per call; members are "<prefix>:<index>" (0-based)
-  ARGV[5]  slow start: requests per window to begin with while rpm or tpm is unknown (0: off)
+  ARGV[5]  slow start: calls in flight to begin with while rpm or tpm is unknown (0: off)
   ARGV[6]  TTL of the probe, and of limits the provider reported while they still bind, ms
   ARGV[7..] estimated tokens of each request, in order
 
@@ -23,10 +25,12 @@ export const RESERVE_LUA = `--[[
   probe (-1: no slow start) }. A request larger than the whole token limit is granted when the
   window is empty, so it cannot deadlock.
 
-  Slow start: while a dimension has no configured and no learned limit, requests per window are
-  capped by the probe, which settle() grows with every served call (the cap doubles per round
-  trip) and observe() cuts on a 429. So an unknown quota is found by a handful of 429s, whose
-  QuotaFailure then teaches the real limit, not by a burst of hundreds.
+  Slow start: while a dimension has no configured and no learned limit, the calls in flight are
+  capped by the probe (as TCP's congestion window), which settle() grows by one per served call
+  (the cap doubles per round trip) and observe() halves on a 429. The calls that overshoot an
+  unknown quota are then at most those in flight, about limit × latency / window: a handful, and
+  the first 429's QuotaFailure teaches the real limit. A call older than a window no longer
+  counts as in flight (its worker died).
 ]]
 ${NOW_MS_LUA}
 ${EFFECTIVE_LUA}
@@ -65,7 +69,7 @@ local function waitUntilFits(now, window, count, tokens, want, rpm, tpm)
 end
 
 local FIRST = 7
-local SLOW_START_RECHECK_MS = 1000
+local SLOW_START_RECHECK_MS = 200
 local window = tonumber(ARGV[1])
 local now = nowMs()
 local paused = redis.call('PTTL', KEYS[4])
@@ -76,7 +80,7 @@ local learned = redis.call('HMGET', KEYS[5], 'rpm', 'tpm', 'reported')
 local rpm = effective(tonumber(ARGV[2]), learned[1])
 local tpm = effective(tonumber(ARGV[3]), learned[2])
 
-local probe = -1
+local probe, inflight = -1, 0
 local slowStart = tonumber(ARGV[5])
 if slowStart > 0 and (rpm == 0 or tpm == 0) then
   probe = tonumber(redis.call('GET', KEYS[6]))
@@ -84,15 +88,23 @@ if slowStart > 0 and (rpm == 0 or tpm == 0) then
     probe = slowStart
     redis.call('SET', KEYS[6], probe, 'PX', ARGV[6])
   end
-  local cap = math.max(1, math.floor(probe))
-  if rpm == 0 or cap < rpm then rpm = cap end
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - window)
+  inflight = redis.call('ZCARD', KEYS[7])
 end
 
-local granted = 0
+local granted, byProbe = 0, false
 for i = FIRST, #ARGV do
   local want = tonumber(ARGV[i])
   if not fits(count, tokens, want, rpm, tpm) then break end
+  if probe >= 0 and inflight + 1 > probe then
+    byProbe = true
+    break
+  end
   local id = ARGV[4] .. ':' .. (i - FIRST)
+  if probe >= 0 then
+    redis.call('ZADD', KEYS[7], now, id)
+    inflight = inflight + 1
+  end
   redis.call('ZADD', KEYS[1], now, id)
   redis.call('HSET', KEYS[2], id, want)
   count = count + 1
@@ -100,13 +112,17 @@ for i = FIRST, #ARGV do
   granted = granted + 1
 end
 if granted > 0 then redis.call('SET', KEYS[3], tokens) end
+if probe >= 0 and inflight > 0 then redis.call('PEXPIRE', KEYS[7], 2 * window) end
 finish(KEYS[1], KEYS[2], KEYS[3], count, 2 * window)
 
 local waitMs = 0
 if granted < #ARGV - FIRST + 1 then
-  waitMs = waitUntilFits(now, window, count, tokens, tonumber(ARGV[FIRST + granted]), rpm, tpm)
-  -- The slow start's cap grows as calls settle, long before the window rolls: look again soon.
-  if probe >= 0 and rpm == math.max(1, math.floor(probe)) then waitMs = math.min(waitMs, SLOW_START_RECHECK_MS) end
+  if byProbe then
+    -- Held back by the slow start: a call in flight settles soon and the cap grows.
+    waitMs = SLOW_START_RECHECK_MS
+  else
+    waitMs = waitUntilFits(now, window, count, tokens, tonumber(ARGV[FIRST + granted]), rpm, tpm)
+  end
   -- A limit the provider reported still binds: keep it (it lapses only once it stops binding).
   if learned[3] then redis.call('PEXPIRE', KEYS[5], ARGV[6]) end
 end
