@@ -23,6 +23,8 @@ const BENCHES = [
   // Smoke runs the quota script once (4 workers): the 1-worker run is the same code.
   { name: 'quota-1', script: 'quota.mjs', args: ['--workers=1'], limit: [180, 60], fullOnly: true },
   { name: 'quota-4', script: 'quota.mjs', args: ['--workers=4'], limit: [180, 60] },
+  // Tokenizers, latencies and limits we did not choose: 16 cells, each beside the naive baseline.
+  { name: 'quota-matrix', script: 'quota-matrix.mjs', limit: [1500, 150] },
   { name: 'latency', script: 'latency.mjs', limit: [180, 60] },
   { name: 'scale', script: 'scale.mjs', limit: [180, 90] },
   { name: 'producer', script: 'producer.mjs', limit: [150, 60] },

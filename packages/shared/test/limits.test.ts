@@ -238,7 +238,7 @@ describe('FleetLimiter (real Redis)', () => {
     expect(await other.observeRateLimit(KEY, limits, undefined)).toMatchObject({ dimension: 'tpm', limit: 4500 });
   });
 
-  it('slow-starts while a limit is unknown: calls in flight double per round trip, and a 429 halves them', async () => {
+  it('slow-starts while a limit is unknown: calls in flight double per round trip (at most per second), and a 429 halves them', async () => {
     const limiter = new FleetLimiter(redis, uniquePrefix(), { slowStartRequests: 4 });
     const unknown = { rpm: 0, tpm: 0 };
     const first = await limiter.reserve(KEY, unknown, Array(10).fill(100));
@@ -250,10 +250,16 @@ describe('FleetLimiter (real Redis)', () => {
     await limiter.settle(first.granted.map((reservation) => ({ reservation, actualTokens: 100 })));
     const second = await limiter.reserve(KEY, unknown, Array(20).fill(100));
     expect(second.granted).toHaveLength(8);
+    // ...but at most twice the cap of a second ago: fast calls must not race ahead of the first 429.
     await limiter.settle(second.granted.map((reservation) => ({ reservation, actualTokens: 100 })));
+    expect((await limiter.state(KEY, unknown)).slowStart).toBe(8);
+    const secondAgo = await serverNow();
+    await waitFor(async () => (await serverNow()) >= secondAgo + 1_000, { intervalMs: 20 });
+    const held = await limiter.reserve(KEY, unknown, Array(10).fill(100));
+    await limiter.settle(held.granted.map((reservation) => ({ reservation, actualTokens: 100 })));
     const third = await limiter.reserve(KEY, unknown, Array(40).fill(100));
     expect(third.granted).toHaveLength(16);
-    expect(await limiter.state(KEY, unknown)).toMatchObject({ requests: 28, slowStart: 16 });
+    expect(await limiter.state(KEY, unknown)).toMatchObject({ requests: 36, slowStart: 16 });
 
     // A 429 that names the token limit: learned exactly, and the cap halves from the 16 in flight.
     await limiter.observeRateLimit(KEY, unknown, { dimension: 'tpm', limit: 3000 });

@@ -15,7 +15,7 @@ export const OBSERVE_LUA = `--[[
   KEYS[2]  est: hash, reservation id -> tokens
   KEYS[3]  total: string, sum of est
   KEYS[4]  learned: hash {rpm, tpm, reported?} with a PX TTL
-  KEYS[5]  probe: string, the slow start's cap on calls in flight (see reserve)
+  KEYS[5]  probe: hash {cap, held}, the slow start's cap on calls in flight (see reserve)
   KEYS[6]  open: sorted set of the slow start's calls in flight (see reserve)
 
   ARGV[1]  window length, ms
@@ -65,9 +65,9 @@ if (ARGV[7] == 'rpm' or ARGV[7] == 'tpm') and reported and reported > 0 then
 elseif tonumber(ARGV[2]) == 0 and tonumber(ARGV[3]) == 0 then
   -- Nothing configured and nothing reported (Vertex's shared quota, an overloaded project): no
   -- limit to believe in for 10 minutes. Only the slow start is cut below (and grows back).
-  local probe = tonumber(redis.call('GET', KEYS[5]))
+  local probe = tonumber(redis.call('HGET', KEYS[5], 'cap'))
   local cut = math.max(tonumber(ARGV[10]), 1, math.floor(redis.call('ZCARD', KEYS[6]) / 2))
-  if probe and cut < probe then redis.call('SET', KEYS[5], cut, 'KEEPTTL') end
+  if probe and cut < probe then redis.call('HSET', KEYS[5], 'cap', cut, 'base', cut) end
   return { 0, math.min(cut, probe or cut), now }
 else
   local limit, value, floor = rpm, count, 1
@@ -78,10 +78,10 @@ else
 end
 redis.call('HSET', KEYS[4], field, newLimit)
 redis.call('PEXPIRE', KEYS[4], math.max(ttl, redis.call('PTTL', KEYS[4])))
-local probe = tonumber(redis.call('GET', KEYS[5]))
+local probe = tonumber(redis.call('HGET', KEYS[5], 'cap'))
 if probe then
   local cut = math.max(tonumber(ARGV[10]), 1, math.floor(redis.call('ZCARD', KEYS[6]) / 2))
-  if cut < probe then redis.call('SET', KEYS[5], cut, 'KEEPTTL') end
+  if cut < probe then redis.call('HSET', KEYS[5], 'cap', cut, 'base', cut) end
 end
 return { (field == 'rpm') and 0 or 1, newLimit, now + ttl }
 `;

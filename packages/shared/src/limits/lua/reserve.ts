@@ -9,7 +9,8 @@ export const RESERVE_LUA = `--[[
   KEYS[3]  total: string, sum of est
   KEYS[4]  pause: string with a PX TTL, set while the fleet is paused (429 RetryInfo)
   KEYS[5]  learned: hash {rpm, tpm, reported?} with a PX TTL, limits learned from 429s
-  KEYS[6]  probe: string, the slow start's cap on calls in flight while a limit is unknown
+  KEYS[6]  probe: hash {cap, held}: the slow start's cap on calls in flight while a limit is
+           unknown, and when it last held a request back (server ms)
   KEYS[7]  open: sorted set, reservation id -> time, of calls granted under the slow start and
            not yet settled or released (its calls in flight)
 
@@ -83,11 +84,10 @@ local tpm = effective(tonumber(ARGV[3]), learned[2])
 local probe, inflight = -1, 0
 local slowStart = tonumber(ARGV[5])
 if slowStart > 0 and (rpm == 0 or tpm == 0) then
-  probe = tonumber(redis.call('GET', KEYS[6]))
-  if not probe then
-    probe = slowStart
-    redis.call('SET', KEYS[6], probe, 'PX', ARGV[6])
-  end
+  probe = tonumber(redis.call('HGET', KEYS[6], 'cap'))
+  if not probe then probe = slowStart end
+  redis.call('HSET', KEYS[6], 'cap', probe)
+  redis.call('PEXPIRE', KEYS[6], ARGV[6])
   redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - window)
   inflight = redis.call('ZCARD', KEYS[7])
 end
@@ -119,6 +119,7 @@ local waitMs = 0
 if granted < #ARGV - FIRST + 1 then
   if byProbe then
     -- Held back by the slow start: a call in flight settles soon and the cap grows.
+    redis.call('HSET', KEYS[6], 'held', now)
     waitMs = SLOW_START_RECHECK_MS
   else
     waitMs = waitUntilFits(now, window, count, tokens, tonumber(ARGV[FIRST + granted]), rpm, tpm)

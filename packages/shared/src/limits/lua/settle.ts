@@ -10,11 +10,13 @@ export const SETTLE_LUA = `--[[
   KEYS[1]  log: sorted set, reservation id -> reservation time (ms)
   KEYS[2]  est: hash, reservation id -> tokens
   KEYS[3]  total: string, sum of est
-  KEYS[4]  probe: string, the slow start's cap on calls in flight (see reserve)
+  KEYS[4]  probe: hash {cap, held}, the slow start's cap on calls in flight (see reserve)
   KEYS[5]  open: sorted set of the slow start's calls in flight (see reserve)
 
   ARGV[1]  window length, ms
-  ARGV[2]  probe growth per settled call (it grows only while at least half of it is in flight)
+  ARGV[2]  probe growth per settled call (it grows only if it held a request back within the
+           last window: a trickle that never meets the cap says nothing about the quota; and at
+           most doubles per second)
   ARGV[3..] triples: reservation id, actual tokens, time its call was sent (server ms; 0: keep)
 
   Returns the number of reservations updated.
@@ -25,7 +27,6 @@ ${PRUNE_LUA}
 local window = tonumber(ARGV[1])
 local count, tokens = prune(KEYS[1], KEYS[2], KEYS[3], nowMs() - window)
 local updated = 0
-local inflight = redis.call('ZCARD', KEYS[5])
 local closed = 0
 for i = 3, #ARGV, 3 do
   local old = redis.call('HGET', KEYS[2], ARGV[i])
@@ -40,9 +41,18 @@ for i = 3, #ARGV, 3 do
   end
 end
 if updated > 0 then redis.call('SET', KEYS[3], math.max(0, tokens), 'KEEPTTL') end
-local probe = tonumber(redis.call('GET', KEYS[4]))
-if probe and closed > 0 and inflight * 2 >= probe then
-  redis.call('SET', KEYS[4], probe + closed * tonumber(ARGV[2]), 'KEEPTTL')
+if closed > 0 then
+  local probe = redis.call('HMGET', KEYS[4], 'cap', 'held', 'base', 'baseAt')
+  local cap, held = tonumber(probe[1]), tonumber(probe[2])
+  local now = nowMs()
+  if cap and held and held > now - window then
+    -- At most twice the cap of a second ago: with fast calls a cap doubling per round trip would
+    -- reach half the quota in flight before the first 429 could answer.
+    local base, baseAt = tonumber(probe[3]) or cap, tonumber(probe[4]) or 0
+    if now - baseAt >= 1000 then base, baseAt = cap, now end
+    cap = math.min(cap + closed * tonumber(ARGV[2]), 2 * base)
+    redis.call('HSET', KEYS[4], 'cap', cap, 'base', base, 'baseAt', baseAt)
+  end
 end
 finish(KEYS[1], KEYS[2], KEYS[3], count, 2 * window)
 return updated

@@ -11,7 +11,7 @@ export const STATE_LUA = `#!lua flags=no-writes
   KEYS[3]  total: string, sum of est
   KEYS[4]  pause: string with a PX TTL
   KEYS[5]  learned: hash {rpm, tpm} with a PX TTL
-  KEYS[6]  probe: string, the slow start's requests per window
+  KEYS[6]  probe: hash {cap, held}, the slow start's cap on calls in flight
 
   ARGV[1]  window length, ms
   ARGV[2]  configured requests per window (0: unlimited)
@@ -55,6 +55,6 @@ return {
   tonumber(learned[1]) or -1, tonumber(learned[2]) or -1, learnedPttl,
   (paused > 0) and (now + paused) or -1, now,
   (paused > 0) and (redis.call('GET', KEYS[4]) or '') or '',
-  tonumber(redis.call('GET', KEYS[6])) or -1,
+  tonumber(redis.call('HGET', KEYS[6], 'cap')) or -1,
 }
 `;
