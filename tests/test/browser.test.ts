@@ -302,4 +302,27 @@ describe.skipIf(!haveChromium)('dashboard in a browser, over the whole stack', (
     await page.screenshot({ path: join(RESULTS, 'queues.png'), fullPage: true });
     await page.close();
   }, 60_000);
+
+  it('says "Redis unavailable since …" while Redis hangs, keeps the last numbers, and clears once it answers', async () => {
+    const page = await context.newPage();
+    await page.goto(`${dashboardUrl}/`);
+    await page.waitForSelector('body[data-loaded]');
+    const completed = await page.getAttribute('[data-testid="completed"]', 'data-value');
+    const banner = page.locator('#redis-down');
+    expect(await banner.isHidden()).toBe(true);
+
+    // Frozen, not stopped: the connection stays open and nothing answers (the worst case).
+    redis.pause!();
+    try {
+      // The page polls every 5 s; each answer comes within 2 s.
+      await banner.waitFor({ state: 'visible', timeout: 10_000 });
+      await expect(banner.textContent()).resolves.toMatch(/^Redis unavailable since \d\d:\d\d:\d\d .*the numbers below are from \d\d:\d\d:\d\d/);
+      expect(await page.getAttribute('[data-testid="completed"]', 'data-value')).toBe(completed);
+      await page.screenshot({ path: join(RESULTS, 'overview-redis-down.png'), fullPage: true });
+    } finally {
+      redis.resume!();
+    }
+    await banner.waitFor({ state: 'hidden', timeout: 10_000 });
+    await page.close();
+  }, 60_000);
 });

@@ -1,4 +1,4 @@
-import { dashboardRedactsText, QueueName, type Config, type Logger } from '@prompt-queue/shared';
+import { dashboardRedactsText, QueueName, READ_TIMEOUT_MS, type Config, type Logger } from '@prompt-queue/shared';
 import { Queue } from 'bullmq';
 import express, { type ErrorRequestHandler, type Express } from 'express';
 import type { Redis } from 'ioredis';
@@ -7,12 +7,16 @@ import { BOARD_PATH, createBoardRouter } from './board.js';
 import { requireSameOrigin } from './csrf.js';
 import { OverviewSource } from './overview/collect.js';
 import { overviewRouter } from './overview/router.js';
+import { RedisHealth } from './redis-health.js';
 
 export { BOARD_PATH } from './board.js';
 
 export interface DashboardDeps {
   config: Config;
-  /** Shared by every queue; created with `createRedis(url, 'worker')`. The caller closes it. */
+  /**
+   * Shared by every queue; created with `createRedis(url, 'reader')`, so that no read waits for
+   * Redis longer than READ_TIMEOUT_MS. The caller closes it.
+   */
   connection: Redis;
   logger: Logger;
   /**
@@ -42,13 +46,20 @@ export function createApp({ config, connection, logger, auth = configuredAuth(co
   }
 
   const queues = new Map(
-    Object.values(QueueName).map((name) => [name, new Queue(name, { connection, prefix: config.redis.prefix })] as const),
+    Object.values(QueueName).map(
+      (name) =>
+        // No version check: BullMQ sends it (INFO) once, as the connection first comes up, and keeps
+        // its failure for good, so a Redis that hangs at that moment would break every later read.
+        // The workers check the version; reads fall back to scripts that work on any version.
+        [name, new Queue(name, { connection, prefix: config.redis.prefix, skipVersionCheck: true })] as const,
+    ),
   );
   for (const queue of queues.values()) {
     // Connection errors are reported once by whoever owns the connection; keep them off stderr here.
     queue.on('error', (error) => logger.debug('queue error', { queue: queue.name, error }));
   }
-  const overview = new OverviewSource({ config, connection, queues });
+  const health = new RedisHealth(connection);
+  const overview = new OverviewSource({ config, connection, queues, health });
 
   const app = express();
   app.disable('x-powered-by');
@@ -76,6 +87,14 @@ export function createApp({ config, connection, logger, auth = configuredAuth(co
   app.use(requireSameOrigin());
 
   app.use(overviewRouter(overview, { boardPath: BOARD_PATH }));
+  // bull-board's API reads Redis through BullMQ, which waits for a connection it never had: while
+  // the connection is down, answer at once instead.
+  app.use(`${BOARD_PATH}/api`, async (_req, res, next) => {
+    if (await health.connectedWithin(READ_TIMEOUT_MS)) return next();
+    const state = health.state;
+    const since = state.status === 'unavailable' ? ` since ${new Date(state.since).toISOString()} (${state.reason})` : '';
+    res.status(503).json({ error: { code: 'REDIS_UNAVAILABLE', message: `Redis unavailable${since}; retry shortly.` } });
+  });
   app.use(
     BOARD_PATH,
     createBoardRouter([...queues.values()], { readOnly: config.dashboard.readOnly, redactText: dashboardRedactsText(config), overviewPath: '/' }),

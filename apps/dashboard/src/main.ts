@@ -24,7 +24,7 @@ if (!auth) {
   );
 }
 
-const connection = createRedis(config.redis.url, 'worker', 'pq-dashboard');
+const connection = createRedis(config.redis.url, 'reader', 'pq-dashboard');
 let redisDown = false;
 connection.on('error', (error: Error) => {
   // ioredis repeats the error on every reconnect attempt; report the outage once.

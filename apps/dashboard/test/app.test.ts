@@ -1,4 +1,4 @@
-import { configSchema, createLogger, createRedis, QueueName, type ConfigInput } from '@prompt-queue/shared';
+import { configSchema, createLogger, createRedis, QueueName, waitForRedis, type ConfigInput } from '@prompt-queue/shared';
 import { freePort, startTestRedis, uniquePrefix, type TestRedis } from '@prompt-queue/shared/testing';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -30,7 +30,7 @@ afterAll(async () => {
 function dashboardWith(
   overrides: Partial<ConfigInput> = {},
   auth?: DashboardAuth,
-): { dashboard: Dashboard; prefix: string; connection: Redis } {
+): { dashboard: Dashboard; prefix: string; connection: Redis; reader: Redis } {
   const prefix = uniquePrefix('dash');
   const config = configSchema.parse({
     env: 'test',
@@ -39,14 +39,16 @@ function dashboardWith(
     ...overrides,
   });
   const connection = createRedis(redis.url, 'worker');
-  const dashboard = createApp({ config, connection, logger, ...(auth ? { auth } : {}) });
+  const reader = createRedis(redis.url, 'reader');
+  const dashboard = createApp({ config, connection: reader, logger, ...(auth ? { auth } : {}) });
   cleanups.push(async () => {
     await dashboard.close();
     const keys = await connection.keys(`${prefix}:*`);
     if (keys.length > 0) await connection.del(...keys);
     await connection.quit();
+    await reader.quit();
   });
-  return { dashboard, prefix, connection };
+  return { dashboard, prefix, connection, reader };
 }
 
 describe('dashboard with credentials', () => {
@@ -148,8 +150,8 @@ describe('dashboard with credentials', () => {
   });
 
   it('answers /healthz and /readyz without credentials', async () => {
-    const { dashboard, connection } = dashboardWith();
-    await connection.ping();
+    const { dashboard, reader } = dashboardWith();
+    await waitForRedis(reader);
     const health = await request(dashboard.app).get('/healthz');
     expect(health.status).toBe(200);
     expect(health.body).toEqual({ status: 'ok' });

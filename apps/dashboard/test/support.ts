@@ -14,7 +14,7 @@ export interface TestDashboard {
   dashboard: Dashboard;
   config: Config;
   prefix: string;
-  /** The dashboard's connection (also fine for the test's own reads and writes). */
+  /** A connection for the test's own reads and writes (the dashboard has its own `reader`). */
   connection: Redis;
   /** The prompts queue on the same prefix, for adding and finishing jobs. */
   queue: Queue;
@@ -44,7 +44,9 @@ export function useDashboards(): { create(overrides?: Partial<ConfigInput>): Tes
         ...Object.fromEntries(Object.entries(overrides).filter(([key]) => key !== 'dashboard')),
       });
       const connection = createRedis(redis!.url, 'worker');
-      const dashboard = createApp({ config, connection, logger });
+      // The dashboard's own, as main.ts makes it: fail-fast, every read bounded.
+      const reader = createRedis(redis!.url, 'reader');
+      const dashboard = createApp({ config, connection: reader, logger });
       const queue = new Queue(QueueName.Prompts, { connection, prefix });
       cleanups.push(async () => {
         await queue.close();
@@ -52,6 +54,7 @@ export function useDashboards(): { create(overrides?: Partial<ConfigInput>): Tes
         const keys = await connection.keys(`${prefix}:*`);
         if (keys.length > 0) await connection.del(...keys);
         await connection.quit();
+        await reader.quit();
       });
       return { dashboard, config, prefix, connection, queue };
     },

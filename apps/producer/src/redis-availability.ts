@@ -1,6 +1,6 @@
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { PromptQueueError } from '@prompt-queue/shared';
+import { isRedisConnectionError, PromptQueueError } from '@prompt-queue/shared';
 
 /**
  * The producer's Redis fails fast (no offline queue, one retry), so while Redis is down a command
@@ -39,20 +39,7 @@ export async function assertRedisAvailable(redis: Redis, queue: Queue): Promise<
   }
 }
 
-const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH']);
-const CONNECTION_MESSAGES = [
-  'enableOfflineQueue', // "Stream isn't writeable and enableOfflineQueue options is false"
-  'Connection is closed',
-  'Reached the max retries per request limit',
-  'Redis is loading the dataset',
-  'LOADING',
-];
-
 export function isRedisUnavailableError(error: unknown): boolean {
-  if (!(error instanceof Error)) return false;
   if (error instanceof PromptQueueError) return error.code === 'REDIS_UNAVAILABLE';
-  if (error.name === 'MaxRetriesPerRequestError' || error.name === 'ConnectionClosedError') return true;
-  const code = (error as { code?: unknown }).code;
-  if (typeof code === 'string' && CONNECTION_CODES.has(code)) return true;
-  return CONNECTION_MESSAGES.some((text) => error.message.includes(text));
+  return isRedisConnectionError(error);
 }

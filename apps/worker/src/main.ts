@@ -12,6 +12,7 @@ import {
   onStopSignals,
   parseAuditDestination,
   QueueName,
+  within,
 } from '@prompt-queue/shared';
 import { createHealthApp } from './health.js';
 import { KeyRing } from './keys/key-ring.js';
@@ -68,9 +69,11 @@ const metrics = createWorkerMetrics(undefined, {
   queueDepth: (gauge) => collectQueueDepth(gauge, [depthQueue]),
   limiterUtilization: async (gauge) => {
     gauge.reset();
+    // A scrape must answer while Redis is down or hangs (this connection waits through outages).
+    if (redis.status !== 'ready') return;
     await Promise.all(
       promptWorker.chains.all().map(async (link) => {
-        const state = await promptWorker.limiter.state(link.limitKey, link.limits);
+        const state = await within(promptWorker.limiter.state(link.limitKey, link.limits));
         if (state.rpmLimit > 0) gauge.set({ model: link.model, dimension: 'rpm' }, state.requests / state.rpmLimit);
         if (state.tpmLimit > 0) gauge.set({ model: link.model, dimension: 'tpm' }, state.tokens / state.tpmLimit);
       }),
@@ -94,7 +97,7 @@ const server = createServer(
   createHealthApp({
     redis,
     isWorkerRunning: () => promptWorker.worker.isRunning() && !shuttingDown,
-    status: async () => ({ ...(await statusReport(promptWorker.stats, promptWorker.chains, promptWorker.limiter)), apiKeys: keyRing.describe() }),
+    status: async () => ({ ...(await statusReport(promptWorker.stats, promptWorker.chains, promptWorker.limiter, redis)), apiKeys: keyRing.describe() }),
     metrics: metricsHandler(metrics.registry),
     token: config.metrics.token,
   }),

@@ -1,4 +1,5 @@
-import type { FleetLimiter } from '@prompt-queue/shared';
+import { within, type FleetLimiter } from '@prompt-queue/shared';
+import type { Redis } from 'ioredis';
 import type { ProviderChains } from './providers/chain.js';
 
 /**
@@ -50,21 +51,39 @@ export class WorkerStats {
 }
 
 export type StatusReport = ReturnType<WorkerStats['snapshot']> & {
+  /** `unavailable`: the fleet-wide parts (each link's `window`, `pausedUntil`) could not be read. */
+  redis: 'up' | 'unavailable';
   links: Record<string, { breaker: unknown; pausedUntil: number | null; window: { requests: number; tokens: number; rpmLimit: number; tpmLimit: number } | null }>;
 };
 
-/** The body of `GET /status`: local counters plus, per link this worker has used, breaker and limiter state. */
-export async function statusReport(stats: WorkerStats, chains: ProviderChains, limiter: FleetLimiter): Promise<StatusReport> {
+/**
+ * The body of `GET /status`: local counters plus, per link this worker has used, breaker and
+ * limiter state. The worker's connection waits through outages (BullMQ needs it to), so the
+ * limiter reads are skipped while it is down and bounded while Redis hangs: the local part always
+ * answers, within `READ_TIMEOUT_MS`.
+ */
+export async function statusReport(stats: WorkerStats, chains: ProviderChains, limiter: FleetLimiter, redis: Redis): Promise<StatusReport> {
   const links: StatusReport['links'] = {};
-  await Promise.all(
-    chains.all().map(async (link) => {
-      const state = await limiter.state(link.limitKey, link.limits).catch(() => null);
+  const connected = redis.status === 'ready';
+  let reachable = connected;
+  const read = <T>(promise: () => Promise<T>): Promise<T | null> =>
+    connected
+      ? within(promise()).catch(() => {
+          reachable = false;
+          return null;
+        })
+      : Promise.resolve(null);
+  // A PING too, in parallel: a worker that has used no link yet still says whether Redis answers.
+  await Promise.all([
+    read(() => redis.ping()),
+    ...chains.all().map(async (link) => {
+      const state = await read(() => limiter.state(link.limitKey, link.limits));
       links[link.id] = {
         breaker: link.breaker.state,
         pausedUntil: state?.pausedUntil ?? null,
         window: state ? { requests: state.requests, tokens: state.tokens, rpmLimit: state.rpmLimit, tpmLimit: state.tpmLimit } : null,
       };
     }),
-  );
-  return { ...stats.snapshot(), links };
+  ]);
+  return { ...stats.snapshot(), redis: reachable ? 'up' : 'unavailable', links };
 }

@@ -48,6 +48,9 @@ describe('worker process (node dist/main.js)', () => {
     const config: Config = testConfig(processEnv);
     const connection = createRedis(config.redis.url, 'worker');
     const queue = new Queue(QueueName.Prompts, { connection, prefix: config.redis.prefix });
+    // A test may stop its Redis.
+    connection.on('error', () => {});
+    queue.on('error', () => {});
     cleanups.push(async () => {
       await queue.close();
       connection.disconnect();
@@ -105,6 +108,37 @@ describe('worker process (node dist/main.js)', () => {
     expect(ready.status).toBe(200);
     const missing = await fetch(`${base}/nope`);
     expect([missing.status, ((await missing.json()) as { error: { code: string } }).error.code]).toEqual([404, 'NOT_FOUND']);
+  });
+
+  it('/status and /metrics answer within 2 s while Redis is down or frozen (they used to hang for minutes)', async () => {
+    const own = await startTestRedis();
+    cleanups.push(() => own.stop());
+    const { start } = setup({ REDIS_URL: own.url });
+    const worker = await start();
+    const base = worker.ready[1]!;
+    const timed = async (path: string) => {
+      const started = Date.now();
+      const res = await fetch(`${base}${path}`);
+      return { res, ms: Date.now() - started };
+    };
+    expect(await (await timed('/status')).res.json()).toMatchObject({ redis: 'up', jobsHeld: 0 });
+
+    own.pause!();
+    const frozen = await timed('/status');
+    expect(frozen.ms).toBeLessThan(2_000);
+    expect(await frozen.res.json()).toMatchObject({ redis: 'unavailable', jobsHeld: 0 });
+    expect((await timed('/metrics')).ms).toBeLessThan(2_000);
+    own.resume!();
+
+    await own.stop();
+    const status = await timed('/status');
+    expect(status.ms).toBeLessThan(2_000);
+    expect(status.res.status).toBe(200);
+    expect(await status.res.json()).toMatchObject({ redis: 'unavailable', jobsHeld: 0, batches: { count: 0 } });
+    const metrics = await timed('/metrics');
+    expect(metrics.ms).toBeLessThan(2_000);
+    expect(metrics.res.status).toBe(200);
+    expect((await timed('/readyz')).res.status).toBe(503);
   });
 
   it('SIGTERM finishes the job in flight, then exits 0', async () => {

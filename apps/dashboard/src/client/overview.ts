@@ -291,12 +291,37 @@ function renderBudgets(view: Overview): void {
 }
 
 function renderErrors(view: Overview): void {
+  // Redis being down has a banner of its own.
+  const errors = view.errors.filter((e) => e.section !== 'redis');
   const box = byId('errors');
-  box.hidden = view.errors.length === 0;
-  box.textContent = view.errors.map((e) => `${e.section}: ${e.message}`).join(' · ');
+  box.hidden = errors.length === 0;
+  box.textContent = errors.map((e) => `${e.section}: ${e.message}`).join(' · ');
+}
+
+/** When the numbers on the page were last read from Redis (kept while it is unavailable). */
+let lastReadAt: number | undefined;
+
+/**
+ * The banner while Redis is unavailable. The page then keeps the last numbers it read (marked by
+ * their time) rather than redrawing the empty sections; returns whether Redis is up.
+ */
+function renderRedis(view: Overview): boolean {
+  const banner = byId('redis-down');
+  const redis = view.redis;
+  banner.hidden = redis.status === 'up';
+  if (redis.status === 'up') return true;
+  const shown = lastReadAt === undefined ? 'nothing to show yet' : `the numbers below are from ${time(lastReadAt)}`;
+  banner.textContent = `Redis unavailable since ${time(redis.since)} (${ago(redis.since, view.generatedAt)}; ${redis.reason}): ${shown}.`;
+  return false;
 }
 
 function render(view: Overview): void {
+  if (!renderRedis(view)) {
+    // The sections' own errors are the outage's echo: the banner says it once.
+    byId('errors').hidden = true;
+    return;
+  }
+  lastReadAt = view.generatedAt;
   depthSamples.push({
     at: view.generatedAt,
     depth: view.queues.reduce((sum, q) => sum + q.depth, 0),
@@ -325,8 +350,9 @@ async function refresh(): Promise<void> {
     if (!response.ok) throw new Error(response.status === 401 ? 'signed out: reload the page' : `HTTP ${response.status}`);
     const view = (await response.json()) as Overview;
     render(view);
-    status.textContent = `updated ${time(view.generatedAt)} · every ${REFRESH_MS / 1000} s`;
-    status.classList.remove('stale');
+    const up = view.redis.status === 'up';
+    status.textContent = up ? `updated ${time(view.generatedAt)} · every ${REFRESH_MS / 1000} s` : `Redis unavailable; retrying every ${REFRESH_MS / 1000} s`;
+    status.classList.toggle('stale', !up);
     document.body.dataset.loaded = String(view.generatedAt);
   } catch (error) {
     status.textContent = `refresh failed (${error instanceof Error ? error.message : String(error)}); retrying`;

@@ -4,12 +4,15 @@ import {
   FleetLimiter,
   parseFailedReason,
   QueueName,
+  READ_TIMEOUT_MS,
   UsageLedger,
+  within,
   type Config,
   type UsageOverview,
 } from '@prompt-queue/shared';
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
+import type { RedisHealth } from '../redis-health.js';
 import { limitScopes } from './limits.js';
 import { metricsSeries, minuteBuckets } from './throughput.js';
 import type {
@@ -41,6 +44,8 @@ export interface OverviewSourceDeps {
   connection: Redis;
   /** Every queue, keyed by name; `QueueName.Prompts` must be among them. */
   queues: Map<string, Queue>;
+  /** Whether Redis is up, and since when it is not: reported with every overview. */
+  health: RedisHealth;
 }
 
 /**
@@ -63,12 +68,22 @@ export class OverviewSource {
     this.budgets = new BudgetGuard(deps.connection, this.prefix, deps.config.tenants);
   }
 
+  /**
+   * Every section, read in parallel, each bounded by `READ_TIMEOUT_MS`: the answer comes within
+   * about that long even while Redis hangs. While the connection is down nothing is read at all,
+   * and the answer is immediate. Either way `redis` says since when Redis is unavailable.
+   */
   async read(now: Date = new Date()): Promise<Overview> {
+    const { health } = this.deps;
     const errors: Overview['errors'] = [];
+    const connected = await health.connectedWithin(READ_TIMEOUT_MS);
+    let redisFailed = false;
     const section = async <T>(name: string, read: () => Promise<T>, fallback: T): Promise<T> => {
+      if (!connected) return fallback;
       try {
-        return await read();
+        return await within(read(), READ_TIMEOUT_MS);
       } catch (error) {
+        if (health.failed(error)) redisFailed = true;
         errors.push({ section: name, message: error instanceof Error ? error.message : String(error) });
         return fallback;
       }
@@ -84,8 +99,15 @@ export class OverviewSource {
       section('workers', () => this.workers(prompts), []),
       section('budgets', () => this.budgetViews(now), []),
     ]);
+    if (connected && !redisFailed) health.succeeded();
+    const redis = health.state;
+    if (redis.status === 'unavailable') {
+      // One line for the page's error banner and for scripts that only read `errors`.
+      errors.unshift({ section: 'redis', message: `Redis unavailable since ${new Date(redis.since).toISOString()} (${redis.reason})` });
+    }
     return {
       generatedAt: now.getTime(),
+      redis,
       readOnly: this.deps.config.dashboard.readOnly,
       queues,
       throughput,

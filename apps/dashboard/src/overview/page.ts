@@ -38,6 +38,7 @@ export function overviewHtml(boardPath: string): string {
   <span id="status" class="status" role="status">loading…</span>
   <nav><a href=".${boardPath}/" id="queues-link">Queues (bull-board) →</a></nav>
 </header>
+<div id="redis-down" class="errors redis-down" role="alert" hidden></div>
 <div id="errors" class="errors" hidden></div>
 <main>
   <div class="tiles">
@@ -84,6 +85,7 @@ header a:hover { background: #2d3748; }
 .status.stale { color: #fbbf24; }
 .badge { background: var(--warn); color: #fff; border-radius: 4px; padding: 2px 8px; font-size: 12px; }
 .errors { margin: 12px 24px 0; padding: 8px 12px; border-radius: 6px; background: #fef2f2; color: var(--bad); border: 1px solid #fecaca; }
+.redis-down { font-weight: 600; background: var(--bad); color: #fff; border-color: var(--bad); }
 main { padding: 16px 24px 32px; max-width: 1600px; margin: 0 auto; }
 .tiles { display: grid; grid-template-columns: repeat(9, minmax(0, 1fr)); gap: 12px; margin-bottom: 16px; }
 .tile { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 10px 12px; min-width: 0; }

@@ -97,9 +97,14 @@ export interface BudgetView {
   remaining: BudgetRemaining;
 }
 
+/** Redis as the dashboard sees it; `since` is epoch ms of the first failure of this outage. */
+export type RedisView = { status: 'up' } | { status: 'unavailable'; since: number; reason: string };
+
 export interface Overview {
   /** Epoch ms when this snapshot was read. */
   generatedAt: number;
+  /** While unavailable, the sections below are empty (nothing could be read), not zero. */
+  redis: RedisView;
   readOnly: boolean;
   queues: QueueOverview[];
   throughput: Throughput;

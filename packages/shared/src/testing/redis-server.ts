@@ -12,6 +12,12 @@ export interface TestRedis {
   stop(): Promise<void>;
   /** Kills the server abruptly and starts it again on the same port and data dir. */
   restart?(): Promise<void>;
+  /**
+   * Freezes the server (SIGSTOP): connections stay open but nothing answers, like a Redis that is
+   * swapping or stuck. `resume()` (SIGCONT) lets it go on.
+   */
+  pause?(): void;
+  resume?(): void;
 }
 
 /** An unused TCP port on 127.0.0.1, picked by the OS. */
@@ -52,6 +58,8 @@ export async function startTestRedis(options: { appendOnly?: boolean } = {}): Pr
     url,
     port,
     async stop() {
+      // A paused server would never handle SIGTERM.
+      child.kill('SIGCONT');
       await killAndWait(child, 'SIGTERM');
       rmSync(dir, { recursive: true, force: true });
     },
@@ -59,6 +67,12 @@ export async function startTestRedis(options: { appendOnly?: boolean } = {}): Pr
       await killAndWait(child, 'SIGKILL');
       child = spawnRedis(bin, args);
       await waitForPing(url, child);
+    },
+    pause() {
+      child.kill('SIGSTOP');
+    },
+    resume() {
+      child.kill('SIGCONT');
     },
   };
 }
