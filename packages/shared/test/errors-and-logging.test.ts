@@ -57,4 +57,34 @@ describe('logging', () => {
     expect(line).not.toContain('hidden');
     expect(line).not.toContain('abc123');
   });
+
+  it('colours readable lines only on a terminal: log files and pipes get no ANSI codes', () => {
+    const written = (options: { color?: boolean }) => {
+      const lines: string[] = [];
+      const logger = createLogger({ service: 'test', ...options });
+      logger.clear();
+      const stream = new Writable({
+        write(chunk, _enc, done) {
+          lines.push(String(chunk));
+          done();
+        },
+      });
+      logger.add(new winston.transports.Stream({ stream }));
+      logger.warn('disk almost full');
+      return lines.join('');
+    };
+    const ESC = '\u001b[';
+    const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
+    try {
+      Object.defineProperty(process.stderr, 'isTTY', { value: false, configurable: true });
+      expect(written({})).toMatch(/ warn \[test\] disk almost full/);
+      expect(written({})).not.toContain(ESC);
+      Object.defineProperty(process.stderr, 'isTTY', { value: true, configurable: true });
+      expect(written({})).toContain(ESC);
+      expect(written({ color: false })).not.toContain(ESC);
+    } finally {
+      if (tty) Object.defineProperty(process.stderr, 'isTTY', tty);
+      else delete (process.stderr as { isTTY?: boolean }).isTTY;
+    }
+  });
 });

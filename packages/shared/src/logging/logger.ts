@@ -57,9 +57,15 @@ export interface LoggerOptions {
   level?: string;
   /** JSON lines in production, one readable line per entry otherwise. */
   json?: boolean;
+  /**
+   * Colour the level of readable lines (ANSI codes). Only a terminal shows them: in a file or a
+   * pipe (`npm start > run.log`, a log collector) they are noise.
+   * @defaultValue whether stderr, where every line goes, is a terminal
+   */
+  color?: boolean;
 }
 
-export function createLogger({ service, level = 'info', json = false }: LoggerOptions): winston.Logger {
+export function createLogger({ service, level = 'info', json = false, color = process.stderr.isTTY === true }: LoggerOptions): winston.Logger {
   const readable = winston.format.printf(({ level: lvl, message, timestamp, service: svc, ...rest }) => {
     const extra = Object.keys(rest).length ? ` ${JSON.stringify(rest)}` : '';
     return `${String(timestamp)} ${lvl} [${String(svc)}] ${String(message)}${extra}`;
@@ -70,7 +76,7 @@ export function createLogger({ service, level = 'info', json = false }: LoggerOp
     format: winston.format.combine(
       redactFormat(),
       winston.format.timestamp(),
-      json ? winston.format.json() : winston.format.combine(winston.format.colorize(), readable),
+      json ? winston.format.json() : color ? winston.format.combine(winston.format.colorize(), readable) : readable,
     ),
     // stderr keeps stdout free for the one-line "listening on" messages scripts parse.
     transports: [new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly'] })],
