@@ -132,7 +132,12 @@ describe('OpenAICompatibleProvider against the emulator', () => {
       provider.generate(ask('', { contents: [{ role: 'user', parts: [{ fileData: { mimeType: 'video/mp4', fileUri: 'gs://bucket/v.mp4' } }] }] })),
     );
     expect(error).toMatchObject({ code: 'PROVIDER_BAD_REQUEST', disposition: 'fail' });
+    expect(error.message).toMatch(/cannot take a video\/mp4 file reference$/);
     expect(error.message).not.toContain('gs://');
+    const image = await failure(
+      provider.generate(ask('', { contents: [{ role: 'user', parts: [{ fileData: { mimeType: 'image/jpeg', fileUri: 'gs://bucket/i.jpg' } }] }] })),
+    );
+    expect(image.message).toMatch(/cannot take an image\/jpeg file reference$/);
     expect(sent).toHaveLength(0);
   });
 

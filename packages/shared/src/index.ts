@@ -19,5 +19,6 @@ export * from './accounting/index.js';
 export * from './logging/audit.js';
 export * from './metrics/queue-depth.js';
 export * from './canonical-json.js';
+export * from './text.js';
 export * from './service/lifecycle.js';
 export * from './estimate/index.js';

@@ -1,4 +1,4 @@
-import { isProviderError, ProviderError, type TokenUsage } from '@prompt-queue/shared';
+import { isProviderError, ProviderError, withArticle, type TokenUsage } from '@prompt-queue/shared';
 import { callSignal } from './call-signal.js';
 import { DEFAULT_RATE_LIMIT_RETRY_MS } from './classify.js';
 import type { CallOptions, GenerateRequest, GenerateResult, Provider, ProviderPart } from './provider.js';
@@ -237,7 +237,7 @@ function toContentPart(part: ProviderPart, providerName: string): ChatContentPar
   const { mimeType, fileUri } = part.fileData;
   // Chat completions fetch http(s) image URLs themselves; gs:// and Files API URIs are Google's.
   if (mimeType.startsWith('image/') && /^https?:\/\//i.test(fileUri)) return { type: 'image_url', image_url: { url: fileUri } };
-  throw unsupported(providerName, `a ${mimeType} file reference`);
+  throw unsupported(providerName, `${withArticle(mimeType)} file reference`);
 }
 
 function unsupported(providerName: string, what: string): ProviderError {
