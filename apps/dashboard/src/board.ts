@@ -21,13 +21,14 @@ export interface JobSummary {
  * The name bull-board shows for a job in its lists, with what ops look for at a glance:
  * `generate · acme · gemini-3.6-flash · $0.00052 · 79 tok` once completed (the model that served
  * it, its cost and total tokens, from the job's return value), `… · [CODE]` once failed, and the
- * requested model while pending. Tolerates any shape: job data and results are persisted, and older
- * jobs may lack fields.
+ * requested model while pending. It starts with the job's kind (`generate`, `embed`) from its data:
+ * jobs enqueued before the producer named jobs by kind are all named `generate`. Tolerates any
+ * shape: job data and results are persisted, and older jobs may lack fields.
  */
 export function jobListName(job: JobSummary): string {
   const data = asRecord(job.data);
   const result = asRecord(job.returnvalue);
-  const parts = [job.name || 'job'];
+  const parts = [typeof data.kind === 'string' && data.kind !== '' ? data.kind : job.name || 'job'];
   if (typeof data.tenant === 'string') parts.push(data.tenant);
   const model = typeof result.model === 'string' ? result.model : data.model;
   if (typeof model === 'string') parts.push(model);
@@ -130,6 +131,7 @@ export function createBoardRouter(queues: Queue[], options: { readOnly: boolean;
   });
   const board = serverAdapter.getRouter() as Express;
   board.disable('x-powered-by');
+  renderWithoutExternalLinks(board);
   const router = Router();
   if (options.redactText) {
     for (const { method, path, what } of DATA_WRITES) {
@@ -142,4 +144,25 @@ export function createBoardRouter(queues: Queue[], options: { readOnly: boolean;
   }
   router.use(board);
   return router;
+}
+
+type RenderEngine = (path: string, options: object, callback: (error: unknown, html?: string) => void) => void;
+
+/**
+ * bull-board's page links Google Fonts (IBM Plex) from another origin: offline, or wherever the
+ * browser may not reach Google, that request fails on every load. Its own template still renders,
+ * minus `<link>`s to other origins; its CSS falls back to system fonts. Everything else the page
+ * loads comes from the dashboard itself.
+ */
+function renderWithoutExternalLinks(board: Express): void {
+  const render = (board as unknown as { engines: Record<string, RenderEngine | undefined> }).engines['.ejs'];
+  if (!render) throw new Error('bull-board no longer renders an .ejs page: check it for links to other origins');
+  board.engine('ejs', (path, options, callback) =>
+    render(path, options, (error, html) => callback(error, html === undefined ? html : withoutExternalLinks(html))),
+  );
+}
+
+/** `html` without `<link>` elements whose href points to another origin (`https://…`, `//…`). */
+export function withoutExternalLinks(html: string): string {
+  return html.replace(/<link\b[^>]*\bhref="(?:https?:)?\/\/[^"]*"[^>]*>\s*/gi, '');
 }

@@ -73,6 +73,9 @@ describe('dashboard with credentials', () => {
     expect(res.status).toBe(200);
     expect(res.headers['content-type']).toMatch(/text\/html/);
     expect(res.text).toContain('<base href="/queues/"');
+    // Nothing from another origin (bull-board's template links Google Fonts): it works offline.
+    expect(res.text).not.toMatch(/<(link|script)\b[^>]*\b(href|src)="(https?:)?\/\//);
+    expect(res.text).toMatch(/<link href="static\/css\/main\.\w+\.css" rel="stylesheet">/);
   });
 
   it("lists the prompts queue and its counts in bull-board's JSON API", async () => {
@@ -108,6 +111,8 @@ describe('dashboard with credentials', () => {
       '/assets/overview.js',
       '/assets/overview.css',
       '/assets/vendor/chart.umd.min.js',
+      '/assets/favicon.svg',
+      '/favicon.ico',
       '/queues',
       '/queues/',
       '/queues/api/queues',
@@ -140,6 +145,14 @@ describe('dashboard with credentials', () => {
     expect(client.status, 'build the dashboard first: dist/public/client/overview.js').toBe(200);
     expect(client.text).toContain('api/overview');
     expect((await request(dashboard.app).get('/assets/overview.css').auth(USER, PASSWORD)).status).toBe(200);
+    // An icon, linked by the page and at /favicon.ico (it used to be a 404).
+    expect(page.text).toContain('<link rel="icon" type="image/svg+xml" href="assets/favicon.svg">');
+    for (const path of ['/assets/favicon.svg', '/favicon.ico']) {
+      const icon = await request(dashboard.app).get(path).auth(USER, PASSWORD);
+      expect(icon.status, path).toBe(200);
+      expect(icon.headers['content-type'], path).toMatch(/^image\/svg\+xml/);
+      expect(String(icon.body), path).toMatch(/^<svg /);
+    }
   });
 
   it('refuses to be framed', async () => {

@@ -1,6 +1,6 @@
 import { configSchema, type Config } from '@prompt-queue/shared';
 import { describe, expect, it } from 'vitest';
-import { formatUsd, jobListName } from '../src/board.js';
+import { formatUsd, jobListName, withoutExternalLinks } from '../src/board.js';
 import { limitScopes } from '../src/overview/limits.js';
 import { metricsSeries, minuteBuckets } from '../src/overview/throughput.js';
 import { resultOf } from './fixtures.js';
@@ -75,11 +75,31 @@ describe('jobListName (bull-board job list)', () => {
     expect(jobListName({ data: 'weird', returnvalue: 42 })).toBe('job');
   });
 
+  it('starts with the job\'s kind from its data: embed jobs enqueued as "generate" show as embed', () => {
+    const embed = { ...data, kind: 'embed', model: 'gemini-embedding-001' };
+    expect(jobListName({ name: 'generate', data: embed })).toBe('embed · acme · gemini-embedding-001');
+    expect(jobListName({ name: 'embed', data: embed })).toBe('embed · acme · gemini-embedding-001');
+  });
+
   it('formats sub-cent costs readably', () => {
     expect(formatUsd(0)).toBe('$0');
     expect(formatUsd(0.000520001)).toBe('$0.00052');
     expect(formatUsd(0.0123456)).toBe('$0.0123');
     expect(formatUsd(12.3456)).toBe('$12.35');
     expect(formatUsd(1.2e-7)).toBe('$0.00000012');
+  });
+});
+
+describe('withoutExternalLinks (bull-board page, offline)', () => {
+  it('drops <link>s to other origins and keeps the page\'s own', () => {
+    const head = [
+      '<link rel="icon" type="image/svg+xml" id="fav-logo" href="static/images/logo.svg">',
+      '<link href="https://fonts.googleapis.com/css2?family=IBM+Plex+Sans:wght@400&display=swap" rel="stylesheet">',
+      '<link href="//cdn.example/x.css" rel="stylesheet">',
+      '<link href="static/css/main.css" rel="stylesheet"></head>',
+    ].join('\n');
+    expect(withoutExternalLinks(head)).toBe(
+      '<link rel="icon" type="image/svg+xml" id="fav-logo" href="static/images/logo.svg">\n<link href="static/css/main.css" rel="stylesheet"></head>',
+    );
   });
 });

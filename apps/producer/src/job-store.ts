@@ -92,7 +92,7 @@ export class JobStore {
     }
     await putBlobs(this.redis, this.prefix, job.blobs, this.config.producer.resultTtlSeconds);
     const [priority] = await assignFairPriorities(this.redis, this.prefix, tenant, [level]);
-    await this.addOrGiveBack(tenant, [level], () => this.queue.add('generate', job.data, promptJobOptions(this.config, job.id, priority)));
+    await this.addOrGiveBack(tenant, [level], () => this.queue.add(job.data.kind, job.data, promptJobOptions(this.config, job.id, priority)));
     if (!idempotent) {
       this.metrics?.jobsEnqueued(tenant, [level]);
       return { id: job.id, status: 'queued' };
@@ -157,7 +157,7 @@ export class JobStore {
       const levels = toAdd.map((job) => job.data.priority);
       const priorities = await assignFairPriorities(this.redis, this.prefix, tenant, levels);
       await this.addOrGiveBack(tenant, levels, () =>
-        this.queue.addBulk(toAdd.map((job, i) => ({ name: 'generate' as const, data: job.data, opts: promptJobOptions(this.config, job.id, priorities[i]) }))),
+        this.queue.addBulk(toAdd.map((job, i) => ({ name: job.data.kind, data: job.data, opts: promptJobOptions(this.config, job.id, priorities[i]) }))),
       );
       // An idempotent job created by a concurrent request between our check and our add: ours was
       // a no-op, so its place goes back. The stored priority tells (places are unique per level).

@@ -2,7 +2,8 @@ import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { QueueName, type Config, type Logger, type PromptJobData, type PromptJobResult } from '@prompt-queue/shared';
 
-export type PromptQueue = Queue<PromptJobData, PromptJobResult, 'generate'>;
+/** Jobs are named by their kind (`generate`, `embed`): what bull-board and BullMQ's events show. */
+export type PromptQueue = Queue<PromptJobData, PromptJobResult, PromptJobData['kind']>;
 
 /**
  * The `prompts` queue on the producer's own (fail-fast) connection. BullMQ shares a caller's

@@ -59,6 +59,16 @@ describe('kind: embed', () => {
       (response.body.jobs as { id: string }[]).map(async ({ id }) => promptJobDataSchema.parse((await h.queue.getJob(id))!.data).kind),
     );
     expect(kinds).toEqual(['embed', 'generate', 'embed']);
+    // Named by kind too: bull-board and BullMQ's events show the name.
+    const names = await Promise.all((response.body.jobs as { id: string }[]).map(async ({ id }) => (await h.queue.getJob(id))!.name));
+    expect(names).toEqual(['embed', 'generate', 'embed']);
+  });
+
+  it('names a single embed job "embed" (it used to be "generate" in bull-board)', async () => {
+    const embed = await post({ kind: 'embed', prompt: 'hello' });
+    expect((await h.queue.getJob(embed.body.id))!.name).toBe('embed');
+    const generate = await post({ prompt: 'hello' });
+    expect((await h.queue.getJob(generate.body.id))!.name).toBe('generate');
   });
 
   it('GET returns result.embedding and the exact costNanoUsd', async () => {

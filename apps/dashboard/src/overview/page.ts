@@ -27,6 +27,7 @@ export function overviewHtml(boardPath: string): string {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>prompt-queue · overview</title>
+<link rel="icon" type="image/svg+xml" href="assets/favicon.svg">
 <link rel="stylesheet" href="assets/overview.css">
 <script src="assets/vendor/chart.umd.min.js" defer></script>
 <script src="assets/overview.js" type="module"></script>
@@ -70,6 +71,12 @@ export function overviewHtml(boardPath: string): string {
 </html>
 `;
 }
+
+/** The overview's icon: a stack of queued bars. */
+export const FAVICON_SVG =
+  '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" fill="#1d2433"/>' +
+  '<rect x="7" y="8" width="18" height="4" rx="2" fill="#60a5fa"/><rect x="7" y="14" width="13" height="4" rx="2" fill="#34d399"/>' +
+  '<rect x="7" y="20" width="8" height="4" rx="2" fill="#fbbf24"/></svg>';
 
 export const OVERVIEW_CSS = `
 :root { --bg: #f4f6f9; --card: #fff; --text: #1d2433; --muted: #6b7385; --line: #e3e7ee; --ok: #1f9d55; --warn: #d97706; --bad: #dc2626; --accent: #2563eb; }

@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Router } from 'express';
 import type { OverviewSource } from './collect.js';
-import { OVERVIEW_CSP, OVERVIEW_CSS, overviewHtml } from './page.js';
+import { FAVICON_SVG, OVERVIEW_CSP, OVERVIEW_CSS, overviewHtml } from './page.js';
 
 /**
  * The compiled browser client. `../../dist/…` resolves to the same file from `src/overview` (tests
@@ -16,7 +16,7 @@ const CHART_JS = join(dirname(createRequire(import.meta.url).resolve('chart.js')
 
 /**
  * The overview: the page at `/`, its JSON at `/api/overview` (polled by the page, usable by
- * scripts), and the page's assets under `/assets`. Mount behind auth.
+ * scripts), the page's assets under `/assets`, and its icon. Mount behind auth.
  */
 export function overviewRouter(source: OverviewSource, options: { boardPath: string }): Router {
   const router = Router();
@@ -31,6 +31,10 @@ export function overviewRouter(source: OverviewSource, options: { boardPath: str
     res.set('Cache-Control', 'no-store').json(overview);
   });
 
+  // Linked by the page; /favicon.ico too, for whatever asks there without reading the page.
+  router.get(['/assets/favicon.svg', '/favicon.ico'], (_req, res) => {
+    res.type('image/svg+xml').set('Cache-Control', 'public, max-age=86400').send(FAVICON_SVG);
+  });
   router.get('/assets/overview.css', (_req, res) => {
     res.type('css').set('Cache-Control', 'no-cache').send(OVERVIEW_CSS);
   });
