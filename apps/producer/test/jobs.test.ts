@@ -117,6 +117,20 @@ describe('idempotency', () => {
     expect(await totalJobs(h.queue)).toBe(1);
   });
 
+  it('answers "active" when a worker holds the job: with a key the answer is the current status, not "queued"', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    await h.startWorker(async () => {
+      await held;
+      return RESULT;
+    });
+    const { body } = await post({ prompt: 'take me', idempotencyKey: 'fast' });
+    expect(['queued', 'active']).toContain(body.status);
+    await waitFor(async () => (await h.queue.getJobState(body.id)) === 'active');
+    expect((await post({ prompt: 'take me', idempotencyKey: 'fast' })).body).toEqual({ id: body.id, status: 'active' });
+    release();
+  });
+
   it('reports the current status of the job on replay', async () => {
     const { body } = await post({ prompt: 'finish me', idempotencyKey: 'done' });
     await h.startWorker(async () => RESULT);
