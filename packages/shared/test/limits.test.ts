@@ -331,6 +331,19 @@ describe('FleetLimiter (real Redis)', () => {
     expect(refused.waitMs).toBe(first.now + 10_000 - refused.now); // until the window is empty
   });
 
+  it('converts a local time to the Redis clock from the replies it has seen', async () => {
+    const limiter = new FleetLimiter(redis, uniquePrefix());
+    const local = Date.now();
+    // Before any reply: no offset known, local time as is.
+    expect(limiter.toServerTime(local)).toBe(local);
+    await limiter.reserve(KEY, { rpm: 10, tpm: 0 }, [1]);
+    const before = await serverNow();
+    const converted = limiter.toServerTime(Date.now());
+    const after = await serverNow();
+    expect(converted).toBeGreaterThanOrEqual(before - 5);
+    expect(converted).toBeLessThanOrEqual(after + 5);
+  });
+
   it('uses Redis server time, not the client clock', async () => {
     vi.useFakeTimers({ toFake: ['Date'] });
     try {

@@ -176,9 +176,6 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
       dailyQuotaSpent.set(link, reserved.pausedUntil!);
       return live;
     }
-    // The reservation's server time on the local clock: a call that leaves later moves its window entry.
-    const reservedLocally = performance.now();
-    const sentAt = (sent: number): number => reserved.now + Math.max(0, sent - reservedLocally);
     const grantedCount = embed ? (reserved.granted.length > 0 ? live.length : 0) : reserved.granted.length;
     if (grantedCount < live.length) {
       // No room in the window (or the model is paused fleet-wide): wait in `delayed`, holding no
@@ -221,16 +218,17 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
         granted.map(async (job, i) => {
           const reservation = reserved.granted[i]!;
           const started = performance.now();
-          // When the request actually leaves (after any key lease wait): the provider counts it then.
-          let sent = started;
+          // When the request actually leaves (after any key lease wait), on the Redis clock: the
+          // provider counts it then, so its window entry moves there when it settles.
+          let sentAt = limiter.toServerTime(Date.now());
           const onSend = (): void => {
-            sent = performance.now();
+            sentAt = limiter.toServerTime(Date.now());
           };
           try {
             const answer = await link.breaker.fire(() => link.provider.generate({ ...job.request!, model: link.model }, { ...callOptions([job]), onSend }));
             const latencyMs = elapsed(started);
             metrics?.recordProviderCall(link.providerName, link.model, 'success', latencyMs / 1000);
-            ledger.settle.push({ reservation, actualTokens: answer.usage.inputTokens, sentAt: sentAt(sent) });
+            ledger.settle.push({ reservation, actualTokens: answer.usage.inputTokens, sentAt });
             ledger.samples.push({ key: link.limitKey, features: job.features, predicted: estimates![i]!.predicted, actual: answer.usage.inputTokens });
             job.final = served$(() => outcomes.generated(job.entry, { ...answer, provider: link.providerName, model: link.model }, latencyMs), link, latencyMs);
             deps.onServed?.(link, 1);

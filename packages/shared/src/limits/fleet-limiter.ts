@@ -58,6 +58,12 @@ export class FleetLimiter {
   private readonly reportedTtlMs: number;
   private readonly slowStartRequests: number;
   private readonly slowStartGrowth: number;
+  /**
+   * Local wall clock minus Redis server time, the smallest seen over the last minute: each reply
+   * arrives a little after the server read its clock (more when this event loop is busy), so the
+   * smallest difference is the closest to the clocks' real offset.
+   */
+  private clockOffset = { ms: Number.POSITIVE_INFINITY, since: 0 };
 
   constructor(redis: Redis, prefix: string, options: FleetLimiterOptions = {}) {
     this.windowMs = positiveInteger(options.windowMs ?? 60_000, 'windowMs');
@@ -102,6 +108,7 @@ export class FleetLimiter {
     const reservations = estimates
       .slice(0, granted)
       .map((tokens, i): Reservation => ({ key: { ...key }, id: `${idPrefix}:${i}`, estimatedTokens: tokens, reservedAt: now }));
+    this.observeServerTime(now);
     const result: ReserveResult = { granted: reservations, waitMs, now };
     if (pausedUntil >= 0) {
       result.pausedUntil = pausedUntil;
@@ -109,6 +116,22 @@ export class FleetLimiter {
     }
     if (probe >= 0) result.slowStart = probe;
     return result;
+  }
+
+  /**
+   * A local wall-clock time (`Date.now()`) on the Redis clock the window uses, for `sentAt`. Never
+   * later than the truth by more than the fastest reply seen: a busy event loop delays when a reply
+   * is read, not when the server answered.
+   */
+  toServerTime(localMs: number): number {
+    return Number.isFinite(this.clockOffset.ms) ? localMs - this.clockOffset.ms : localMs;
+  }
+
+  private observeServerTime(serverNow: number): void {
+    const local = Date.now();
+    const offset = local - serverNow;
+    // A fresh minimum each minute follows a clock that was stepped.
+    if (offset < this.clockOffset.ms || local - this.clockOffset.since > 60_000) this.clockOffset = { ms: offset, since: local };
   }
 
   /**
