@@ -9,6 +9,7 @@ import {
   imageSize,
   imageTokensByRule,
   inlineDataPartSchema,
+  jobFileUriRefusal,
   priorityLevelSchema,
   promptJobDataSchema,
   sha256Hex,
@@ -188,6 +189,7 @@ function normalize(request: JobRequest, ctx: PrepareContext): PreparedJob {
           role: content.role ?? 'user',
           parts: content.parts.map((part, p): StoredPart => {
             if ('inlineData' in part) return images.add(part.inlineData, `contents[${c}].parts[${p}].inlineData`);
+            if ('fileData' in part) checkFileUri(part.fileData.fileUri, `contents[${c}].parts[${p}].fileData.fileUri`, config);
             return part;
           }),
         }));
@@ -294,6 +296,15 @@ class ImageCollector {
     const size = imageSize(data, mimeType);
     return { blob: { mimeType, sha256: sha256Hex(data), bytes: data.length, ...(size ?? {}) } };
   }
+}
+
+/**
+ * A file URI is fetched by the backend (Google, or a vLLM/LiteLLM server inside our network): only
+ * Gemini Files API URIs and `fileUris.allow` prefixes (packages/shared/src/queue/file-uris.ts).
+ */
+function checkFileUri(uri: string, path: string, config: Config): void {
+  const refusal = jobFileUriRefusal(uri, config.fileUris.allow);
+  if (refusal !== undefined) throw fail('VALIDATION_FAILED', path, refusal);
 }
 
 /** `images` belong to the user's turn: the last user content, or a new one after a trailing model turn. */

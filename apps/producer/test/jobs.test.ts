@@ -58,7 +58,7 @@ describe('POST /v1/jobs', () => {
       contents: [
         { role: 'user', parts: [{ text: 'Hi' }] },
         { role: 'model', parts: [{ text: 'Hello' }] },
-        { parts: [{ text: 'And this?' }, { fileData: { mimeType: 'image/png', fileUri: 'gs://bucket/a.png' } }] },
+        { parts: [{ text: 'And this?' }, { fileData: { mimeType: 'image/png', fileUri: 'https://generativelanguage.googleapis.com/v1beta/files/a-png' } }] },
       ],
       images: [{ mimeType: 'image/jpeg', data: IMAGES.jpeg.toString('base64') }],
       model: 'gemini-2.5-flash',

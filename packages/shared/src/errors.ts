@@ -24,6 +24,8 @@ export const ERROR_CATALOG = {
   // Worker: outcomes of a provider call.
   INVALID_JOB: { httpStatus: 422, retryable: false },
   IMAGE_EXPIRED: { httpStatus: 422, retryable: false },
+  /** A `fileData.fileUri` the chain link may not receive (only Files API URIs and `fileUris.allow`). */
+  FILE_URI_NOT_ALLOWED: { httpStatus: 422, retryable: false },
   PROVIDER_BAD_REQUEST: { httpStatus: 422, retryable: false },
   PROVIDER_AUTH_FAILED: { httpStatus: 502, retryable: false },
   PROVIDER_MODEL_NOT_FOUND: { httpStatus: 422, retryable: false },

@@ -8,6 +8,7 @@ export * from './queue/payloads.js';
 export * from './queue/priority.js';
 export * from './queue/fairness.js';
 export * from './queue/blobs.js';
+export * from './queue/file-uris.js';
 export * from './redis/keys.js';
 export * from './redis/connection.js';
 export * from './logging/logger.js';

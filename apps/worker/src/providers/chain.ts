@@ -66,6 +66,8 @@ export interface ResolvedLinkSpec {
   project: string;
   timeoutMs: number;
   limits: RateLimits;
+  /** File URI prefixes the link's backend may fetch (config `fileUris.allow`). */
+  fileUriAllow: readonly string[];
 }
 
 export class ProviderChains {
@@ -157,6 +159,7 @@ export function resolveLinkSpec(config: Config, spec: ChainLinkSpec, jobModel: s
     project,
     timeoutMs: spec.timeoutMs ?? config.gemini.timeoutMs,
     limits: { rpm: limits?.rpm ?? 0, tpm: limits?.tpm ?? 0 },
+    fileUriAllow: config.fileUris.allow,
   };
 }
 
@@ -166,9 +169,10 @@ function createProvider(spec: ResolvedLinkSpec, keyRing: KeySource | undefined):
       name: spec.name,
       baseUrl: spec.baseUrl,
       timeoutMs: spec.timeoutMs,
+      fileUriAllow: spec.fileUriAllow,
       ...(spec.apiKeys[0] !== undefined ? { apiKey: spec.apiKeys[0] } : {}),
     });
   }
   const keys = !spec.ownKeys && keyRing ? { keyRing } : { apiKeys: spec.apiKeys };
-  return new GeminiProvider({ ...keys, baseUrl: spec.baseUrl, apiVersion: spec.apiVersion, timeoutMs: spec.timeoutMs });
+  return new GeminiProvider({ ...keys, baseUrl: spec.baseUrl, apiVersion: spec.apiVersion, timeoutMs: spec.timeoutMs, fileUriAllow: spec.fileUriAllow });
 }

@@ -8,6 +8,7 @@ import { createLogger, isProviderError, ProviderError, type Config, type TokenUs
 import { KeyRing, rejectionReason } from '../keys/key-ring.js';
 import { callSignal, CallNotSentError } from './call-signal.js';
 import { classifyProviderError } from './classify.js';
+import { checkFileUris } from './file-uris.js';
 import type { CallOptions, EmbedBatchRequest, EmbedBatchResult, GenerateRequest, GenerateResult, Provider } from './provider.js';
 
 /**
@@ -57,10 +58,15 @@ export interface GeminiProviderOptions {
   apiVersion: string;
   /** Per-call timeout, ms. */
   timeoutMs: number;
+  /**
+   * URL prefixes besides Gemini Files API URIs that Google may fetch as `fileData` (config
+   * `fileUris.allow`); any other file URI fails the job with FILE_URI_NOT_ALLOWED. @defaultValue []
+   */
+  fileUriAllow?: readonly string[];
 }
 
 export function geminiOptionsFromConfig(config: Config): GeminiProviderOptions {
-  return { ...config.gemini };
+  return { ...config.gemini, fileUriAllow: config.fileUris.allow };
 }
 
 /** Google's limit of requests in one batchEmbedContents call. */
@@ -172,6 +178,8 @@ export class GeminiProvider implements Provider {
   }
 
   async generate(request: GenerateRequest, callOptions: CallOptions = {}): Promise<GenerateResult> {
+    // Before any key lease: a job carrying a URI Google may not fetch for us fails without a call.
+    checkFileUris(request.contents, 'gemini', this.options.fileUriAllow ?? [], this.name);
     // Round-robin over keys. Quota is per Google Cloud project, so keys of one project add no
     // throughput; keys of several projects do.
     const result = await this.withKey(callOptions.signal, (client) => {

@@ -1,6 +1,7 @@
-import { isProviderError, ProviderError, withArticle, type TokenUsage } from '@prompt-queue/shared';
+import { fileUriRefusal, isProviderError, ProviderError, withArticle, type TokenUsage } from '@prompt-queue/shared';
 import { callSignal } from './call-signal.js';
 import { DEFAULT_RATE_LIMIT_RETRY_MS } from './classify.js';
+import { fileUriNotAllowed } from './file-uris.js';
 import type { CallOptions, GenerateRequest, GenerateResult, Provider, ProviderPart } from './provider.js';
 
 /**
@@ -29,6 +30,11 @@ export interface OpenAICompatibleProviderOptions {
   headers?: Record<string, string>;
   /** For tests and custom agents. @defaultValue globalThis.fetch */
   fetch?: typeof fetch;
+  /**
+   * URL prefixes the server may fetch as `image_url` (config `fileUris.allow`). Any other file URI,
+   * a Gemini Files API URI included, fails the job with FILE_URI_NOT_ALLOWED. @defaultValue []
+   */
+  fileUriAllow?: readonly string[];
 }
 
 /** OpenAI's chat message content parts we send. */
@@ -83,7 +89,7 @@ export class OpenAICompatibleProvider implements Provider {
 
   async generate(request: GenerateRequest, callOptions: CallOptions = {}): Promise<GenerateResult> {
     // Before the timer: a request we cannot translate fails without a call.
-    const body = JSON.stringify(toChatRequest(request, this.name));
+    const body = JSON.stringify(toChatRequest(request, this.name, this.options.fileUriAllow));
     const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json', ...this.options.headers };
     if (this.options.apiKey !== undefined) headers.authorization = `Bearer ${this.options.apiKey}`;
 
@@ -201,15 +207,21 @@ function count(value: unknown): number {
  * Gemini-shaped request → chat completion body. `systemInstruction` becomes a leading system
  * message, role `model` becomes `assistant`. A message with text only is sent as one string (its
  * parts joined, as Gemini reads adjacent parts); one with images as content parts in their order.
+ * An image file URI is sent only when it starts with a prefix of `fileUriAllow`: the server
+ * fetches it itself, from wherever it runs.
  */
-export function toChatRequest(request: GenerateRequest, providerName = 'OpenAI-compatible provider'): ChatCompletionRequest {
+export function toChatRequest(
+  request: GenerateRequest,
+  providerName = 'OpenAI-compatible provider',
+  fileUriAllow: readonly string[] = [],
+): ChatCompletionRequest {
   const messages: ChatMessage[] = [];
   if (request.systemInstruction !== undefined && request.systemInstruction !== '') {
     messages.push({ role: 'system', content: request.systemInstruction });
   }
-  for (const content of request.contents) {
+  for (const [c, content] of request.contents.entries()) {
     const role = content.role === 'model' ? 'assistant' : 'user';
-    const parts = content.parts.map((part) => toContentPart(part, providerName));
+    const parts = content.parts.map((part, p) => toContentPart(part, providerName, fileUriAllow, `contents[${c}].parts[${p}]`));
     const textOnly = parts.every((part) => part.type === 'text');
     messages.push({
       role,
@@ -227,7 +239,7 @@ export function toChatRequest(request: GenerateRequest, providerName = 'OpenAI-c
   return body;
 }
 
-function toContentPart(part: ProviderPart, providerName: string): ChatContentPart {
+function toContentPart(part: ProviderPart, providerName: string, fileUriAllow: readonly string[], where: string): ChatContentPart {
   if ('text' in part) return { type: 'text', text: part.text };
   if ('inlineData' in part) {
     const { mimeType, data } = part.inlineData;
@@ -236,8 +248,11 @@ function toContentPart(part: ProviderPart, providerName: string): ChatContentPar
   }
   const { mimeType, fileUri } = part.fileData;
   // Chat completions fetch http(s) image URLs themselves; gs:// and Files API URIs are Google's.
-  if (mimeType.startsWith('image/') && /^https?:\/\//i.test(fileUri)) return { type: 'image_url', image_url: { url: fileUri } };
-  throw unsupported(providerName, `${withArticle(mimeType)} file reference`);
+  if (!mimeType.startsWith('image/') || !/^https?:\/\//i.test(fileUri)) throw unsupported(providerName, `${withArticle(mimeType)} file reference`);
+  // The server fetches it from inside our network: an allowlisted prefix only (file-uris.ts).
+  const refusal = fileUriRefusal(fileUri, 'openai', fileUriAllow);
+  if (refusal !== undefined) throw fileUriNotAllowed(`${providerName} (OpenAI-compatible)`, where, refusal);
+  return { type: 'image_url', image_url: { url: fileUri } };
 }
 
 function unsupported(providerName: string, what: string): ProviderError {

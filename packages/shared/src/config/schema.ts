@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { DEFAULT_MODELS } from '../models.js';
 import { DEFAULT_PRICES } from '../pricing/prices.js';
+import { isValidAllowPrefix } from '../queue/file-uris.js';
 
 const port = z.coerce.number().int().min(0).max(65_535);
 const positiveInt = z.coerce.number().int().positive();
@@ -273,6 +274,22 @@ export const configSchema = z.strictObject({
       enabled: booleanFlag.default(true),
       /** How long an answer stays cached when the job sets no `cache.ttlSeconds`, s. @defaultValue 86400 */
       defaultTtlSeconds: positiveInt.max(30 * 24 * 3600).default(86_400),
+    })
+    .prefault({}),
+  /**
+   * Which `fileData.fileUri` values jobs may carry (queue/file-uris.ts). Gemini Files API URIs are
+   * always accepted, for Gemini links only; any other URL needs a prefix here (CONFIG_FILE only).
+   */
+  fileUris: z
+    .strictObject({
+      /**
+       * URL prefixes a backend may fetch, e.g. `https://my-bucket.example.com/` or `gs://my-bucket/`:
+       * http, https or gs, normalized (lowercase host), ending with `/`. Sent to every link of the
+       * chain that can take them (OpenAI-compatible links: http(s) images only). @defaultValue []
+       */
+      allow: z
+        .array(z.string().refine(isValidAllowPrefix, 'must be an http(s):// or gs:// URL with a host, in normalized form (lowercase host, no user:password@), ending with /'))
+        .default([]),
     })
     .prefault({}),
   /** Per-tenant budgets (CONFIG_FILE only), keyed by tenant name. Tenants not listed have none. */
