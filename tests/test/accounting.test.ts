@@ -1,7 +1,7 @@
 // Cost accounting across a fleet, as separate processes: Redis, the Gemini emulator, the producer
 // and three workers sharing one tenant budget, the response cache and Gemini key rotation.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,10 +35,11 @@ describe('cost accounting across 3 worker processes (budget, cache, usage, key r
   let workers: ServiceProcess[] = [];
   let api: string;
   let env: Record<string, string>;
+  let dir: string | undefined;
 
   beforeAll(async () => {
     [redis, emulator] = await Promise.all([startTestRedis(), startEmulatorProcess({ apiKeys: [GOOD_KEY] })]);
-    const dir = mkdtempSync(join(tmpdir(), 'pq-accounting-'));
+    dir = mkdtempSync(join(tmpdir(), 'pq-accounting-'));
     const configFile = join(dir, 'config.json');
     writeFileSync(configFile, JSON.stringify({ tenants: { acme: { dailyUsd: 0.01, onExceeded: 'fail' } }, prices: { [MODEL]: PRICE } }));
     env = {
@@ -68,6 +69,7 @@ describe('cost accounting across 3 worker processes (budget, cache, usage, key r
     await producer?.stop();
     await emulator?.stop();
     await redis?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   const bulk = async (key: string, jobs: object[]): Promise<string[]> => {

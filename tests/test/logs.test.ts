@@ -1,6 +1,6 @@
 // Every log stream of a whole-stack run, grepped for secrets: no prompt text, no Gemini key, no
 // producer API key, in any process's stdout or stderr, nor in the audit stream.
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -56,6 +56,7 @@ describe('logs: no prompt text and no key in any stream', () => {
     await producer?.stop();
     await emulator?.stop();
     await redis?.stop();
+    if (auditFile) rmSync(dirname(auditFile), { recursive: true, force: true });
   });
 
   const post = async (body: object): Promise<string> => {

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -8,9 +8,14 @@ import { ProviderChains, resolveLinkSpec } from '../src/providers/chain.js';
 
 function configWith(file: Record<string, unknown>, env: Record<string, string> = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'pq-chain-'));
-  const path = join(dir, 'config.json');
-  writeFileSync(path, JSON.stringify(file));
-  return loadConfig({ CONFIG_FILE: path, GEMINI_API_KEY: 'k', ...env });
+  try {
+    const path = join(dir, 'config.json');
+    writeFileSync(path, JSON.stringify(file));
+    return loadConfig({ CONFIG_FILE: path, GEMINI_API_KEY: 'k', ...env });
+  } finally {
+    // Read once, at load: nothing needs the file afterwards.
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 describe('chain configuration', () => {

@@ -1,4 +1,4 @@
-import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -210,6 +210,7 @@ describe('BudgetGuard (real Redis)', () => {
     expect(guard.policy('acme')).toEqual({ budgeted: true, onExceeded: 'wait' });
     writeFileSync(file, 'tenants:\n  acme:\n    dailyUsd: -1\n');
     expect(() => loadConfig({ CONFIG_FILE: file })).toThrow(/tenants\.acme\.dailyUsd/);
+    rmSync(dir, { recursive: true, force: true });
   });
 });
 

@@ -1,7 +1,7 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { createAuditLog, loadConfig, parseAuditDestination, type AuditRecord } from '../src/index.js';
 
 const PROMPT = 'Summarise the secret merger memo for ACME';
@@ -31,8 +31,15 @@ const FIELDS = [
   'cachedTokens', 'costUsd', 'costNanoUsd', 'outcome', 'latencyMs', 'attempt', 'cached',
 ];
 
+const tempDirs: string[] = [];
+afterAll(() => {
+  for (const dir of tempDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
 function tempFile(): string {
-  return join(mkdtempSync(join(tmpdir(), 'pq-audit-')), 'audit.jsonl');
+  const dir = mkdtempSync(join(tmpdir(), 'pq-audit-'));
+  tempDirs.push(dir);
+  return join(dir, 'audit.jsonl');
 }
 
 describe('audit log', () => {
