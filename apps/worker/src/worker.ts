@@ -102,7 +102,8 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
     reservationTtlMs: Math.max(600_000, 2 * config.gemini.timeoutMs + config.worker.shutdownTimeoutMs),
   });
   const ledger = new UsageLedger(connection, prefix);
-  const cache = config.responseCache.enabled ? new ResponseCache(connection, prefix, { defaultTtlSeconds: config.responseCache.defaultTtlSeconds }) : undefined;
+  const { enabled: cacheEnabled, defaultTtlSeconds, shareAcrossTenants } = config.responseCache;
+  const cache = cacheEnabled ? new ResponseCache(connection, prefix, { defaultTtlSeconds, shareAcrossTenants }) : undefined;
   const stats = new WorkerStats();
   const { processor, handBackUnstarted } = createPromptProcessor({
     config,

@@ -74,7 +74,7 @@ describe('ResponseCache', () => {
         systemInstruction: 'Be brief.',
         contents: [{ parts: [{ text: 'hello' }], role: 'user' }],
         model: a.model,
-        tenant: 'another-tenant',
+        tenant: a.tenant,
         enqueuedAt: a.enqueuedAt + 5_000,
         requestHash: 'different',
         kind: 'generate',
@@ -115,6 +115,16 @@ describe('ResponseCache', () => {
       expect(cache().cacheKey(LINK, promptData({ text: 'x', generationConfig: {} }))).toBe(plain);
       expect(cache().cacheKey(LINK, promptData({ text: 'x', cache: true }))).toBe(plain);
       expect(cache().cacheKey(LINK, promptData({ text: 'x', cache: { ttlSeconds: 60 } }))).toBe(plain);
+    });
+
+    it('is per tenant by default, and one key for every tenant with shareAcrossTenants', () => {
+      const acme = promptData({ text: 'the same prompt', tenant: 'acme' });
+      const globex = promptData({ text: 'the same prompt', tenant: 'globex' });
+      expect(cache().cacheKey(LINK, globex)).not.toBe(cache().cacheKey(LINK, acme));
+      const shared = new ResponseCache(redis, prefix, { defaultTtlSeconds: 86_400, shareAcrossTenants: true });
+      expect(shared.cacheKey(LINK, globex)).toBe(shared.cacheKey(LINK, acme));
+      // Scoped keys never meet shared ones: turning sharing off does not serve the shared entries.
+      expect(shared.cacheKey(LINK, acme)).not.toBe(cache().cacheKey(LINK, acme));
     });
 
     it('is null when the job opts out with cache: false', () => {
@@ -221,7 +231,7 @@ describe('ResponseCache', () => {
     expect(found[6]?.embedding).toEqual([0.1, 0.2]);
   });
 
-  it('dedupe groups identical jobs of a batch: one leader per key, opted-out jobs alone', () => {
+  it('dedupe groups identical jobs of a batch: one leader per key (so per tenant), opted-out jobs alone', () => {
     const rc = cache();
     const jobs = [
       { id: 'j1', data: promptData({ text: 'same' }) },
@@ -233,12 +243,14 @@ describe('ResponseCache', () => {
     ];
     const groups = dedupe(jobs, (job) => rc.cacheKey(LINK, job.data));
     expect(groups.map((group) => [group.leader.id, group.followers.map((job) => job.id)])).toEqual([
-      ['j1', ['j3', 'j6']],
+      ['j1', ['j6']],
       ['j2', []],
+      // Another tenant's identical job is not served by acme's call.
+      ['j3', []],
       ['j4', []],
       ['j5', []],
     ]);
-    expect(groups[2]!.key).toBeNull();
+    expect(groups[3]!.key).toBeNull();
     expect(groups[0]!.key).toBe(rc.cacheKey(LINK, jobs[0]!.data));
   });
 });

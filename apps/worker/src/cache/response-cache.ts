@@ -4,17 +4,20 @@ import { z } from 'zod';
 import { canonicalJson, responseCacheKey, usageSchema, type PromptJobData, type TokenUsage } from '@prompt-queue/shared';
 
 /**
- * The shared response cache: a repeated request is answered from Redis instead of the provider,
- * for every worker of the fleet. Issue 4 point 5.
+ * The response cache: a repeated request is answered from Redis instead of the provider, for every
+ * worker of the fleet. Issue 4 point 5.
  *
- * - Key: sha256 of a canonical JSON (sorted keys, no `undefined`) of the chain link's provider and
- *   model, the job's kind, contents (images are already `{ blob: { sha256 } }` refs, so an image
- *   counts by its hash), systemInstruction and generationConfig (embed jobs: taskType and
- *   outputDimensionality too). Field order never splits the cache; tenant, metadata, priority and
- *   idempotency key are not part of it.
- * - Shared across tenants on purpose (pay once for a repeated prompt). The price: a tenant can
- *   learn that someone already sent a prompt it also sends (`cached: true`). Jobs that must not be
- *   shared, or that want a fresh sample at temperature > 0, send `cache: false`.
+ * - Key: sha256 of a canonical JSON (sorted keys, no `undefined`) of the job's tenant, the chain
+ *   link's provider and model, the job's kind, contents (images are already `{ blob: { sha256 } }`
+ *   refs, so an image counts by its hash), systemInstruction and generationConfig (embed jobs:
+ *   taskType and outputDimensionality too). Field order never splits the cache; metadata, priority
+ *   and idempotency key are not part of it.
+ * - Per tenant by default: a hit (`cached: true`, `costUsd: 0`) would otherwise tell tenant B that
+ *   tenant A already sent the same prompt. `shareAcrossTenants` (config
+ *   `responseCache.shareAcrossTenants`) drops the tenant from the key: one cache for everyone, paid
+ *   once, at that price. The in-flight claims and the dedupe of a batch follow the key, so they
+ *   never cross tenants either unless shared. Jobs that want a fresh sample at temperature > 0 send
+ *   `cache: false`.
  * - Only successful answers are stored: callers never store failures, blocked or empty answers,
  *   and `store` refuses any finishReason outside {@link CACHEABLE_FINISH_REASONS} as a safety net.
  * - One round trip per batch each way: `lookup` is one MGET, `store` one pipeline of SET EX. On
@@ -66,6 +69,11 @@ export interface CacheLink {
 export interface ResponseCacheOptions {
   /** TTL when the job sets no `cache: { ttlSeconds }`, s (config `responseCache.defaultTtlSeconds`). */
   defaultTtlSeconds: number;
+  /**
+   * One cache for all tenants (config `responseCache.shareAcrossTenants`): the tenant is left out
+   * of the key. @defaultValue false
+   */
+  shareAcrossTenants?: boolean;
 }
 
 export interface CacheEntry {
@@ -129,6 +137,8 @@ export class ResponseCache {
     if (data.cache === false) return null;
     const request: Record<string, unknown> = {
       v: KEY_VERSION,
+      // Absent when shared: shared keys stay those of the cache before tenants were scoped.
+      tenant: this.options.shareAcrossTenants === true ? undefined : data.tenant,
       provider: link.provider,
       model: link.model,
       kind: data.kind ?? 'generate',

@@ -58,6 +58,7 @@ export const ENV_PATHS: Readonly<Record<string, string>> = {
   LOG_PROMPTS: 'audit.logPrompts',
   RESPONSE_CACHE: 'responseCache.enabled',
   RESPONSE_CACHE_TTL_SECONDS: 'responseCache.defaultTtlSeconds',
+  RESPONSE_CACHE_SHARED: 'responseCache.shareAcrossTenants',
 };
 
 export class ConfigError extends Error {

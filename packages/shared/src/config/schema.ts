@@ -267,13 +267,19 @@ export const configSchema = z.strictObject({
       token: z.string().min(16, 'must be at least 16 characters').optional(),
     })
     .prefault({}),
-  /** Shared response cache in Redis (apps/worker/src/cache), keyed by the request's sha256. */
+  /** Response cache in Redis (apps/worker/src/cache), keyed by the request's sha256 (and tenant unless shared). */
   responseCache: z
     .strictObject({
       /** Serve repeated requests from the cache (jobs opt out with `cache: false`). @defaultValue true */
       enabled: booleanFlag.default(true),
       /** How long an answer stays cached when the job sets no `cache.ttlSeconds`, s. @defaultValue 86400 */
       defaultTtlSeconds: positiveInt.max(30 * 24 * 3600).default(86_400),
+      /**
+       * One cache for all tenants: tenant B sending tenant A's prompt gets A's answer (cached, free),
+       * and so learns that someone sent it. Off: each tenant has its own entries, and identical
+       * jobs of different tenants are not deduplicated. @defaultValue false
+       */
+      shareAcrossTenants: booleanFlag.default(false),
     })
     .prefault({}),
   /**
