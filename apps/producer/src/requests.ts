@@ -6,6 +6,7 @@ import {
   estimateTextTokens,
   fileDataPartSchema,
   generationConfigSchema,
+  generationLimitIssues,
   imageSize,
   imageTokensByRule,
   inlineDataPartSchema,
@@ -176,10 +177,8 @@ function normalize(request: JobRequest, ctx: PrepareContext): PreparedJob {
   const model = request.model ?? (kind === 'embed' ? defaultEmbedModel(config) : config.gemini.defaultModel);
   const spec = kind === 'embed' ? embedModel(config, model) : generateModel(config, model);
 
-  const maxOutputTokens = request.generationConfig?.maxOutputTokens;
-  if (maxOutputTokens !== undefined && maxOutputTokens > spec.outputTokenLimit) {
-    throw fail('VALIDATION_FAILED', 'generationConfig.maxOutputTokens', `must not exceed ${spec.outputTokenLimit}, the output limit of ${model}`);
-  }
+  const [limitIssue] = generationLimitIssues(model, spec, request.generationConfig);
+  if (limitIssue) throw fail('VALIDATION_FAILED', limitIssue.path, limitIssue.message);
 
   const images = new ImageCollector(config.producer.maxImageBytes);
   const contents: StoredContent[] =

@@ -80,6 +80,39 @@ describe('POST /v1/jobs validation', () => {
     expect(tooLong.body.error.details[0].path).toBe('generationConfig.maxOutputTokens');
   });
 
+  it('bounds every numeric generation setting: a hostile thinkingBudget is a 400, not a worker crash', async () => {
+    // Issue 14, defect 1: thinkingBudget 1e15 was accepted with 202 and failed other tenants' jobs.
+    const hostile = await post({ prompt: 'hi', model: 'gemini-2.5-flash', generationConfig: { thinkingConfig: { thinkingBudget: 1e15 } } });
+    await expectError(hostile, 400, 'VALIDATION_FAILED');
+    expect(hostile.body.error.details[0].path).toBe('generationConfig.thinkingConfig.thinkingBudget');
+    // Within the schema's bound but above the model's thinking limit (24,576 for Flash).
+    const overModel = await post({ prompt: 'hi', model: 'gemini-2.5-flash', generationConfig: { thinkingConfig: { thinkingBudget: 24_577 } } });
+    await expectError(overModel, 400, 'VALIDATION_FAILED');
+    expect(overModel.body.error.details[0]).toEqual({ path: 'generationConfig.thinkingConfig.thinkingBudget', message: expect.stringContaining('24576') });
+    // A model without a listed thinking limit is bounded by its output limit.
+    await expectError(await post({ prompt: 'hi', model: 'tiny-model', generationConfig: { thinkingConfig: { thinkingBudget: 101 } } }), 400, 'VALIDATION_FAILED');
+    for (const generationConfig of [
+      { maxOutputTokens: 1e15 },
+      { topK: 1e9 },
+      { topK: 0 },
+      { seed: 2 ** 31 },
+      { seed: 1.5 },
+      { presencePenalty: 1e308 },
+      { frequencyPenalty: -3 },
+      { temperature: -0.1 },
+      { topP: 1.01 },
+      { thinkingConfig: { thinkingBudget: -2 } },
+    ]) {
+      const response = await post({ prompt: 'hi', model: 'gemini-2.5-flash', generationConfig });
+      await expectError(response, 400, 'VALIDATION_FAILED');
+      expect(response.body.error.details[0].path).toMatch(/^generationConfig\./);
+    }
+    // In bounds: accepted.
+    const fine = { temperature: 2, topP: 1, topK: 64, seed: -(2 ** 31), presencePenalty: -2, frequencyPenalty: 1.9, maxOutputTokens: 64, thinkingConfig: { thinkingBudget: 24_576 } };
+    expect((await post({ prompt: 'hi', model: 'gemini-2.5-flash', generationConfig: fine })).status).toBe(202);
+    expect((await post({ prompt: 'hi', model: 'gemini-2.5-pro', generationConfig: { thinkingConfig: { thinkingBudget: 32_768 } } })).status).toBe(202);
+  });
+
   it('refuses prompts estimated above the model input limit with 413 PROMPT_TOO_LARGE', async () => {
     // 600 tokens ≈ 2400 bytes of text; the system instruction counts too, and each image 258.
     await expectError(await post({ prompt: 'x'.repeat(2500), model: 'tiny-model' }), 413, 'PROMPT_TOO_LARGE');

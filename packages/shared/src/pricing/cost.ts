@@ -39,21 +39,21 @@ export function nanoUsdToUsd(nanoUsd: number): number {
 }
 
 /**
- * The most one call can cost, integer nano-USD, for budget reservations: every input token billed
- * uncached (cached input is cheaper, so this bounds it), at the tier of the input size, plus
- * `maxOutputTokens` at that tier's output rate. Token counts are rounded up.
+ * What one call costs at most for given token counts, integer nano-USD, for budget reservations:
+ * every input token billed uncached (cached input is cheaper, so this bounds it), at the tier of the
+ * input size, plus `outputTokens` (visible output and thinking, both billed as output) at that
+ * tier's output rate. Token counts are rounded up. The budget passes its estimates (a calibrated
+ * input estimate, the fleet's p95 of output + thinking); with bounds (maxOutputTokens plus any
+ * thinking budget) it is the worst case.
  *
- * Assumption: Gemini bills thinking tokens as output (docs/gemini-api.md) and counts them within
- * `maxOutputTokens` (a thinking model that spends the budget on thoughts stops with MAX_TOKENS), so
- * `maxOutputTokens` bounds visible output plus thoughts. A caller that does not trust that for a
- * model should pass `maxOutputTokens + thinkingBudget`. The bound is only as good as
- * `estimatedInputTokens`: use an upper-side estimate (`estimateTextTokens`).
+ * Saturates, never throws: a count that is not a number, or a cost past 2^53, gives
+ * `Number.MAX_SAFE_INTEGER` (refused by any budget), so one job's absurd figure cannot fail the
+ * batch it travels in.
  */
-export function worstCaseCostNanoUsd(estimatedInputTokens: number, maxOutputTokens: number, price: ModelPrice): number {
+export function worstCaseCostNanoUsd(estimatedInputTokens: number, outputTokens: number, price: ModelPrice): number {
+  if (Number.isNaN(estimatedInputTokens) || Number.isNaN(outputTokens)) return Number.MAX_SAFE_INTEGER;
   const inputTokens = Math.max(0, Math.ceil(estimatedInputTokens));
-  const outputTokens = Math.max(0, Math.ceil(maxOutputTokens));
-  return costNanoUsd(
-    { inputTokens, outputTokens, thoughtsTokens: 0, cachedTokens: 0, totalTokens: inputTokens + outputTokens },
-    price,
-  );
+  const output = Math.max(0, Math.ceil(outputTokens));
+  const cost = costNanoUsd({ inputTokens, outputTokens: output, thoughtsTokens: 0, cachedTokens: 0, totalTokens: inputTokens + output }, price);
+  return Number.isSafeInteger(cost) ? cost : Number.MAX_SAFE_INTEGER;
 }

@@ -60,12 +60,30 @@ export function nestingDepth(value: unknown): number {
   return deepest;
 }
 
-/** Gemini generationConfig fields we pass through; unknown fields are refused by the producer. */
+/** Absolute bounds of the numeric generation settings; token counts are bounded per model too (models.ts). */
+export const GENERATION_BOUNDS = {
+  /** Above every model's output limit: the per-model check (generationLimitIssues) is tighter. */
+  maxTokens: 1_048_576,
+  /** Gemini's top-K is far below this. */
+  topK: 1_000,
+  /** Gemini's seed is a 32-bit signed integer. */
+  seedMin: -2_147_483_648,
+  seedMax: 2_147_483_647,
+  /** Gemini's presence and frequency penalties are in [-2, 2). */
+  penalty: 2,
+} as const;
+
+/**
+ * Gemini generationConfig fields we pass through; unknown fields are refused by the producer.
+ * Every number is finite (zod refuses Infinity and NaN) and bounded: a job's settings feed the
+ * worker's cost math, and an absurd one (thinkingBudget 1e15) must be refused here, not overflow
+ * there. Jobs stored before these bounds with a value outside them fail alone, INVALID_JOB.
+ */
 export const generationConfigSchema = z.strictObject({
   temperature: z.number().min(0).max(2).optional(),
   topP: z.number().min(0).max(1).optional(),
-  topK: z.number().int().positive().optional(),
-  maxOutputTokens: z.number().int().positive().optional(),
+  topK: z.number().int().positive().max(GENERATION_BOUNDS.topK).optional(),
+  maxOutputTokens: z.number().int().positive().max(GENERATION_BOUNDS.maxTokens).optional(),
   candidateCount: z.literal(1).optional(),
   stopSequences: z.array(z.string()).max(5).optional(),
   responseMimeType: z.enum(['text/plain', 'application/json', 'text/x.enum']).optional(),
@@ -75,14 +93,15 @@ export const generationConfigSchema = z.strictObject({
       message: `must not nest deeper than ${MAX_SCHEMA_DEPTH} levels`,
     })
     .optional(),
-  seed: z.number().int().optional(),
-  presencePenalty: z.number().optional(),
-  frequencyPenalty: z.number().optional(),
+  seed: z.number().int().min(GENERATION_BOUNDS.seedMin).max(GENERATION_BOUNDS.seedMax).optional(),
+  presencePenalty: z.number().min(-GENERATION_BOUNDS.penalty).max(GENERATION_BOUNDS.penalty).optional(),
+  frequencyPenalty: z.number().min(-GENERATION_BOUNDS.penalty).max(GENERATION_BOUNDS.penalty).optional(),
   thinkingConfig: z
     .strictObject({
-      thinkingBudget: z.number().int().min(-1).optional(),
+      /** -1: dynamic, 0: off, else tokens (bounded per model by generationLimitIssues). */
+      thinkingBudget: z.number().int().min(-1).max(GENERATION_BOUNDS.maxTokens).optional(),
       includeThoughts: z.boolean().optional(),
-      thinkingLevel: z.string().optional(),
+      thinkingLevel: z.string().max(32).optional(),
     })
     .optional(),
 });
