@@ -23,3 +23,4 @@ export * from './canonical-json.js';
 export * from './text.js';
 export * from './service/lifecycle.js';
 export * from './estimate/index.js';
+export * from './estimate/output-estimate.js';

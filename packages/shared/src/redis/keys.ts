@@ -96,3 +96,11 @@ export function responseCacheKey(prefix: string, digest: string): string {
 export function breakerStatesKey(prefix: string): string {
   return `${prefix}:breakers`;
 }
+
+/**
+ * Recent output + thinking token counts of one model's calls whose output bound falls in one
+ * power-of-two class (a list, newest first): the budget's output estimate (estimate/output-estimate.ts).
+ */
+export function outputSamplesKey(prefix: string, model: string, boundClass: number): string {
+  return `${prefix}:outest:${model}:${boundClass}`;
+}
