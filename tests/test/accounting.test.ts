@@ -18,6 +18,10 @@ const WORKERS = 3;
 /** Known prices (CONFIG_FILE): 1,000 nano-USD per input token, 10,000 per output token. */
 const PRICE = { input: 1.0, output: 10.0, cachedInput: 0.1 };
 const BUDGET_NANO_USD = 10_000_000; // $0.01
+/** Issue 14, defect 2: a $0.05 budget and 1,000 jobs of maxOutputTokens 64. */
+const SMALL_BUDGET_USD = 0.05;
+/** Jobs one worker holds at once (WORKER_CONCURRENCY default): with WORKERS, the most in flight. */
+const WORKER_CONCURRENCY = 64;
 /** Every flood job: at most 40 visible + 32 thinking tokens. */
 const GENERATION = { maxOutputTokens: 40, thinkingConfig: { thinkingBudget: 32 } };
 
@@ -25,7 +29,7 @@ interface JobView {
   id: string;
   status: string;
   result?: { cached: boolean; costUsd: number | null; costNanoUsd: number | null; text: string };
-  error?: { code: string };
+  error?: { code: string; message: string };
 }
 
 describe('cost accounting across 3 worker processes (budget, cache, usage, key rotation, metrics)', () => {
@@ -41,13 +45,16 @@ describe('cost accounting across 3 worker processes (budget, cache, usage, key r
     [redis, emulator] = await Promise.all([startTestRedis(), startEmulatorProcess({ apiKeys: [GOOD_KEY] })]);
     dir = mkdtempSync(join(tmpdir(), 'pq-accounting-'));
     const configFile = join(dir, 'config.json');
-    writeFileSync(configFile, JSON.stringify({ tenants: { acme: { dailyUsd: 0.01, onExceeded: 'fail' } }, prices: { [MODEL]: PRICE } }));
+    writeFileSync(
+      configFile,
+      JSON.stringify({ tenants: { acme: { dailyUsd: 0.01, onExceeded: 'fail' }, initech: { dailyUsd: SMALL_BUDGET_USD, onExceeded: 'fail' } }, prices: { [MODEL]: PRICE } }),
+    );
     env = {
       NODE_ENV: 'test',
       CONFIG_FILE: configFile,
       REDIS_URL: redis.url,
       REDIS_PREFIX: uniquePrefix('acct'),
-      API_KEYS: 'acme:acme-key,globex:globex-key',
+      API_KEYS: 'acme:acme-key,globex:globex-key,initech:initech-key',
       GEMINI_API_KEY: GOOD_KEY,
       GEMINI_BASE_URL: emulator.url,
       GEMINI_MODEL: MODEL,
@@ -122,6 +129,50 @@ describe('cost accounting across 3 worker processes (budget, cache, usage, key r
     expect(report.today.jobs).toBe(200);
     expect(Math.round(report.budget!.daily.spentUsd * 1e9)).toBe(spent);
     expect(report.budget!.daily.reservedUsd).toBe(0);
+  });
+
+  it('a $0.05 budget with 1,000 small jobs is spent to ≥ 95%, overspend bounded by the jobs in flight, every refusal true', async () => {
+    // Issue 14, defect 2: 100 completed and 900 failed "budget is spent" while $0.024 was left.
+    const limitNanoUsd = Math.round(SMALL_BUDGET_USD * 1e9);
+    const prompts = Array.from({ length: 1_000 }, (_, i) => ({ prompt: `Small job ${String(i).padStart(4, '0')}: one line about queues`, generationConfig: { maxOutputTokens: 64 } }));
+    const ids: string[] = [];
+    for (let i = 0; i < prompts.length; i += 100) ids.push(...(await bulk('initech-key', prompts.slice(i, i + 100))));
+    const views = await Promise.all(ids.map((id) => finished('initech-key', id)));
+
+    const completed = views.filter((view) => view.status === 'completed');
+    const refused = views.filter((view) => view.status === 'failed' && view.error?.code === 'BUDGET_EXCEEDED');
+    expect(completed.length + refused.length).toBe(1_000);
+    const costs = completed.map((view) => view.result!.costNanoUsd!);
+    const spent = costs.reduce((sum, cost) => sum + cost, 0);
+    const dearest = Math.max(...costs);
+    const report = await usage('initech-key');
+    const overspendNanoUsd = Math.max(0, spent - limitNanoUsd);
+    console.log(
+      'small budget',
+      JSON.stringify({
+        completed: completed.length,
+        refused: refused.length,
+        spentNanoUsd: spent,
+        limitNanoUsd,
+        spentPercent: Math.round((spent / limitNanoUsd) * 1000) / 10,
+        overspendNanoUsd,
+        dearestJobNanoUsd: dearest,
+        budget: report.budget!.daily,
+      }),
+    );
+    expect(spent).toBeGreaterThanOrEqual(0.95 * limitNanoUsd);
+    // Overspend: only calls in flight can cost more than they reserved, each by less than its own cost.
+    expect(overspendNanoUsd).toBeLessThanOrEqual(WORKERS * WORKER_CONCURRENCY * dearest);
+    expect(Math.round(report.budget!.daily.spentUsd * 1e9)).toBe(spent);
+    expect(report.budget!.daily.reservedUsd).toBe(0);
+    // Every refusal states true figures: spent then ≤ spent now, and this job did not fit next to it.
+    for (const view of refused) {
+      const match = /budget is spent: \$([\d.e-]+) spent and \$([\d.e-]+) reserved of \$0\.05, and this job needs about \$([\d.e-]+)/.exec(view.error!.message);
+      expect(match, view.error!.message).not.toBeNull();
+      const [then, , needs] = match!.slice(1).map((usd) => Math.round(Number(usd) * 1e9)) as [number, number, number];
+      expect(then).toBeLessThanOrEqual(spent);
+      expect(then + needs).toBeGreaterThan(limitNanoUsd);
+    }
   });
 
   it('the same prompt 100 times (cache on): 1 provider call, 100 results, 99 cached, the saving recorded', async () => {

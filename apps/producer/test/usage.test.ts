@@ -86,8 +86,8 @@ describe('GET /v1/usage', () => {
     });
     const guard = new BudgetGuard(h.redis, h.config.redis.prefix, h.config.tenants);
     const [settled, open] = await guard.reserve([
-      { tenant: 'acme', worstCaseNanoUsd: 5_000_000 },
-      { tenant: 'acme', worstCaseNanoUsd: 1_000_000 },
+      { tenant: 'acme', amountNanoUsd: 5_000_000 },
+      { tenant: 'acme', amountNanoUsd: 1_000_000 },
     ]);
     if (!settled?.ok || !open?.ok) throw new Error('reservations refused');
     await guard.settle([{ reservation: settled.reservation, actualNanoUsd: 3_333_333 }]);
@@ -105,7 +105,7 @@ describe('GET /v1/usage', () => {
 describe('budgets upfront', () => {
   /** Spends `nanoUsd` for `tenant` the way the worker does: reserve, then settle. */
   async function spend(guard: BudgetGuard, tenant: string, nanoUsd: number): Promise<void> {
-    const [decision] = await guard.reserve([{ tenant, worstCaseNanoUsd: nanoUsd }]);
+    const [decision] = await guard.reserve([{ tenant, amountNanoUsd: nanoUsd }]);
     if (!decision?.ok) throw new Error('reservation refused');
     await guard.settle([{ reservation: decision.reservation, actualNanoUsd: nanoUsd }]);
   }

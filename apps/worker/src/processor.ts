@@ -2,6 +2,7 @@ import { UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import {
   formatFailedReason,
+  OutputTokenEstimator,
   promptJobDataSchema,
   type AuditLog,
   type BudgetGuard,
@@ -73,6 +74,8 @@ export function createPromptProcessor(deps: ProcessorDeps): PromptPipeline {
     logger,
     redis: deps.redis,
     budgets: deps.budgets,
+    // Budget reservations price output from what the fleet's calls produced, not from the bound.
+    outputEstimator: new OutputTokenEstimator(deps.redis, config.redis.prefix),
     ledger: deps.ledger,
     outcomes,
     ...(deps.cache ? { cache: deps.cache } : {}),

@@ -98,8 +98,9 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
     ...(deps.createBreaker ? { createBreaker: deps.createBreaker } : {}),
   });
   const budgets = new BudgetGuard(connection, prefix, config.tenants, {
-    // A reservation must outlive the longest batch: every call may run to its timeout.
-    reservationTtlMs: Math.max(600_000, 2 * config.gemini.timeoutMs + config.worker.shutdownTimeoutMs),
+    // A reservation lives as long as the job lock: its batch renews it at half of that (as BullMQ
+    // renews the lock), so a killed worker's reservations lapse, charged, with its job locks.
+    reservationTtlMs: config.worker.lockDurationMs,
   });
   const ledger = new UsageLedger(connection, prefix);
   const { enabled: cacheEnabled, defaultTtlSeconds, shareAcrossTenants } = config.responseCache;

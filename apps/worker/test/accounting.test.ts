@@ -1,7 +1,8 @@
+import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
 import { keyFingerprint, startEmulatorProcess, type EmulatorProcess } from '@prompt-queue/gemini-emulator';
-import { createLogger, createRedis, promptJobResultSchema, QueueName, readBacklog, type AuditLog, type AuditRecord, type Config } from '@prompt-queue/shared';
+import { createLogger, createRedis, promptJobOptions, promptJobResultSchema, QueueName, readBacklog, type AuditLog, type AuditRecord, type Config } from '@prompt-queue/shared';
 import { startTestRedis, uniquePrefix, waitFor, type TestRedis } from '@prompt-queue/shared/testing';
 import { createPromptWorker, type PromptWorker } from '../src/worker.js';
 import { enqueue, promptData, testConfig, waitForJob } from './helpers.js';
@@ -68,7 +69,7 @@ describe('batch accounting (real Redis, emulator process)', () => {
   it("onExceeded 'wait': the job waits in delayed until the next UTC day, no attempt spent, no call", async () => {
     const { config, queue, worker } = setup({}, { acme: { dailyUsd: 0.01, onExceeded: 'wait' } });
     // Spend the whole day's budget.
-    const [decision] = await worker.budgets.reserve([{ tenant: 'acme', worstCaseNanoUsd: 10_000_000 }]);
+    const [decision] = await worker.budgets.reserve([{ tenant: 'acme', amountNanoUsd: 10_000_000 }]);
     if (!decision?.ok) throw new Error('could not spend the budget');
     await worker.budgets.settle([{ reservation: decision.reservation, actualNanoUsd: 10_000_000 }]);
 
@@ -79,6 +80,98 @@ describe('batch accounting (real Redis, emulator process)', () => {
     nextDay.setUTCHours(24, 0, 0, 0);
     expect(Math.abs(job.timestamp + job.delay - nextDay.getTime())).toBeLessThan(5_000);
     expect(await calls()).toBe(0);
+  });
+
+  it("one tenant's hostile job fails alone (INVALID_JOB): the other tenants' jobs in its batch complete", async () => {
+    // Issue 14, defect 1: thinkingBudget 1e15 overflowed the batch's cost math and failed every
+    // tenant's job in the batch (INTERNAL after 5 attempts), with or without budgets. Both hostile
+    // jobs are written straight to the queue, as an older producer (or another writer) would have.
+    const { config, queue, worker } = setup({ BATCH_SIZE: '7', BATCH_MAX_WAIT_MS: '5000' }, { acme: { dailyUsd: 1 } });
+    const job = (tenant: string, text: string, generationConfig?: object) => ({
+      name: 'generate',
+      data: { ...promptData({ tenant, text }), ...(generationConfig ? { generationConfig } : {}) },
+      opts: promptJobOptions(config, randomUUID(), 'normal'),
+    });
+    const batch = [
+      job('mallory', 'overflow', { thinkingConfig: { thinkingBudget: 1e15 } }),
+      job('mallory', 'over the model', { maxOutputTokens: 64, thinkingConfig: { thinkingBudget: 1_000_000 } }),
+      ...[1, 2, 3].map((i) => job('acme', `acme question ${i}`, { maxOutputTokens: 64 })),
+      ...[1, 2, 3].map((i) => job('globex', `globex question ${i}`, { maxOutputTokens: 64 })),
+    ];
+    await queue.addBulk(batch);
+    const done = await Promise.all(batch.map((b) => waitForJob(queue, b.opts.jobId!, ['completed', 'failed'])));
+    const [overflow, overModel, ...others] = done;
+    for (const hostile of [overflow!, overModel!]) {
+      expect(hostile.state).toBe('failed');
+      expect(hostile.job.failedReason).toMatch(/^\[INVALID_JOB\] .*thinkingBudget/);
+      expect(hostile.job.attemptsMade).toBe(1);
+    }
+    expect(overModel!.job.failedReason).toContain('24576');
+    expect(others.map((d) => [d.state, d.job.attemptsMade])).toEqual(others.map(() => ['completed', 1]));
+    // The hostile jobs made no call and held no budget.
+    expect(await calls()).toBe(6);
+    expect((await worker.budgets.remaining('acme')).daily?.reservedNanoUsd).toBe(0);
+  });
+
+  it("a budget is usable to its end: in-flight reservations make jobs wait briefly, only a spent budget pushes to the next UTC day", async () => {
+    // Issue 14, defect 2: jobs were pushed to the next midnight (or failed "budget is spent") while
+    // the budget only looked full because of the reservations in flight.
+    const limitNanoUsd = 1_000_000; // $0.001: a handful of these jobs
+    const { config, queue, worker } = setup({ BATCH_SIZE: '4', WORKER_CONCURRENCY: '8' }, { acme: { dailyUsd: limitNanoUsd / 1e9, onExceeded: 'wait' } });
+    await emulator.client.setLatency(150);
+    const ids = await Promise.all(Array.from({ length: 30 }, (_, i) => enqueue(queue, config, promptData({ text: `budget question ${i}`, generationConfig: { maxOutputTokens: 64 } }))));
+    const nextDay = new Date();
+    nextDay.setUTCHours(24, 0, 0, 0);
+    // Every job ends completed, or delayed until the next UTC day.
+    const ends = await Promise.all(
+      ids.map((id) =>
+        waitFor(
+          async () => {
+            const state = await queue.getJobState(id);
+            const job = await queue.getJob(id);
+            if (state === 'completed') return { state, job: job! };
+            if (state === 'delayed' && job && job.timestamp + job.delay > nextDay.getTime() - 5_000) return { state: 'next-day', job };
+            return undefined;
+          },
+          { timeoutMs: 30_000, what: `job ${id} completed or waiting for the next day` },
+        ),
+      ),
+    );
+    const completed = ends.filter((end) => end.state === 'completed');
+    const spentByJobs = completed.reduce((sum, end) => sum + promptJobResultSchema.parse(end.job.returnvalue).costNanoUsd!, 0);
+    const dearest = Math.max(...completed.map((end) => promptJobResultSchema.parse(end.job.returnvalue).costNanoUsd!));
+    const { daily } = (await worker.budgets.remaining('acme'))!;
+    console.log('budget to its end (wait)', JSON.stringify({ completed: completed.length, nextDay: ends.length - completed.length, spentNanoUsd: daily!.spentNanoUsd, limitNanoUsd }));
+    expect(completed.length).toBeGreaterThan(0);
+    expect(completed.length).toBeLessThan(30);
+    expect(daily).toMatchObject({ spentNanoUsd: spentByJobs, reservedNanoUsd: 0 });
+    // Pushed to the next day only once another job would not fit next to what is spent.
+    expect(daily!.spentNanoUsd + dearest).toBeGreaterThan(limitNanoUsd);
+    // Waiting (briefly, or for the next day) spent no attempt.
+    expect(ends.map((end) => end.job.attemptsMade)).toEqual(ends.map((end) => (end.state === 'completed' ? 1 : 0)));
+  });
+
+  it("onExceeded 'fail': BUDGET_EXCEEDED only when the budget is spent, and the message states the true spent, reserved and limit", async () => {
+    const limitNanoUsd = 1_000_000;
+    const { config, queue, worker } = setup({ BATCH_SIZE: '4', WORKER_CONCURRENCY: '8' }, { acme: { dailyUsd: limitNanoUsd / 1e9, onExceeded: 'fail' } });
+    await emulator.client.setLatency(150);
+    const ids = await Promise.all(Array.from({ length: 30 }, (_, i) => enqueue(queue, config, promptData({ text: `fail question ${i}`, generationConfig: { maxOutputTokens: 64 } }))));
+    const done = await Promise.all(ids.map((id) => waitForJob(queue, id, ['completed', 'failed'], 30_000)));
+    const completed = done.filter((d) => d.state === 'completed');
+    const failed = done.filter((d) => d.state === 'failed');
+    expect(completed.length).toBeGreaterThan(0);
+    expect(failed.length).toBeGreaterThan(0);
+    const { daily } = (await worker.budgets.remaining('acme'))!;
+    for (const { job } of failed) {
+      const match = /^\[BUDGET_EXCEEDED\] The tenant's daily budget is spent: \$([\d.e-]+) spent and \$([\d.e-]+) reserved of \$0\.001, and this job needs about \$([\d.e-]+); it resets at /.exec(job.failedReason);
+      expect(match, job.failedReason).not.toBeNull();
+      const [spent, reserved, needs] = match!.slice(1).map((usd) => Math.round(Number(usd) * 1e9)) as [number, number, number];
+      // True when written: that spend was real (≤ the final spend), and this job did not fit next to it.
+      expect(spent).toBeLessThanOrEqual(daily!.spentNanoUsd);
+      expect(spent + needs).toBeGreaterThan(limitNanoUsd);
+      expect(reserved).toBeGreaterThanOrEqual(0);
+    }
+    expect(daily!.reservedNanoUsd).toBe(0);
   });
 
   it('a cache hit makes no call: cached, cost 0, the saving recorded; cache: false calls again', async () => {

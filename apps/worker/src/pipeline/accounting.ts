@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import {
   appendBacklogDone,
+  generationLimitIssues,
   nanoUsdToUsd,
   PromptQueueError,
   worstCaseCostNanoUsd,
@@ -13,6 +14,8 @@ import {
   type Config,
   type ErrorCode,
   type Logger,
+  type OutputSample,
+  type OutputTokenEstimator,
   type PromptJobData,
   type PromptJobResult,
   type UsageEntry,
@@ -36,7 +39,15 @@ import type { BatchContext, BatchJob, Final } from './serve-batch.js';
  * Why the cache is looked up BEFORE the budget is reserved: a hit costs nothing, so it needs no
  * reservation and is served even to a tenant whose budget is spent (it cannot push the tenant
  * over), and the reservation that a hit would otherwise hold never blocks the tenant's other jobs.
- * Only the misses that will call a provider reserve their worst case.
+ * Only the misses that will call a provider reserve their estimated cost (see `estimatedCost`).
+ *
+ * Isolation: jobs of several tenants share a batch, so nothing one job carries may fail the
+ * others. Before anything is reserved each job is checked on its own (settings within its model's
+ * limits: else INVALID_JOB, alone), and the cost math saturates instead of throwing.
+ *
+ * Budget reservations live as long as the batch renews them (every half `budgets.ttlMs`, which
+ * the worker sets to its job lock duration): a killed worker's reservations lapse with its job
+ * locks and are charged at their amount (BudgetGuard).
  *
  * Dedupe: identical jobs of one batch (same cache key) make one call. The first job that got
  * budget leads (normally the first of the group); the others follow and receive its answer as a
@@ -53,12 +64,20 @@ import type { BatchContext, BatchJob, Final } from './serve-batch.js';
 /** A job whose identical request is in flight elsewhere looks again after this, ms. */
 export const CACHE_PENDING_RECHECK_MS = 200;
 
+/**
+ * A job whose budget has room only once in-flight reservations settle looks again after this,
+ * ms, plus up to as much again of jitter (so the waiting jobs do not come back in one wave).
+ */
+export const BUDGET_BUSY_RECHECK_MS = 500;
+
 export interface AccountingDeps {
   config: Config;
   logger: Logger;
   /** Carries the settle pipeline (cache store + fairness). */
   redis: Redis;
   budgets: BudgetGuard;
+  /** The fleet's output + thinking token estimate per model; without it, the bound is reserved. */
+  outputEstimator?: OutputTokenEstimator;
   ledger: UsageLedger;
   outcomes: JobOutcomes;
   /** Absent when `responseCache.enabled` is false. */
@@ -69,16 +88,19 @@ export interface AccountingDeps {
 
 export class BatchAccounting {
   private readonly unpricedWarned = new Set<string>();
+  /** Per batch holding budget reservations: the timer renewing them until the batch settles. */
+  private readonly renewals = new WeakMap<BatchContext, NodeJS.Timeout>();
 
   constructor(private readonly deps: AccountingDeps) {}
 
   /**
    * Before the calls: answers hits from the cache, groups identical misses behind a leader, and
-   * reserves the worst-case cost of every job that will call a provider. Sets `final` for hits and
-   * for jobs refused by their budget, `leader` for followers, `budget` for reservations.
+   * reserves the estimated cost of every job that will call a provider. Sets `final` for invalid
+   * jobs, hits and jobs refused by their budget, `leader` for followers, `budget` for reservations.
    */
   async admit(batch: BatchContext, links: readonly Link[]): Promise<void> {
     const { cache, budgets, outcomes } = this.deps;
+    for (const job of batch.jobs) if (!job.final) this.checkOwnLimits(job);
     const open = batch.jobs.filter((job) => !job.final);
 
     const pendingElsewhere = new Set<string>();
@@ -122,12 +144,14 @@ export class BatchAccounting {
         candidates.push(job);
       }
     }
-    const decisions = await budgets.reserve(candidates.map((job) => ({ tenant: job.entry.data.tenant, worstCaseNanoUsd: this.worstCase(job, links) })));
+    await this.prepareOutputEstimates(candidates, links);
+    const decisions = await budgets.reserve(candidates.map((job) => ({ tenant: job.entry.data.tenant, amountNanoUsd: this.estimatedCost(job, links) })));
     const refusals = new Map<BatchJob, BudgetDecision & { ok: false }>();
     decisions.forEach((decision, i) => {
       if (decision.ok) candidates[i]!.budget = decision.reservation;
       else refusals.set(candidates[i]!, decision);
     });
+    this.renewWhileInFlight(batch, candidates.flatMap((job) => (job.budget?.tracked ? [job.budget] : [])));
 
     for (const group of groups) {
       const members = [group.leader, ...group.followers];
@@ -161,8 +185,11 @@ export class BatchAccounting {
    * (budget reservations then expire on their own, usage counters miss this batch).
    */
   async settle(batch: BatchContext, links: readonly Link[], alongside: Promise<unknown> = Promise.resolve()): Promise<void> {
-    const { config, logger, redis, cache, budgets, ledger, outcomes, metrics } = this.deps;
+    const { config, logger, redis, cache, budgets, ledger, outcomes, metrics, outputEstimator } = this.deps;
+    clearInterval(this.renewals.get(batch));
+    this.renewals.delete(batch);
     const budgetItems: { reservation: BudgetReservation; actualNanoUsd: number }[] = [];
+    const outputSamples: OutputSample[] = [];
     const cacheEntries: CacheEntry[] = [];
     const usage: UsageEntry[] = [];
     const backlog: BacklogItem[] = [];
@@ -193,6 +220,10 @@ export class BatchAccounting {
           const index = links.findIndex((link) => link.providerName === result.provider && link.model === result.model);
           const key = job.cacheKeys[index];
           if (cache && key !== undefined) cacheEntries.push({ key, answer: cachedAnswerOf(result), ttlSeconds: cache.ttlFor(data) });
+          if (data.kind === 'generate') {
+            const bound = maxOutputTokens(data, config.models[result.model]?.outputTokenLimit);
+            outputSamples.push({ model: result.model, bound, tokens: result.usage.outputTokens + result.usage.thoughtsTokens });
+          }
           metrics?.recordJob('completed');
           metrics?.recordTokens(result.model, result.usage);
           metrics?.recordCost(tenant, result.model, result.costNanoUsd);
@@ -239,6 +270,7 @@ export class BatchAccounting {
             .catch(warn('cache store / fairness pipeline'))
         : undefined,
       usage.length > 0 ? ledger.record(usage).catch(warn('usage record')) : undefined,
+      outputEstimator && outputSamples.length > 0 ? outputEstimator.record(outputSamples).catch(warn('output estimate record')) : undefined,
     ]);
   }
 
@@ -248,34 +280,82 @@ export class BatchAccounting {
   }
 
   /**
-   * The most a job can cost, nano-USD: its input estimate plus its output bound, at the price of
-   * the dearest link that may serve it (a fallback must not overspend either). Output bound:
-   * `maxOutputTokens`, else the model's `outputTokenLimit`; an explicit positive `thinkingBudget`
-   * is added on top. Google counts thinking within maxOutputTokens, but not every provider or
-   * emulator does, and a budget is the place to err high. Unpriced links count 0.
+   * A job whose own settings exceed its model's limits (enqueued before the producer checked
+   * them, or by another writer) fails alone, INVALID_JOB, before anything is reserved for it.
    */
-  worstCase(job: BatchJob, links: readonly Link[]): number {
-    const { config } = this.deps;
+  private checkOwnLimits(job: BatchJob): void {
+    const { data } = job.entry;
+    const spec = this.deps.config.models[data.model];
+    const [issue] = spec && data.kind === 'generate' ? generationLimitIssues(data.model, spec, data.generationConfig) : [];
+    if (issue) job.final = { kind: 'error', error: new PromptQueueError('INVALID_JOB', `${issue.path} ${issue.message}`), latencyMs: 0 };
+  }
+
+  /** Loads the fleet's output estimates the candidates need (Redis trouble: what this process knows, or the bound). */
+  private async prepareOutputEstimates(candidates: readonly BatchJob[], links: readonly Link[]): Promise<void> {
+    const { outputEstimator, config, logger } = this.deps;
+    if (!outputEstimator) return;
+    const wanted = candidates.flatMap((job) =>
+      job.entry.data.kind === 'embed' ? [] : links.map((link) => ({ model: link.model, bound: maxOutputTokens(job.entry.data, config.models[link.model]?.outputTokenLimit) })),
+    );
+    try {
+      await outputEstimator.prepare(wanted);
+    } catch (error) {
+      logger.warn('could not load output-token estimates', { error: String(error) });
+    }
+  }
+
+  /**
+   * What a job is expected to cost, nano-USD, at the price of the dearest link that may serve it (a
+   * fallback must not overspend either): its calibrated input estimate plus the fleet's high
+   * quantile of output + thinking tokens of such calls (OutputTokenEstimator; the output bound —
+   * `maxOutputTokens` or the model's `outputTokenLimit`, plus a positive `thinkingBudget` — until
+   * it has samples). Unpriced links count 0. Saturates (worstCaseCostNanoUsd), never throws.
+   */
+  estimatedCost(job: BatchJob, links: readonly Link[]): number {
+    const { config, outputEstimator } = this.deps;
     const data = job.entry.data;
-    let worst = 0;
+    let cost = 0;
     for (const link of links) {
       const price = config.prices[link.model];
       if (!price) continue;
-      const output = data.kind === 'embed' ? 0 : maxOutputTokens(data, config.models[link.model]?.outputTokenLimit);
-      worst = Math.max(worst, worstCaseCostNanoUsd(job.estimate, output, price));
+      const bound = data.kind === 'embed' ? 0 : maxOutputTokens(data, config.models[link.model]?.outputTokenLimit);
+      const output = outputEstimator && bound > 0 ? outputEstimator.estimate(link.model, bound) : bound;
+      cost = Math.max(cost, worstCaseCostNanoUsd(job.estimate, output, price));
     }
-    return worst;
+    return cost;
+  }
+
+  /** Renews the batch's reservations every half TTL until `settle`: their holder is alive. */
+  private renewWhileInFlight(batch: BatchContext, held: BudgetReservation[]): void {
+    if (held.length === 0) return;
+    const { budgets, logger } = this.deps;
+    const timer = setInterval(() => {
+      budgets.renew(held).catch((error: unknown) => logger.warn('could not renew budget reservations', { error: String(error) }));
+    }, Math.max(1, Math.floor(budgets.ttlMs / 2)));
+    timer.unref();
+    this.renewals.set(batch, timer);
   }
 
   private refused(job: BatchJob, decision: BudgetDecision & { ok: false }): Final {
     const { tenant } = job.entry.data;
-    const limit = `$${nanoUsdToUsd(decision.limitNanoUsd)}`;
-    if (this.deps.budgets.policy(tenant).onExceeded === 'wait' && !decision.exceedsLimit) {
-      return { kind: 'wait', untilMs: decision.retryAtMs, reason: 'budget', fields: { scope: decision.scope } };
+    const usd = (nano: number): string => `$${nanoUsdToUsd(nano)}`;
+    const figures = { scope: decision.scope, spentUsd: nanoUsdToUsd(decision.spentNanoUsd), reservedUsd: nanoUsdToUsd(decision.reservedNanoUsd), limitUsd: nanoUsdToUsd(decision.limitNanoUsd) };
+    if (decision.exceedsLimit) {
+      const message = `The job's estimated cost (${usd(decision.wantNanoUsd)}) is more than the tenant's whole ${decision.scope} budget (${usd(decision.limitNanoUsd)}); lower maxOutputTokens`;
+      return { kind: 'error', error: new PromptQueueError('BUDGET_EXCEEDED', message), latencyMs: 0 };
     }
-    const message = decision.exceedsLimit
-      ? `The job's worst-case cost is more than the tenant's whole ${decision.scope} budget (${limit}); lower maxOutputTokens`
-      : `The tenant's ${decision.scope} budget (${limit}) is spent; it resets at ${new Date(decision.retryAtMs).toISOString()}`;
+    if (decision.reason === 'busy') {
+      // The unspent budget covers this job, but not next to the calls in flight: they settle in
+      // seconds (usually below their estimate). Look again soon, no attempt spent, whatever the policy.
+      const untilMs = Date.now() + BUDGET_BUSY_RECHECK_MS + Math.floor(Math.random() * BUDGET_BUSY_RECHECK_MS);
+      return { kind: 'wait', untilMs, reason: 'budget-busy', fields: figures };
+    }
+    if (this.deps.budgets.policy(tenant).onExceeded === 'wait') {
+      return { kind: 'wait', untilMs: decision.retryAtMs, reason: 'budget', fields: figures };
+    }
+    const message =
+      `The tenant's ${decision.scope} budget is spent: ${usd(decision.spentNanoUsd)} spent and ${usd(decision.reservedNanoUsd)} reserved ` +
+      `of ${usd(decision.limitNanoUsd)}, and this job needs about ${usd(decision.wantNanoUsd)}; it resets at ${new Date(decision.retryAtMs).toISOString()}`;
     return { kind: 'error', error: new PromptQueueError('BUDGET_EXCEEDED', message), latencyMs: 0 };
   }
 
@@ -318,7 +398,7 @@ export class BatchAccounting {
   }
 }
 
-/** Output tokens a generate job may produce at most (see BatchAccounting.worstCase). */
+/** The output bound of a generate job, tokens: output plus any explicit thinking budget (see BatchAccounting.estimatedCost). */
 export function maxOutputTokens(data: PromptJobData, outputTokenLimit: number | undefined): number {
   const config = data.generationConfig;
   const base = config?.maxOutputTokens ?? outputTokenLimit ?? 65_536;
@@ -363,6 +443,7 @@ function waitCode(reason: string): ErrorCode | '' {
     case 'cache-pending':
       return '';
     case 'budget':
+    case 'budget-busy':
       return 'BUDGET_EXCEEDED';
     case 'breakers-open':
       return 'PROVIDER_UNAVAILABLE';

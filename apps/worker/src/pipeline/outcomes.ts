@@ -30,7 +30,7 @@ export interface JobEntry {
 }
 
 /** Why a job goes back to `delayed` without spending an attempt. */
-export type WaitReason = 'quota' | 'rate-limited' | 'daily-quota' | 'breakers-open' | 'budget' | 'cache-pending';
+export type WaitReason = 'quota' | 'rate-limited' | 'daily-quota' | 'breakers-open' | 'budget' | 'budget-busy' | 'cache-pending';
 
 /**
  * What a failure means for the job, decided before BullMQ is told (the settle step records final

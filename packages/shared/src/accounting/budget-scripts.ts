@@ -18,23 +18,14 @@ function script(lua: string): LuaScript {
 }
 
 /**
- * Reserves worst-case costs for a batch, all or nothing per request.
- *
- * KEYS: 4 per tenant group g (1-based), at 4(g-1)+1…4(g-1)+4:
- *   reserved (string: nano-USD held by open reservations), reservations (zset: member `<id>:<nano>`,
- *   score = expiry epoch ms), day spent (string), month spent (string).
- * ARGV[1] now (epoch ms), ARGV[2] expiry of new reservations (epoch ms), ARGV[3] TTL of the
- *   reserved/reservations keys (ms); then 5 per request: group, want (nano), daily limit (nano,
- *   -1 = none), monthly limit (nano, -1 = none), member.
- * Returns one code per request: 0 granted, 1 daily budget exhausted, 2 monthly budget exhausted.
- *
- * First, per group, expired reservations (a crashed worker's) are dropped and their amounts freed.
- * A request is granted when spent + reserved + want ≤ limit holds for the month and for the day.
+ * Sweeps the expired reservations of one tenant group (Lua snippet, shared by the scripts below).
+ * A reservation expires only when its holder stopped renewing it (the worker died, or lost its
+ * job locks): its call may have reached the provider, which bills it, so its amount (the estimate)
+ * is charged to the day and month spend, not dropped. A holder that was only slow and settles
+ * later adds just what its actual cost exceeds that estimate (SETTLE_SCRIPT).
+ * Expects `base` (its group's first KEYS index − 1), `now`, `dayTtl`, `monthTtl` in scope.
  */
-export const RESERVE_SCRIPT = script(`
-local now = tonumber(ARGV[1])
-for g = 1, #KEYS / 4 do
-  local base = (g - 1) * 4
+const SWEEP_LUA = `
   local expired = redis.call('ZRANGEBYSCORE', KEYS[base + 2], '-inf', now)
   if #expired > 0 then
     local freed = 0
@@ -46,21 +37,60 @@ for g = 1, #KEYS / 4 do
     if redis.call('DECRBY', KEYS[base + 1], string.format('%d', freed)) < 0 then
       redis.call('DEL', KEYS[base + 1])
     end
+    if freed > 0 then
+      redis.call('INCRBY', KEYS[base + 3], string.format('%d', freed))
+      redis.call('EXPIRE', KEYS[base + 3], dayTtl)
+      redis.call('INCRBY', KEYS[base + 4], string.format('%d', freed))
+      redis.call('EXPIRE', KEYS[base + 4], monthTtl)
+    end
   end
+`;
+
+/**
+ * Reserves estimated costs for a batch, all or nothing per request.
+ *
+ * KEYS: 4 per tenant group g (1-based), at 4(g-1)+1…4(g-1)+4:
+ *   reserved (string: nano-USD held by open reservations), reservations (zset: member `<id>:<nano>`,
+ *   score = expiry epoch ms), day spent (string), month spent (string).
+ * ARGV[1] now (epoch ms), ARGV[2] expiry of new reservations (epoch ms), ARGV[3] TTL of the
+ *   reserved/reservations keys (ms), ARGV[4] day-spent TTL (s), ARGV[5] month-spent TTL (s); then
+ *   5 per request: group, want (nano), daily limit (nano, -1 = none), monthly limit (nano, -1 = none),
+ *   member.
+ * Returns 3 numbers per request: code, spent (nano, of the scope the code names; 0 when granted),
+ *   reserved (nano, the tenant's open reservations before this request). Codes: 0 granted;
+ *   1 / 2 the daily / monthly budget is spent (spent + want > limit: no settle can make room this
+ *   period); 3 / 4 daily / monthly busy (spent + want fits, but not with what is in flight: room
+ *   comes back when in-flight calls settle). A spent scope is reported before a busy one.
+ *
+ * First, per group, expired reservations are swept (see SWEEP_LUA: charged at their amount).
+ */
+export const RESERVE_SCRIPT = script(`
+local now = tonumber(ARGV[1])
+local dayTtl = ARGV[4]
+local monthTtl = ARGV[5]
+for g = 1, #KEYS / 4 do
+  local base = (g - 1) * 4
+${SWEEP_LUA}
 end
-local codes = {}
-for r = 0, (#ARGV - 3) / 5 - 1 do
-  local a = 4 + r * 5
+local out = {}
+for r = 0, (#ARGV - 5) / 5 - 1 do
+  local a = 6 + r * 5
   local base = (tonumber(ARGV[a]) - 1) * 4
   local want = tonumber(ARGV[a + 1])
   local daily = tonumber(ARGV[a + 2])
   local monthly = tonumber(ARGV[a + 3])
   local reserved = tonumber(redis.call('GET', KEYS[base + 1]) or '0')
-  local code = 0
-  if monthly >= 0 and tonumber(redis.call('GET', KEYS[base + 4]) or '0') + reserved + want > monthly then
-    code = 2
-  elseif daily >= 0 and tonumber(redis.call('GET', KEYS[base + 3]) or '0') + reserved + want > daily then
-    code = 1
+  local daySpent = tonumber(redis.call('GET', KEYS[base + 3]) or '0')
+  local monthSpent = tonumber(redis.call('GET', KEYS[base + 4]) or '0')
+  local code, spent = 0, 0
+  if monthly >= 0 and monthSpent + want > monthly then
+    code, spent = 2, monthSpent
+  elseif daily >= 0 and daySpent + want > daily then
+    code, spent = 1, daySpent
+  elseif monthly >= 0 and monthSpent + reserved + want > monthly then
+    code, spent = 4, monthSpent
+  elseif daily >= 0 and daySpent + reserved + want > daily then
+    code, spent = 3, daySpent
   end
   if code == 0 then
     redis.call('INCRBY', KEYS[base + 1], ARGV[a + 1])
@@ -69,15 +99,18 @@ for r = 0, (#ARGV - 3) / 5 - 1 do
     redis.call('PEXPIRE', KEYS[base + 1], ARGV[3])
     redis.call('PEXPIRE', KEYS[base + 2], ARGV[3])
   end
-  codes[r + 1] = code
+  out[#out + 1] = code
+  out[#out + 1] = spent
+  out[#out + 1] = reserved
 end
-return codes
+return out
 `);
 
 /**
  * Settles (or releases) reservations: frees each reservation's amount and adds its actual cost to
- * the day and month spend. A reservation that already expired (and was freed by RESERVE_SCRIPT)
- * still has its actual cost added: the money was spent.
+ * the day and month spend. A reservation that already expired was charged at its amount when it
+ * was swept (SWEEP_LUA): then only the part of the actual cost above that amount is added, so a
+ * slow holder is never charged twice.
  *
  * KEYS: 4 per item i (1-based), at 4(i-1)+1…: reserved, reservations, day spent, month spent.
  * ARGV[1] day-spent TTL (s), ARGV[2] month-spent TTL (s); then 3 per item: member, reserved
@@ -89,20 +122,67 @@ local open = 0
 for i = 0, #KEYS / 4 - 1 do
   local base = i * 4
   local a = 3 + i * 3
+  local charge = tonumber(ARGV[a + 2])
   if redis.call('ZREM', KEYS[base + 2], ARGV[a]) == 1 then
     open = open + 1
     if redis.call('DECRBY', KEYS[base + 1], ARGV[a + 1]) < 0 then
       redis.call('DEL', KEYS[base + 1])
     end
+  else
+    charge = charge - tonumber(ARGV[a + 1])
   end
-  if tonumber(ARGV[a + 2]) > 0 then
-    redis.call('INCRBY', KEYS[base + 3], ARGV[a + 2])
+  if charge > 0 then
+    local amount = string.format('%d', charge)
+    redis.call('INCRBY', KEYS[base + 3], amount)
     redis.call('EXPIRE', KEYS[base + 3], ARGV[1])
-    redis.call('INCRBY', KEYS[base + 4], ARGV[a + 2])
+    redis.call('INCRBY', KEYS[base + 4], amount)
     redis.call('EXPIRE', KEYS[base + 4], ARGV[2])
   end
 end
 return open
+`);
+
+/**
+ * Renews open reservations whose holder is alive (its batch still running): pushes their expiry
+ * out. A reservation already swept (charged at its amount) is not brought back (ZADD XX).
+ *
+ * KEYS: 2 per item i (1-based), at 2(i-1)+1…: reserved, reservations.
+ * ARGV[1] new expiry (epoch ms), ARGV[2] TTL of the keys (ms); then 1 per item: member.
+ * Returns the number of reservations renewed.
+ */
+export const RENEW_SCRIPT = script(`
+local renewed = 0
+for i = 0, #KEYS / 2 - 1 do
+  if redis.call('ZSCORE', KEYS[i * 2 + 2], ARGV[3 + i]) then
+    redis.call('ZADD', KEYS[i * 2 + 2], 'XX', ARGV[1], ARGV[3 + i])
+    redis.call('PEXPIRE', KEYS[i * 2 + 1], ARGV[2])
+    redis.call('PEXPIRE', KEYS[i * 2 + 2], ARGV[2])
+    renewed = renewed + 1
+  end
+end
+return renewed
+`);
+
+/**
+ * Sweeps one tenant's expired reservations (charging them, SWEEP_LUA) and reads its state, for
+ * `/v1/usage` and the dashboard: a dead worker's reservations turn into spend even when no job of
+ * the tenant runs.
+ *
+ * KEYS[1..4] reserved, reservations, day spent, month spent.
+ * ARGV[1] now (epoch ms), ARGV[2] day-spent TTL (s), ARGV[3] month-spent TTL (s).
+ * Returns { day spent, month spent, sum of open reservations } (nano-USD).
+ */
+export const SWEEP_SCRIPT = script(`
+local now = tonumber(ARGV[1])
+local dayTtl = ARGV[2]
+local monthTtl = ARGV[3]
+local base = 0
+${SWEEP_LUA}
+local reserved = 0
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')) do
+  reserved = reserved + tonumber(string.match(member, ':(%d+)$'))
+end
+return { tonumber(redis.call('GET', KEYS[3]) or '0'), tonumber(redis.call('GET', KEYS[4]) or '0'), reserved }
 `);
 
 /** EVALSHA, falling back to EVAL once when the server does not know the script (a restart, a new server). */

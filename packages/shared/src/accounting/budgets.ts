@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { budgetReservationsKey, budgetReservedKey, budgetSpentKey } from '../redis/keys.js';
-import { RESERVE_SCRIPT, SETTLE_SCRIPT, runScript } from './budget-scripts.js';
+import { RENEW_SCRIPT, RESERVE_SCRIPT, SETTLE_SCRIPT, SWEEP_SCRIPT, runScript } from './budget-scripts.js';
 import { nextUtcDayStartMs, nextUtcMonthStartMs, utcDay, utcMonth } from './periods.js';
 
 /** One tenant's budget as configured (the CONFIG_FILE `tenants` section), USD. */
@@ -21,12 +21,12 @@ export type BudgetScope = 'daily' | 'monthly';
 export interface BudgetReservation {
   tenant: string;
   id: string;
-  /** Reserved worst case, integer nano-USD. */
+  /** Reserved amount (the request's estimated cost), integer nano-USD. */
   amountNanoUsd: number;
   /** UTC day (`YYYY-MM-DD`) and month (`YYYY-MM`) the actual cost is charged to. */
   day: string;
   month: string;
-  /** After this (epoch ms) the reservation is freed even if never settled. */
+  /** After this (epoch ms), unless renewed, the reservation is charged at its amount and freed. */
   expiresAtMs: number;
   tracked: boolean;
 }
@@ -36,9 +36,21 @@ export type BudgetDecision =
   | {
       ok: false;
       scope: BudgetScope;
+      /**
+       * `spent`: spent + this request > limit, so no settle can make room before the period ends.
+       * `busy`: it fits the unspent budget, but not next to the reservations in flight; room comes
+       * back as they settle (seconds), so wait briefly, do not fail.
+       */
+      reason: 'spent' | 'busy';
       /** Start of the next UTC day (daily) or month (monthly), epoch ms. */
       retryAtMs: number;
       limitNanoUsd: number;
+      /** The scope's settled spend when refused, nano-USD. */
+      spentNanoUsd: number;
+      /** The tenant's open reservations when refused, nano-USD. */
+      reservedNanoUsd: number;
+      /** What this request asked for, nano-USD. */
+      wantNanoUsd: number;
       /** The request alone costs more than the whole budget: waiting will not help. */
       exceedsLimit: boolean;
     };
@@ -69,9 +81,10 @@ export interface BudgetRemaining {
 
 export interface BudgetGuardOptions {
   /**
-   * How long a reservation is held before it is freed anyway, ms: it must outlast the longest
-   * batch (provider timeout included), or a slow batch's room is handed out twice. A crashed
-   * worker's reservations block their room for at most this long. @defaultValue 600_000 (10 min)
+   * How long a reservation lives unless its holder renews it (`renew`), ms. The worker passes its
+   * job lock duration and renews at half of it, like BullMQ renews job locks: a killed worker's
+   * reservations lapse (and are charged at their amount) together with its job locks.
+   * @defaultValue 30_000 (BullMQ's default lockDuration)
    */
   reservationTtlMs?: number;
   /** TTL of day-spend keys, s. @defaultValue 3 days */
@@ -89,18 +102,26 @@ interface Limits {
 /**
  * Per-tenant budgets enforced across the whole fleet.
  *
- * Before a batch calls the provider, the worker reserves each request's worst-case cost
- * (`worstCaseCostNanoUsd`). One Lua script checks spent + reserved + want ≤ limit, for the day and
- * for the month, and holds the amount in the tenant's reserved counter, atomically for every
- * worker. After the call, `settle` swaps the reservation for the actual cost (≤ the worst case).
+ * Before a batch calls the provider, the worker reserves each request's estimated cost (its
+ * calibrated input estimate plus the fleet's high quantile of output + thinking tokens for such
+ * requests, see BatchAccounting). One Lua script checks spent + reserved + want ≤ limit, for the
+ * day and for the month, and holds the amount in the tenant's reserved counter, atomically for
+ * every worker. After the call, `settle` swaps the reservation for the actual cost.
  *
- * Why overspend is bounded: every in-flight request already counts at its worst case, so the sum
- * of settled costs never exceeds the limit as long as actual ≤ reserved for each request. The only
- * way past the limit is a request that costs more than it reserved (an input estimate that was too
- * low, or `maxOutputTokens` not bounding thinking): overspend is then at most that excess, for the
- * requests in flight — one batch per worker — never an unbounded run. A reservation that outlives
- * `reservationTtlMs` (a crashed worker) is freed; if its worker was only slow and settles later,
- * the cost is still charged, so that case can overspend by that batch too.
+ * A refusal says why (`reason`): `spent` when spent + want > limit (nothing in flight can make
+ * room: fail, or wait for the next period), `busy` when only the in-flight reservations are in the
+ * way (wait briefly: they settle, usually below their estimate). So a budget is usable to its end.
+ *
+ * Overspend bound: a request reserves an estimate, not its worst case, so settled spend can pass
+ * the limit by at most Σ (actual − reserved) over the requests in flight when the limit was
+ * reached, each at most (worst case − estimate): bounded by what is in flight (concurrency per
+ * worker × workers), never an unbounded run, because the next reservation sees the settled truth.
+ *
+ * Reservation lifetime follows the job lock: a reservation expires `reservationTtlMs` after it
+ * was made or last renewed (`renew`, which the holder's batch calls every half TTL). An expired
+ * reservation — its worker was killed — is charged at its amount (the call may have reached the
+ * provider, which bills it) and freed, by the next reserve or `remaining` read. If its worker was
+ * only slow and settles later, only the actual cost above that amount is added.
  *
  * Keys of several tenants are touched by one script: on Redis Cluster the prefix needs a hash tag.
  * Times come from the caller's clock (`now`): fine for day boundaries and minute-long TTLs.
@@ -123,7 +144,7 @@ export class BudgetGuard {
       if (budget.monthlyUsd !== undefined) limits.monthlyNanoUsd = usdToNanoUsd(budget.monthlyUsd);
       if (limits.dailyNanoUsd !== undefined || limits.monthlyNanoUsd !== undefined) this.limits.set(tenant, limits);
     }
-    this.reservationTtlMs = options.reservationTtlMs ?? 600_000;
+    this.reservationTtlMs = options.reservationTtlMs ?? 30_000;
     this.daySpentTtlSeconds = options.daySpentTtlSeconds ?? 3 * 86_400;
     this.monthSpentTtlSeconds = options.monthSpentTtlSeconds ?? 62 * 86_400;
   }
@@ -134,22 +155,29 @@ export class BudgetGuard {
     return { budgeted: limits !== undefined, onExceeded: limits?.onExceeded ?? 'fail' };
   }
 
+  /** How long a reservation lives without renewal, ms (renew at half of it). */
+  get ttlMs(): number {
+    return this.reservationTtlMs;
+  }
+
   /**
-   * Reserves each request's worst-case cost (integer nano-USD), in order, in one script call for
-   * the whole batch. Tenants without a budget are granted without touching Redis.
+   * Reserves each request's estimated cost (nano-USD), in order, in one script call for the whole
+   * batch. Tenants without a budget are granted without touching Redis. Never throws for one
+   * request's amount: it is saturated to an integer in [0, 2^53) (a non-number counts as the
+   * maximum, so a budgeted tenant is refused and an unbudgeted one is unaffected).
    */
-  async reserve(requests: { tenant: string; worstCaseNanoUsd: number }[], now: Date = new Date()): Promise<BudgetDecision[]> {
+  async reserve(requests: { tenant: string; amountNanoUsd: number }[], now: Date = new Date()): Promise<BudgetDecision[]> {
     const day = utcDay(now);
     const month = utcMonth(now);
     const expiresAtMs = now.getTime() + this.reservationTtlMs;
     const decisions: BudgetDecision[] = new Array<BudgetDecision>(requests.length);
     const groups = new Map<string, number>();
     const keys: string[] = [];
-    const args: (string | number)[] = [now.getTime(), expiresAtMs, this.reservationTtlMs + 60_000];
+    const args: (string | number)[] = [now.getTime(), expiresAtMs, this.keyTtlMs(), this.daySpentTtlSeconds, this.monthSpentTtlSeconds];
     const pending: { index: number; reservation: BudgetReservation; limits: Limits }[] = [];
 
-    requests.forEach(({ tenant, worstCaseNanoUsd }, index) => {
-      const amountNanoUsd = nonNegativeInteger('worstCaseNanoUsd', worstCaseNanoUsd);
+    requests.forEach(({ tenant, amountNanoUsd: asked }, index) => {
+      const amountNanoUsd = saturatedNanoUsd(asked, Number.MAX_SAFE_INTEGER);
       const limits = this.limits.get(tenant);
       const reservation: BudgetReservation = {
         tenant,
@@ -175,20 +203,24 @@ export class BudgetGuard {
     });
     if (pending.length === 0) return decisions;
 
-    const codes = (await runScript(this.redis, RESERVE_SCRIPT, keys, args)) as number[];
+    const out = (await runScript(this.redis, RESERVE_SCRIPT, keys, args)) as number[];
     pending.forEach(({ index, reservation, limits }, i) => {
-      const code = codes[i];
+      const [code, spentNanoUsd, reservedNanoUsd] = [Number(out[3 * i]), Number(out[3 * i + 1]), Number(out[3 * i + 2])];
       if (code === 0) {
         decisions[index] = { ok: true, reservation };
         return;
       }
-      const scope: BudgetScope = code === 2 ? 'monthly' : 'daily';
+      const scope: BudgetScope = code === 2 || code === 4 ? 'monthly' : 'daily';
       const limitNanoUsd = (scope === 'daily' ? limits.dailyNanoUsd : limits.monthlyNanoUsd)!;
       decisions[index] = {
         ok: false,
         scope,
+        reason: code === 1 || code === 2 ? 'spent' : 'busy',
         retryAtMs: scope === 'daily' ? nextUtcDayStartMs(now) : nextUtcMonthStartMs(now),
         limitNanoUsd,
+        spentNanoUsd,
+        reservedNanoUsd,
+        wantNanoUsd: reservation.amountNanoUsd,
         exceedsLimit: reservation.amountNanoUsd > limitNanoUsd,
       };
     });
@@ -205,9 +237,26 @@ export class BudgetGuard {
     for (const { reservation, actualNanoUsd } of items) {
       if (!reservation.tracked) continue;
       keys.push(...this.tenantKeys(reservation.tenant, reservation.day, reservation.month));
-      args.push(member(reservation), reservation.amountNanoUsd, nonNegativeInteger('actualNanoUsd', actualNanoUsd));
+      // Saturated, never thrown: one odd figure must not lose the whole batch's settle.
+      args.push(member(reservation), reservation.amountNanoUsd, saturatedNanoUsd(actualNanoUsd, 0));
     }
     if (keys.length > 0) await runScript(this.redis, SETTLE_SCRIPT, keys, args);
+  }
+
+  /**
+   * Pushes the expiry of reservations still in flight `reservationTtlMs` out from `now`: their
+   * holder is alive. One round trip. Returns how many were still open (a swept one stays charged).
+   */
+  async renew(reservations: BudgetReservation[], now: Date = new Date()): Promise<number> {
+    const keys: string[] = [];
+    const args: (string | number)[] = [now.getTime() + this.reservationTtlMs, this.keyTtlMs()];
+    for (const reservation of reservations) {
+      if (!reservation.tracked) continue;
+      keys.push(budgetReservedKey(this.prefix, reservation.tenant), budgetReservationsKey(this.prefix, reservation.tenant));
+      args.push(member(reservation));
+    }
+    if (keys.length === 0) return 0;
+    return Number(await runScript(this.redis, RENEW_SCRIPT, keys, args));
   }
 
   /** Frees reservations whose requests were not sent (or whose cost is unknown and deemed 0). */
@@ -239,23 +288,22 @@ export class BudgetGuard {
     return { over: exhausted !== undefined, ...closest };
   }
 
-  /** Limits, spend and open reservations per scope, for `GET /v1/usage`. One round trip. */
+  /**
+   * Limits, spend and open reservations per scope, for `GET /v1/usage`. One script call, which
+   * first sweeps expired reservations (a killed worker's: charged at their amount), so the figures
+   * are true even while none of the tenant's jobs runs.
+   */
   async remaining(tenant: string, now: Date = new Date()): Promise<BudgetRemaining> {
     const limits = this.limits.get(tenant);
     if (!limits) return {};
-    const results = await this.redis
-      .pipeline()
-      .mget(budgetSpentKey(this.prefix, tenant, utcDay(now)), budgetSpentKey(this.prefix, tenant, utcMonth(now)))
-      // Summed from the open reservations, so an expired one not yet cleaned up does not count.
-      .zrangebyscore(budgetReservationsKey(this.prefix, tenant), `(${now.getTime()}`, '+inf')
-      .exec();
-    if (!results) throw new Error('budget read pipeline returned no results');
-    for (const [error] of results) if (error) throw error;
-    const [daySpent, monthSpent] = results[0]![1] as (string | null)[];
-    const members = results[1]![1] as string[];
-    const reservedNanoUsd = members.reduce((sum, m) => sum + Number(m.slice(m.lastIndexOf(':') + 1)), 0);
-    const state = (limitNanoUsd: number, spent: string | null | undefined, resetsAtMs: number): BudgetPeriodState => {
-      const spentNanoUsd = Number(spent ?? 0);
+    const [daySpent, monthSpent, reservedNanoUsd] = ((await runScript(
+      this.redis,
+      SWEEP_SCRIPT,
+      this.tenantKeys(tenant, utcDay(now), utcMonth(now)),
+      [now.getTime(), this.daySpentTtlSeconds, this.monthSpentTtlSeconds],
+    )) as number[]).map(Number) as [number, number, number];
+    const state = (limitNanoUsd: number, spent: number, resetsAtMs: number): BudgetPeriodState => {
+      const spentNanoUsd = spent;
       return {
         limitNanoUsd,
         spentNanoUsd,
@@ -268,6 +316,14 @@ export class BudgetGuard {
     if (limits.dailyNanoUsd !== undefined) out.daily = state(limits.dailyNanoUsd, daySpent, nextUtcDayStartMs(now));
     if (limits.monthlyNanoUsd !== undefined) out.monthly = state(limits.monthlyNanoUsd, monthSpent, nextUtcMonthStartMs(now));
     return out;
+  }
+
+  /**
+   * TTL of the reserved counter and reservation set, ms: long enough that an expired reservation
+   * is still there to be swept (charged) after a fleet-wide outage, short enough to vanish unused.
+   */
+  private keyTtlMs(): number {
+    return Math.max(this.reservationTtlMs + 60_000, this.daySpentTtlSeconds * 1000);
   }
 
   private tenantKeys(tenant: string, day: string, month: string): string[] {
@@ -289,7 +345,13 @@ function member(reservation: BudgetReservation): string {
   return `${reservation.id}:${reservation.amountNanoUsd}`;
 }
 
-function nonNegativeInteger(name: string, value: number): number {
-  if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`${name} must be a non-negative integer, got ${value}`);
-  return value;
+/**
+ * An amount as an integer nano-USD in [0, 2^53): rounded up, negatives 0, too large (or infinite)
+ * the maximum; a non-number becomes `ifNaN`. Budget math saturates instead of throwing, so one
+ * request's odd figure fails (or is refused) alone, never the batch it travels in.
+ */
+export function saturatedNanoUsd(value: number, ifNaN: number): number {
+  if (Number.isNaN(value)) return ifNaN;
+  if (value <= 0) return 0;
+  return Math.min(Number.MAX_SAFE_INTEGER, Math.ceil(value));
 }
