@@ -101,7 +101,9 @@ describe('budget reservations of a worker process killed with SIGKILL', () => {
     );
     const lapsedMs = Date.now() - killedAt;
     console.log('kill -9 reservations', JSON.stringify({ reservedNanoUsd, lapsedMs, lockDurationMs: LOCK_DURATION_MS, spentNanoUsd: after!.spentNanoUsd }));
-    expect(lapsedMs).toBeLessThanOrEqual(LOCK_DURATION_MS + 200);
+    // The lapse itself comes within LOCK_DURATION_MS of the last renewal (before the kill); the
+    // slack is this test's polling and Redis round trips on a busy machine.
+    expect(lapsedMs).toBeLessThanOrEqual(LOCK_DURATION_MS + 500);
     expect(after!.spentNanoUsd).toBe(warmUpNanoUsd + reservedNanoUsd);
 
     // The jobs come back through stalled-job recovery and a new worker completes them: each call

@@ -114,8 +114,9 @@ interface Limits {
  *
  * Overspend bound: a request reserves an estimate, not its worst case, so settled spend can pass
  * the limit by at most Σ (actual − reserved) over the requests in flight when the limit was
- * reached, each at most (worst case − estimate): bounded by what is in flight (concurrency per
- * worker × workers), never an unbounded run, because the next reservation sees the settled truth.
+ * reached, each less than that call's own cost (at most its output bound − its estimate, where the
+ * provider keeps to the bound): bounded by what is in flight (concurrency per worker × workers),
+ * never an unbounded run, because the next reservation sees the settled truth.
  *
  * Reservation lifetime follows the job lock: a reservation expires `reservationTtlMs` after it
  * was made or last renewed (`renew`, which the holder's batch calls every half TTL). An expired
