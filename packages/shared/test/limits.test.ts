@@ -56,7 +56,10 @@ describe('FleetLimiter (real Redis)', () => {
     await waitFor(async () => (await serverNow()) >= a.now + 20, { intervalMs: 5 });
     const b = await limiter.reserve(KEY, limits, [500]);
     expect(b.now).toBeGreaterThan(a.now);
-    // 900 in the window; a request of 200 needs the first reservation (400) gone, not the second.
+    // While they are in flight, their settle may free room soon: look again within a second.
+    expect((await limiter.reserve(KEY, limits, [200])).waitMs).toBe(1_000);
+    await limiter.settle([...a.granted, ...b.granted].map((reservation) => ({ reservation, actualTokens: reservation.estimatedTokens })));
+    // 900 in the window, settled; a request of 200 needs the first reservation (400) gone, not the second.
     const refused = await limiter.reserve(KEY, limits, [200]);
     expect(refused.waitMs).toBe(a.now + 10_000 - refused.now);
     // A request of 700 needs both gone.
@@ -322,10 +325,13 @@ describe('FleetLimiter (real Redis)', () => {
     const limits = { rpm: 10, tpm: 1000 };
     const huge = await limiter.reserve(KEY, limits, [5000, 1]);
     expect(huge.granted.map((r) => r.estimatedTokens)).toEqual([5000]);
-    // It fills the window: the next one waits for it to leave, not forever.
-    expect(huge.waitMs).toBe(10_000);
+    // It fills the window: once it has settled, the next one waits for it to leave, not forever.
+    await limiter.settle([{ reservation: huge.granted[0]!, actualTokens: 5000 }]);
+    const next = await limiter.reserve(KEY, limits, [1]);
+    expect(next.waitMs).toBe(huge.now + 10_000 - next.now);
     const other = new FleetLimiter(redis, uniquePrefix(), { windowMs: 10_000 });
     const first = await other.reserve(KEY, limits, [10]);
+    await other.settle([{ reservation: first.granted[0]!, actualTokens: 10 }]);
     const refused = await other.reserve(KEY, limits, [5000]);
     expect(refused.granted).toEqual([]);
     expect(refused.waitMs).toBe(first.now + 10_000 - refused.now); // until the window is empty
@@ -374,7 +380,7 @@ describe('FleetLimiter (real Redis)', () => {
     await limiter.observeRateLimit(scope, { rpm: 10, tpm: 0 });
     const keys = (await redis.keys(`${prefix}:*`)).sort();
     expect(keys).toEqual(
-      ['est', 'learned', 'log', 'pause', 'total'].map((part) => `${prefix}:limits:{gemini:gemini-3.6-flash:proj-a}:${part}`),
+      ['est', 'learned', 'log', 'open', 'pause', 'total'].map((part) => `${prefix}:limits:{gemini:gemini-3.6-flash:proj-a}:${part}`),
     );
     for (const part of ['log', 'est', 'total'] as const) {
       const ttl = await redis.pttl(limiterKey(prefix, scope, part));

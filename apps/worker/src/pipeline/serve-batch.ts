@@ -206,7 +206,9 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
           job.final = served$(() => outcomes.embedded(job.entry, served, latencyMs), link, latencyMs);
         });
         deps.onServed?.(link, granted.length);
-        // batchEmbedContents reports no usage: the estimate stays in the window as reserved.
+        // batchEmbedContents reports no usage: the estimate stays in the window as reserved (the
+        // settle closes the call, so it no longer counts as in flight).
+        ledger.settle.push({ reservation, actualTokens: reservation.estimatedTokens });
       } catch (error) {
         const latencyMs = elapsed(started);
         recordFailedCall(link, error, latencyMs);
@@ -251,6 +253,7 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
       // 429 is refused before it counts): give the room back. A timeout or a lost connection may
       // have reached it: keep the estimate in the window.
       if (reservation && (!made || (isProviderError(error) && error.httpStatus !== undefined))) ledger.release.push(reservation);
+      else if (reservation) ledger.settle.push({ reservation, actualTokens: reservation.estimatedTokens });
       if (job.entry.signal?.aborted) {
         job.final = { kind: 'error', error, latencyMs, link: link.id };
       } else if (isProviderError(error) && error.disposition === 'rate-limit' && error.reportedQuota?.dimension === 'rpd') {

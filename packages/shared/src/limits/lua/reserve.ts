@@ -11,8 +11,8 @@ export const RESERVE_LUA = `--[[
   KEYS[5]  learned: hash {rpm, tpm, reported?} with a PX TTL, limits learned from 429s
   KEYS[6]  probe: hash {cap, held}: the slow start's cap on calls in flight while a limit is
            unknown, and when it last held a request back (server ms)
-  KEYS[7]  open: sorted set, reservation id -> time, of calls granted under the slow start and
-           not yet settled or released (its calls in flight)
+  KEYS[7]  open: sorted set, reservation id -> time, of reservations not yet settled or
+           released (calls in flight)
 
   ARGV[1]  window length, ms
   ARGV[2]  configured requests per window (0: unlimited)
@@ -71,6 +71,7 @@ end
 
 local FIRST = 7
 local SLOW_START_RECHECK_MS = 200
+local INFLIGHT_RECHECK_MS = 1000
 local window = tonumber(ARGV[1])
 local now = nowMs()
 local paused = redis.call('PTTL', KEYS[4])
@@ -81,15 +82,16 @@ local learned = redis.call('HMGET', KEYS[5], 'rpm', 'tpm', 'reported')
 local rpm = effective(tonumber(ARGV[2]), learned[1])
 local tpm = effective(tonumber(ARGV[3]), learned[2])
 
-local probe, inflight = -1, 0
+-- A call older than a window is no longer in flight (its worker died, or it never settles).
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - window)
+local inflight = redis.call('ZCARD', KEYS[7])
+local probe = -1
 local slowStart = tonumber(ARGV[5])
 if slowStart > 0 and (rpm == 0 or tpm == 0) then
   probe = tonumber(redis.call('HGET', KEYS[6], 'cap'))
   if not probe then probe = slowStart end
   redis.call('HSET', KEYS[6], 'cap', probe)
   redis.call('PEXPIRE', KEYS[6], ARGV[6])
-  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - window)
-  inflight = redis.call('ZCARD', KEYS[7])
 end
 
 local granted, byProbe = 0, false
@@ -101,10 +103,8 @@ for i = FIRST, #ARGV do
     break
   end
   local id = ARGV[4] .. ':' .. (i - FIRST)
-  if probe >= 0 then
-    redis.call('ZADD', KEYS[7], now, id)
-    inflight = inflight + 1
-  end
+  redis.call('ZADD', KEYS[7], now, id)
+  inflight = inflight + 1
   redis.call('ZADD', KEYS[1], now, id)
   redis.call('HSET', KEYS[2], id, want)
   count = count + 1
@@ -112,7 +112,7 @@ for i = FIRST, #ARGV do
   granted = granted + 1
 end
 if granted > 0 then redis.call('SET', KEYS[3], tokens) end
-if probe >= 0 and inflight > 0 then redis.call('PEXPIRE', KEYS[7], 2 * window) end
+if granted > 0 then redis.call('PEXPIRE', KEYS[7], 2 * window) end
 finish(KEYS[1], KEYS[2], KEYS[3], count, 2 * window)
 
 local waitMs = 0
@@ -123,6 +123,9 @@ if granted < #ARGV - FIRST + 1 then
     waitMs = SLOW_START_RECHECK_MS
   else
     waitMs = waitUntilFits(now, window, count, tokens, tonumber(ARGV[FIRST + granted]), rpm, tpm)
+    -- Calls in flight hold their estimate (with its margin) until they settle, usually within
+    -- seconds: room comes back long before their window ends, so look again soon.
+    if inflight > 0 then waitMs = math.min(waitMs, INFLIGHT_RECHECK_MS) end
   end
   -- A limit the provider reported still binds: keep it (it lapses only once it stops binding).
   if learned[3] then redis.call('PEXPIRE', KEYS[5], ARGV[6]) end
