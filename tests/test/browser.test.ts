@@ -76,6 +76,9 @@ interface OverviewView {
     month: { totals: UsagePeriod; byTenant: Record<string, UsagePeriod> };
   } | null;
   workers: { count: number };
+  depthHistory: { samples: { at: number }[] };
+  queueWait: { oldestWaitingMs: number | null; sampled: number; p50Ms: number | null; p95Ms: number | null };
+  providerLatency: { links: { link: string; calls: number; p50Ms: number; p95Ms: number }[] };
 }
 
 /** The little of the page's globals the test reads (this file compiles without the DOM library). */
@@ -269,6 +272,54 @@ describe.skipIf(!haveChromium)('dashboard in a browser, over the whole stack', (
       mkdirSync(dirname(README_SCREENSHOT), { recursive: true });
       copyFileSync(join(RESULTS, 'overview.png'), README_SCREENSHOT);
     }
+    await page.close();
+  }, 60_000);
+
+  it('charts the last hour of queue depth from the moment it opens, and shows queue wait and provider latency per link', async () => {
+    // The worker samples the depth every 10 s from its start: history from before the page opened.
+    await waitFor(async () => (await (await fetch(`${dashboardUrl}/api/overview`, { headers: { authorization: `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString('base64')}` } })).json() as OverviewView).depthHistory.samples.length >= 2, {
+      timeoutMs: 25_000,
+      what: 'two depth samples from the worker',
+    });
+    const openedAt = Date.now();
+    const page = await context.newPage();
+    await page.goto(`${dashboardUrl}/`);
+    await page.waitForSelector('body[data-loaded]');
+    const overview = await overviewIn(page);
+    expect(overview.depthHistory.samples.filter((sample) => sample.at < openedAt).length).toBeGreaterThanOrEqual(2);
+    // The chart drew every sample at once, not only those since the page opened.
+    const points = await page.evaluate(
+      (id) => (globalThis as unknown as { Chart: { getChart(id: string): { data: { labels: unknown[] } } } }).Chart.getChart(id).data.labels.length,
+      'chart-depth',
+    );
+    expect(points).toBe(overview.depthHistory.samples.length);
+
+    // Queue wait: the completed jobs' enqueue → start; nothing waits now.
+    expect(overview.queueWait.sampled).toBeGreaterThanOrEqual(4);
+    expect(overview.queueWait.oldestWaitingMs).toBeNull();
+    expect(await page.getAttribute('[data-testid="wait-p50"]', 'data-value')).toBe(String(overview.queueWait.p50Ms));
+    expect(await page.getAttribute('[data-testid="wait-p95"]', 'data-value')).toBe(String(overview.queueWait.p95Ms));
+    await expect(page.locator('[data-testid="oldest-waiting"]').textContent()).resolves.toBe('–');
+
+    // Provider latency per link, as the worker measured its successful calls.
+    const gemini = overview.providerLatency.links.find((link) => link.link.startsWith('gemini:'));
+    expect(gemini, JSON.stringify(overview.providerLatency)).toBeDefined();
+    expect(gemini!.calls).toBeGreaterThanOrEqual(4);
+    expect(gemini!.p95Ms).toBeGreaterThanOrEqual(gemini!.p50Ms);
+    await expect(page.locator('#latency').textContent()).resolves.toContain(gemini!.link);
+    await page.locator('#wait-card').screenshot({ path: join(RESULTS, 'overview-wait.png') });
+    await page.close();
+  }, 60_000);
+
+  it('serves bull-board without a request to another origin (it works offline)', async () => {
+    const page = await context.newPage();
+    const elsewhere: string[] = [];
+    page.on('request', (request) => {
+      if (!request.url().startsWith(dashboardUrl) && !request.url().startsWith('data:')) elsewhere.push(request.url());
+    });
+    await page.goto(`${dashboardUrl}/queues/`);
+    await page.getByText(QueueName.Prompts).first().waitFor({ timeout: 15_000 });
+    expect(elsewhere).toEqual([]);
     await page.close();
   }, 60_000);
 

@@ -1,8 +1,18 @@
-import { createRedis, FleetLimiter, QueueName, UsageLedger, type UsageEntry } from '@prompt-queue/shared';
+import {
+  createRedis,
+  DEPTH_SAMPLE_MS,
+  FleetLimiter,
+  LATENCY_WINDOW_MS,
+  QueueName,
+  recordDepthSample,
+  recordProviderLatencies,
+  UsageLedger,
+  type UsageEntry,
+} from '@prompt-queue/shared';
 import { MetricsTime, Worker } from 'bullmq';
 import request from 'supertest';
 import { describe, expect, it } from 'vitest';
-import { COST_DAYS, FAILURE_SAMPLE, usageSection } from '../src/overview/collect.js';
+import { COST_DAYS, FAILURE_SAMPLE, usageSection, WAIT_SAMPLE } from '../src/overview/collect.js';
 import type { Overview } from '../src/overview/types.js';
 import { finishJobs } from './fixtures.js';
 import { PASSWORD, USER, useDashboards } from './support.js';
@@ -44,6 +54,9 @@ describe('GET /api/overview', () => {
     expect(view.breakers).toEqual([]);
     expect(view.workers).toEqual({ count: 0, list: [] });
     expect(view.budgets).toEqual([]);
+    expect(view.depthHistory).toEqual({ sampleMs: DEPTH_SAMPLE_MS, samples: [] });
+    expect(view.queueWait).toEqual({ oldestWaitingMs: null, sampled: 0, limit: WAIT_SAMPLE, p50Ms: null, p95Ms: null });
+    expect(view.providerLatency).toEqual({ windowMs: LATENCY_WINDOW_MS, links: [] });
     expect(view.readOnly).toBe(false);
     // No limits configured: the default model still shows, without limits.
     expect(view.limits).toEqual([
@@ -169,6 +182,39 @@ describe('GET /api/overview', () => {
       await worker.close();
       await connection.quit();
     }
+  });
+
+  it('shows the workers\' depth history, the queue wait and provider latency per link', async () => {
+    const { dashboard, connection, queue, prefix } = dashboards.create();
+    const now = Date.now();
+    // What workers write (apps/worker/src/fleet-history.ts): two depth samples, and call latencies.
+    await recordDepthSample(connection, prefix, { waiting: 3, prioritized: 4, delayed: 1, active: 2 }, now - 20_000);
+    await recordDepthSample(connection, prefix, { waiting: 0, prioritized: 1, delayed: 0, active: 1 }, now);
+    await recordProviderLatencies(connection, prefix, [
+      ...[100, 200, 300, 400, 5_000].map((latencyMs) => ({ link: 'gemini:gemini-3.6-flash', latencyMs, at: now })),
+      { link: 'openai:gpt', latencyMs: 80, at: now },
+    ]);
+    // Completed jobs (their wait: timestamp → processedOn), then two still waiting.
+    await finishJobs(queue, dashboards.redis().url, prefix, [{ tenant: 'acme', model: 'm' }, { tenant: 'acme', model: 'm' }]);
+    const oldest = await queue.add('generate', { v: 1, tenant: 'acme', model: 'm' }, { priority: 9, timestamp: now - 90_000 });
+    await queue.add('generate', { v: 1, tenant: 'globex', model: 'm' }, { priority: 1 });
+
+    const view = await overviewOf(dashboard.app);
+    expect(view.errors).toEqual([]);
+    expect(view.depthHistory.samples.map(({ waiting, prioritized, delayed, active }) => [waiting, prioritized, delayed, active])).toEqual([
+      [3, 4, 1, 2],
+      [0, 1, 0, 1],
+    ]);
+    expect(oldest.id).toBeDefined();
+    expect(view.queueWait.oldestWaitingMs).toBeGreaterThanOrEqual(90_000);
+    expect(view.queueWait.oldestWaitingMs).toBeLessThan(120_000);
+    expect(view.queueWait.sampled).toBe(2);
+    expect(view.queueWait.p50Ms).toBeGreaterThanOrEqual(0);
+    expect(view.queueWait.p95Ms).toBeGreaterThanOrEqual(view.queueWait.p50Ms!);
+    expect(view.providerLatency.links).toEqual([
+      { link: 'gemini:gemini-3.6-flash', calls: 5, p50Ms: 300, p95Ms: 5_000 },
+      { link: 'openai:gpt', calls: 1, p50Ms: 80, p95Ms: 80 },
+    ]);
   });
 
   it('reports a section that cannot be read and still answers the rest', async () => {

@@ -14,6 +14,7 @@ import {
   QueueName,
   within,
 } from '@prompt-queue/shared';
+import { FleetHistory } from './fleet-history.js';
 import { createHealthApp } from './health.js';
 import { KeyRing } from './keys/key-ring.js';
 import { createWorkerMetrics, metricsHandler } from './metrics.js';
@@ -92,7 +93,9 @@ try {
   process.exit(1);
 }
 const audit = createAuditLog({ destination: parseAuditDestination(config.audit.destination), logPrompts: config.audit.logPrompts });
-const promptWorker = createPromptWorker({ config, logger, connection: redis, keyRing, metrics, audit });
+// Queue depth and provider latencies for the dashboard's charts, kept in Redis for the whole fleet.
+const history = new FleetHistory({ redis, prefix: config.redis.prefix, queue: depthQueue, logger });
+const promptWorker = createPromptWorker({ config, logger, connection: redis, keyRing, metrics: history.observing(metrics), audit });
 const server = createServer(
   createHealthApp({
     redis,
@@ -117,6 +120,7 @@ try {
       responseCache: config.responseCache.enabled,
       budgetedTenants: Object.keys(config.tenants),
     });
+    history.start();
     // Scripts and tests parse this exact line.
     console.log(`worker listening on http://127.0.0.1:${port}`);
   }
@@ -127,8 +131,8 @@ try {
 
 /**
  * Ordered: stop health HTTP, close the worker (in-flight batches finish and settle or release their
- * limiter and budget reservations, bounded), stop watching the key file, flush the audit stream,
- * Redis last.
+ * limiter and budget reservations, bounded), write the last latency samples, stop watching the key
+ * file, flush the audit stream, Redis last.
  */
 async function stop(reason: string, exitCode: number): Promise<void> {
   logger.info('shutting down', { reason });
@@ -147,6 +151,7 @@ async function stop(reason: string, exitCode: number): Promise<void> {
     const { forced } = await promptWorker.close(config.worker.shutdownTimeoutMs);
     if (forced) logger.warn('worker closed after the shutdown timeout; unfinished jobs were handed back to the queue');
   });
+  await step('fleet history', () => history.stop());
   await step('key ring', async () => keyRing.close());
   await step('audit log', () => audit.close());
   await step('metrics queue', () => depthQueue.close());

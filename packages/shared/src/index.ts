@@ -19,6 +19,7 @@ export * from './limits/index.js';
 export * from './accounting/index.js';
 export * from './logging/audit.js';
 export * from './metrics/queue-depth.js';
+export * from './metrics/history.js';
 export * from './canonical-json.js';
 export * from './text.js';
 export * from './service/lifecycle.js';

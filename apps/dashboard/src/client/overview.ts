@@ -6,14 +6,11 @@ import type { Chart as ChartClass, ChartConfiguration, ChartDataset } from 'char
 import type { LimitView, Overview, UsageSection } from '../overview/types.js';
 
 const REFRESH_MS = 5_000;
-/** Queue-depth samples kept for the depth chart: 30 minutes at one per refresh. */
-const DEPTH_SAMPLES = 360;
 const PALETTE = ['#2563eb', '#16a34a', '#d97706', '#9333ea', '#dc2626', '#0891b2', '#db2777', '#65a30d', '#4b5563', '#ca8a04'];
 const STATE_ORDER = ['waiting', 'prioritized', 'delayed', 'active', 'waiting-children', 'paused', 'completed', 'failed'];
 
 const Chart = (window as unknown as { Chart: typeof ChartClass }).Chart;
 const charts = new Map<string, ChartClass>();
-const depthSamples: { at: number; depth: number; active: number }[] = [];
 
 // ---- formatting ----
 const integer = new Intl.NumberFormat('en-US');
@@ -25,6 +22,13 @@ function usd(value: number): string {
 const nanoToUsd = (nano: number) => nano / 1e9;
 const percent = (share: number) => `${(share * 100).toFixed(share < 0.1 ? 1 : 0)}%`;
 const time = (ms: number) => new Date(ms).toLocaleTimeString('en-GB', { hour12: false });
+/** A duration for people: `850 ms`, `2.3 s`, `4 min 10 s`, `1.2 h`. */
+function duration(ms: number): string {
+  if (ms < 1_000) return `${Math.round(ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1_000).toFixed(ms < 10_000 ? 1 : 0)} s`;
+  if (ms < 3_600_000) return `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1_000)} s`;
+  return `${(ms / 3_600_000).toFixed(1)} h`;
+}
 function ago(ms: number, now: number): string {
   const seconds = Math.max(0, Math.round((now - ms) / 1000));
   if (seconds < 90) return `${seconds} s ago`;
@@ -128,13 +132,16 @@ function renderCharts(view: Overview): void {
     ),
   );
 
+  // Sampled by the workers into Redis: the last hour from the moment the page opens.
+  const samples = view.depthHistory.samples;
   drawChart('chart-depth', {
     type: 'line',
     data: {
-      labels: depthSamples.map((sample) => time(sample.at)),
+      labels: samples.map((sample) => time(sample.at).slice(0, 5)),
       datasets: [
-        { label: 'depth (not finished)', data: depthSamples.map((s) => s.depth), borderColor: '#2563eb', backgroundColor: 'rgba(37,99,235,0.15)', fill: true, pointRadius: 0, tension: 0.2 },
-        { label: 'active', data: depthSamples.map((s) => s.active), borderColor: '#d97706', pointRadius: 0, tension: 0.2 },
+        { label: 'waiting', data: samples.map((s) => s.waiting + s.prioritized), borderColor: '#2563eb', backgroundColor: 'rgba(37,99,235,0.15)', fill: true, pointRadius: 0, tension: 0.2 },
+        { label: 'delayed', data: samples.map((s) => s.delayed), borderColor: '#9333ea', pointRadius: 0, tension: 0.2 },
+        { label: 'active', data: samples.map((s) => s.active), borderColor: '#d97706', pointRadius: 0, tension: 0.2 },
       ],
     },
     options: {
@@ -290,6 +297,31 @@ function renderBudgets(view: Overview): void {
   fillTable('budgets', ['tenant', 'spent of limit', 'used'], rows, 'No tenant budgets configured.', [2]);
 }
 
+function setStat(id: string, ms: number | null): void {
+  const valueEl = document.querySelector<HTMLElement>(`[data-testid="${id}"]`);
+  if (!valueEl) return;
+  valueEl.textContent = ms === null ? '–' : duration(ms);
+  valueEl.dataset.value = ms === null ? '' : String(ms);
+}
+
+function renderWait(view: Overview): void {
+  const wait = view.queueWait;
+  setStat('oldest-waiting', wait.oldestWaitingMs);
+  setStat('wait-p50', wait.p50Ms);
+  setStat('wait-p95', wait.p95Ms);
+  byId('wait-sample').textContent =
+    `Enqueue → start of the attempt that completed, over the newest ${integer.format(wait.sampled)} completed jobs` +
+    `${wait.sampled < wait.limit ? '' : ` (at most ${integer.format(wait.limit)})`}. ` +
+    `Provider latency: successful calls of the last ${Math.round(view.providerLatency.windowMs / 60_000)} min, as the workers measured them.`;
+  fillTable(
+    'latency',
+    ['link', `calls (${Math.round(view.providerLatency.windowMs / 60_000)} min)`, 'p50', 'p95'],
+    view.providerLatency.links.map((link) => [link.link, integer.format(link.calls), duration(link.p50Ms), duration(link.p95Ms)]),
+    'No provider calls recorded in this window.',
+    [1, 2, 3],
+  );
+}
+
 function renderErrors(view: Overview): void {
   // Redis being down has a banner of its own.
   const errors = view.errors.filter((e) => e.section !== 'redis');
@@ -322,17 +354,12 @@ function render(view: Overview): void {
     return;
   }
   lastReadAt = view.generatedAt;
-  depthSamples.push({
-    at: view.generatedAt,
-    depth: view.queues.reduce((sum, q) => sum + q.depth, 0),
-    active: view.queues.reduce((sum, q) => sum + (q.counts.active ?? 0), 0),
-  });
-  if (depthSamples.length > DEPTH_SAMPLES) depthSamples.shift();
   byId('read-only').hidden = !view.readOnly;
   byId('throughput-source').textContent = view.throughput.source === 'metrics' ? '(BullMQ metrics)' : '(from finished jobs)';
   renderErrors(view);
   renderTiles(view);
   renderCounts(view);
+  renderWait(view);
   renderCosts(view);
   renderLimits(view);
   renderBreakers(view);

@@ -1,6 +1,11 @@
 import {
   breakerStatesKey,
   BudgetGuard,
+  DEPTH_SAMPLE_MS,
+  LATENCY_WINDOW_MS,
+  percentile,
+  readDepthHistory,
+  readProviderLatencies,
   FleetLimiter,
   parseFailedReason,
   QueueName,
@@ -19,10 +24,13 @@ import type {
   BreakerState,
   BreakerView,
   BudgetView,
+  DepthHistory,
   Failures,
   LimitView,
+  LinkLatency,
   Overview,
   QueueOverview,
+  QueueWait,
   Throughput,
   UsageSection,
   WorkerView,
@@ -30,6 +38,10 @@ import type {
 
 /** Failed jobs read to group failures by code: the newest ones, a bounded amount of work. */
 export const FAILURE_SAMPLE = 200;
+/** Completed jobs read for the queue-wait percentiles: the newest, a bounded amount of work. */
+export const WAIT_SAMPLE = 200;
+/** Prioritized jobs read at each end of the set for the oldest waiting job. */
+const OLDEST_SAMPLE = 50;
 /** Minutes in the throughput chart. */
 export const THROUGHPUT_MINUTES = 60;
 /** Days in the cost-over-time chart. */
@@ -89,9 +101,13 @@ export class OverviewSource {
       }
     };
     const prompts = this.prompts();
-    const [queues, throughput, failures, usage, breakers, limits, workers, budgets] = await Promise.all([
+    const nowMs = now.getTime();
+    const [queues, throughput, depthHistory, queueWait, providerLatency, failures, usage, breakers, limits, workers, budgets] = await Promise.all([
       section('queues', () => this.queueCounts(), []),
-      section('throughput', () => this.throughput(prompts, now.getTime()), emptyThroughput(now.getTime())),
+      section('throughput', () => this.throughput(prompts, nowMs), emptyThroughput(nowMs)),
+      section('depthHistory', () => this.depthHistory(nowMs), { sampleMs: DEPTH_SAMPLE_MS, samples: [] }),
+      section('queueWait', () => this.queueWait(prompts, nowMs), { oldestWaitingMs: null, sampled: 0, limit: WAIT_SAMPLE, p50Ms: null, p95Ms: null }),
+      section('providerLatency', () => this.providerLatency(nowMs), { windowMs: LATENCY_WINDOW_MS, links: [] }),
       section('failures', () => this.failures(prompts), { sampled: 0, limit: FAILURE_SAMPLE, byCode: [] }),
       section('usage', () => this.usage(now), undefined),
       section('breakers', () => this.breakers(), []),
@@ -111,6 +127,9 @@ export class OverviewSource {
       readOnly: this.deps.config.dashboard.readOnly,
       queues,
       throughput,
+      depthHistory,
+      queueWait,
+      providerLatency,
       failures,
       usage: usage ?? null,
       breakers,
@@ -174,6 +193,55 @@ export class OverviewSource {
     }
     const total = [...completed, ...failed].reduce((sum, value) => sum + value, 0);
     return { source, startMs, completed, failed, perMinute: total / THROUGHPUT_MINUTES };
+  }
+
+  /** The workers' depth samples of the last hour (one ZRANGEBYSCORE). */
+  private async depthHistory(nowMs: number): Promise<DepthHistory> {
+    return { sampleMs: DEPTH_SAMPLE_MS, samples: await readDepthHistory(this.deps.connection, this.prefix, nowMs) };
+  }
+
+  /**
+   * The oldest waiting job's age and the wait of the newest completed jobs: three range reads, then
+   * one HMGET per job read (at most 2 × 50 + 50 + 200), two round trips, whatever the queue's size.
+   */
+  private async queueWait(queue: Queue, nowMs: number): Promise<QueueWait> {
+    const redis = this.deps.connection;
+    const [oldestInWait, nextPrioritized, lastPrioritized, completed] = await Promise.all([
+      redis.lrange(queue.keys.wait!, -OLDEST_SAMPLE, -1),
+      redis.zrange(queue.keys.prioritized!, 0, OLDEST_SAMPLE - 1),
+      redis.zrange(queue.keys.prioritized!, -OLDEST_SAMPLE, -1),
+      redis.zrevrange(queue.keys.completed!, 0, WAIT_SAMPLE - 1),
+    ]);
+    const waiting = [...new Set([...oldestInWait, ...nextPrioritized, ...lastPrioritized])];
+    const pipeline = redis.pipeline();
+    for (const id of waiting) pipeline.hget(queue.toKey(id), 'timestamp');
+    for (const id of completed) pipeline.hmget(queue.toKey(id), 'timestamp', 'processedOn');
+    const results = waiting.length + completed.length > 0 ? ((await pipeline.exec()) ?? []) : [];
+    const enqueued = results
+      .slice(0, waiting.length)
+      .map(([error, value]) => (error ? NaN : Number(value)))
+      .filter((ms) => Number.isFinite(ms) && ms > 0);
+    const waits = results.slice(waiting.length).flatMap(([error, value]) => {
+      if (error) return [];
+      const [timestamp, processedOn] = (value as [string | null, string | null]).map(Number);
+      return Number.isFinite(timestamp) && Number.isFinite(processedOn) && processedOn! >= timestamp! ? [processedOn! - timestamp!] : [];
+    });
+    return {
+      oldestWaitingMs: enqueued.length > 0 ? Math.max(0, nowMs - Math.min(...enqueued)) : null,
+      sampled: waits.length,
+      limit: WAIT_SAMPLE,
+      p50Ms: percentile(waits, 50),
+      p95Ms: percentile(waits, 95),
+    };
+  }
+
+  /** The workers' latency samples of the window, by link (one ZRANGEBYSCORE, at most LATENCY_MAX_SAMPLES). */
+  private async providerLatency(nowMs: number): Promise<Overview['providerLatency']> {
+    const byLink = await readProviderLatencies(this.deps.connection, this.prefix, nowMs);
+    const links = Object.entries(byLink)
+      .map(([link, values]): LinkLatency => ({ link, calls: values.length, p50Ms: percentile(values, 50)!, p95Ms: percentile(values, 95)! }))
+      .sort((a, b) => b.calls - a.calls || a.link.localeCompare(b.link));
+    return { windowMs: LATENCY_WINDOW_MS, links };
   }
 
   /** The newest failures grouped by error code: ZREVRANGE plus one HMGET per job, one round trip each. */

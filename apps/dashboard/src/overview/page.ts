@@ -20,6 +20,9 @@ const card = (id: string, title: string, body: string, extra = '') =>
 const tile = (id: string, label: string) =>
   `<div class="tile" id="tile-${id}"><div class="tile-label">${label}</div><div class="tile-value" data-testid="${id}">–</div><div class="tile-sub" id="tile-${id}-sub"></div></div>`;
 
+const stat = (id: string, label: string) =>
+  `<div class="stat"><div class="tile-label">${label}</div><div class="tile-value" data-testid="${id}">–</div></div>`;
+
 export function overviewHtml(boardPath: string): string {
   return `<!doctype html>
 <html lang="en">
@@ -55,7 +58,14 @@ export function overviewHtml(boardPath: string): string {
   </div>
   <div class="grid">
     ${card('throughput-card', 'Throughput, last 60 min <span class="muted" id="throughput-source"></span>', '<div class="chart"><canvas id="chart-throughput"></canvas></div>', 'span-7')}
-    ${card('depth-card', 'Queue by state <span class="muted">(depth sampled while this page is open)</span>', '<div class="chart"><canvas id="chart-depth"></canvas></div><table class="compact" id="counts-table"></table>', 'span-5')}
+    ${card('depth-card', 'Queue depth, last 60 min <span class="muted">(sampled by the workers every 10 s)</span>', '<div class="chart"><canvas id="chart-depth"></canvas></div><table class="compact" id="counts-table"></table>', 'span-5')}
+    ${card(
+      'wait-card',
+      'Queue wait and provider latency',
+      `<div class="waits">${stat('oldest-waiting', 'Oldest waiting job')}${stat('wait-p50', 'Enqueue → start, p50')}${stat('wait-p95', 'Enqueue → start, p95')}</div>` +
+        '<p class="muted" id="wait-sample"></p><table id="latency"></table>',
+      'span-12',
+    )}
     ${card('cost-daily-card', 'Cost per day by model, last 30 days (USD)', '<div class="chart"><canvas id="chart-cost-daily"></canvas></div>', 'span-7')}
     ${card('cost-hourly-card', 'Cost per hour by tenant, last 24 h (USD)', '<div class="chart"><canvas id="chart-cost-hourly"></canvas></div>', 'span-5')}
     ${card('cost-tenant-card', 'Cost by tenant', '<table id="cost-by-tenant"></table>', 'span-6')}
@@ -105,7 +115,7 @@ main { padding: 16px 24px 32px; max-width: 1600px; margin: 0 auto; }
 .card h2 { font-size: 14px; margin: 0 0 8px; font-weight: 600; }
 .card h2 .muted { font-weight: 400; }
 .muted { color: var(--muted); }
-.span-3 { grid-column: span 3; } .span-5 { grid-column: span 5; } .span-6 { grid-column: span 6; } .span-7 { grid-column: span 7; }
+.span-3 { grid-column: span 3; } .span-5 { grid-column: span 5; } .span-6 { grid-column: span 6; } .span-7 { grid-column: span 7; } .span-12 { grid-column: span 12; }
 .chart { position: relative; height: 220px; }
 table { width: 100%; border-collapse: collapse; font-variant-numeric: tabular-nums; }
 th, td { text-align: left; padding: 4px 6px; border-bottom: 1px solid var(--line); vertical-align: top; }
@@ -125,6 +135,8 @@ td.empty { color: var(--muted); font-style: italic; }
 .bar.warn > span { background: var(--warn); } .bar.bad > span { background: var(--bad); }
 .bar > em { position: absolute; inset: 0; font-style: normal; font-size: 12px; line-height: 18px; padding-left: 6px; color: var(--text); white-space: nowrap; }
 .pause { grid-column: 1 / -1; color: var(--bad); font-weight: 500; }
+.waits { display: grid; grid-template-columns: repeat(3, minmax(0, 1fr)); gap: 12px; }
+#wait-sample { margin: 6px 0; font-size: 12px; }
 @media (max-width: 1100px) {
   .tiles { grid-template-columns: repeat(3, minmax(0, 1fr)); }
   .span-3, .span-5, .span-6, .span-7 { grid-column: span 12; }

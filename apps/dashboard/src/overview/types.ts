@@ -97,6 +97,37 @@ export interface BudgetView {
   remaining: BudgetRemaining;
 }
 
+/** Queue depth over the last hour, sampled by the workers (one sample per `sampleMs`, fleet-wide). */
+export interface DepthHistory {
+  sampleMs: number;
+  /** Oldest first; `at` is epoch ms; gaps where no worker ran. */
+  samples: { at: number; waiting: number; prioritized: number; delayed: number; active: number }[];
+}
+
+/** How long jobs wait for a worker. */
+export interface QueueWait {
+  /**
+   * Age of the oldest job waiting to start, ms (null: none waits). Exact for the FIFO wait list; for
+   * prioritized jobs, the oldest of the 50 next to run and the 50 last (each tenant's oldest job is
+   * at the head of its line, so it is among the next unless more than 50 tenants wait).
+   */
+  oldestWaitingMs: number | null;
+  /** Completed jobs the percentiles were read from: the newest, at most `limit`. */
+  sampled: number;
+  limit: number;
+  /** From enqueue to the start of the attempt that completed (BullMQ `timestamp` → `processedOn`), ms. */
+  p50Ms: number | null;
+  p95Ms: number | null;
+}
+
+/** Successful provider calls of one link (`provider:model`) in the window, as the workers recorded them. */
+export interface LinkLatency {
+  link: string;
+  calls: number;
+  p50Ms: number;
+  p95Ms: number;
+}
+
 /** Redis as the dashboard sees it; `since` is epoch ms of the first failure of this outage. */
 export type RedisView = { status: 'up' } | { status: 'unavailable'; since: number; reason: string };
 
@@ -108,6 +139,10 @@ export interface Overview {
   readOnly: boolean;
   queues: QueueOverview[];
   throughput: Throughput;
+  depthHistory: DepthHistory;
+  queueWait: QueueWait;
+  /** Per link, over the last `windowMs`; largest traffic first. */
+  providerLatency: { windowMs: number; links: LinkLatency[] };
   failures: Failures;
   /** Null when the usage ledger could not be read (see `errors`). */
   usage: UsageSection | null;

@@ -104,3 +104,14 @@ export function breakerStatesKey(prefix: string): string {
 export function outputSamplesKey(prefix: string, model: string, boundClass: number): string {
   return `${prefix}:outest:${model}:${boundClass}`;
 }
+
+/**
+ * Fleet history for the dashboard's charts, one key each so that one command (or script) reads or
+ * writes it whole on Redis Cluster too:
+ * - `depth`: sorted set of queue-depth samples, one per 10 s bucket (score = bucket start, epoch ms);
+ * - `latency`: sorted set of recent provider-call latencies (score = when the call ended, epoch ms).
+ * See metrics/history.ts.
+ */
+export function historyKey(prefix: string, series: 'depth' | 'latency'): string {
+  return `${prefix}:history:${series}`;
+}
