@@ -136,12 +136,29 @@ describe('cost accounting across 3 worker processes (budget, cache, usage, key r
     const limitNanoUsd = Math.round(SMALL_BUDGET_USD * 1e9);
     const prompts = Array.from({ length: 1_000 }, (_, i) => ({ prompt: `Small job ${String(i).padStart(4, '0')}: one line about queues`, generationConfig: { maxOutputTokens: 64 } }));
     const ids: string[] = [];
-    for (let i = 0; i < prompts.length; i += 100) ids.push(...(await bulk('initech-key', prompts.slice(i, i + 100))));
+    // Workers drain while later chunks arrive: once the budget is spent, the producer refuses a
+    // chunk upfront (402 BUDGET_EXCEEDED), which is a refusal too.
+    let refusedUpfront = 0;
+    for (let i = 0; i < prompts.length; i += 100) {
+      const response = await fetch(`${api}/v1/jobs/bulk`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer initech-key', 'content-type': 'application/json' },
+        body: JSON.stringify({ jobs: prompts.slice(i, i + 100) }),
+      });
+      const body = (await response.json()) as { jobs?: { id: string }[]; error?: { code: string } };
+      if (response.status === 402) {
+        expect(body.error?.code).toBe('BUDGET_EXCEEDED');
+        refusedUpfront += 100;
+      } else {
+        expect(response.status).toBe(202);
+        ids.push(...body.jobs!.map((job) => job.id));
+      }
+    }
     const views = await Promise.all(ids.map((id) => finished('initech-key', id)));
 
     const completed = views.filter((view) => view.status === 'completed');
     const refused = views.filter((view) => view.status === 'failed' && view.error?.code === 'BUDGET_EXCEEDED');
-    expect(completed.length + refused.length).toBe(1_000);
+    expect(completed.length + refused.length + refusedUpfront).toBe(1_000);
     const costs = completed.map((view) => view.result!.costNanoUsd!);
     const spent = costs.reduce((sum, cost) => sum + cost, 0);
     const dearest = Math.max(...costs);
@@ -152,6 +169,7 @@ describe('cost accounting across 3 worker processes (budget, cache, usage, key r
       JSON.stringify({
         completed: completed.length,
         refused: refused.length,
+        refusedUpfront,
         spentNanoUsd: spent,
         limitNanoUsd,
         spentPercent: Math.round((spent / limitNanoUsd) * 1000) / 10,
