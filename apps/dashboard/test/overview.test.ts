@@ -140,6 +140,7 @@ describe('GET /api/overview', () => {
     const flash = view.limits.find((l) => l.model === 'gemini-3.6-flash')!;
     expect(flash).toMatchObject({ requests: 3, tokens: 600, rpmLimit: 0, tpmLimit: 0, configured: false });
     expect(flash.pausedUntil).toBeGreaterThan(Date.now() + 20_000);
+    expect(flash.pauseReason).toBe('rate-limited');
 
     // Breakers, with an unreadable entry shown as unknown rather than dropped.
     expect(view.breakers).toEqual([

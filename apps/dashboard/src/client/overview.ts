@@ -236,10 +236,12 @@ function renderLimits(view: Overview): void {
     const learned = limit.learned
       ? ` · learned ${[limit.learned.rpm !== undefined ? `${limit.learned.rpm} rpm` : '', limit.learned.tpm !== undefined ? `${limit.learned.tpm} tpm` : ''].filter(Boolean).join(', ')} until ${time(limit.learned.expiresAt)}`
       : '';
-    const scope = `${limit.provider}${limit.project !== 'default' ? ` · ${limit.project}` : ''}${limit.configured ? '' : ' · no limits configured'}${learned}`;
+    const slowStart = limit.slowStart !== null ? ` · slow start: ${limit.slowStart} calls in flight` : '';
+    const scope = `${limit.provider}${limit.project !== 'default' ? ` · ${limit.project}` : ''}${limit.configured ? '' : ' · no limits configured'}${learned}${slowStart}`;
     const row = el('div', { class: 'limit' }, el('div', { class: 'limit-name', title: scope }, limit.model, el('small', {}, scope)), bar(limit.requests, limit.rpmLimit, 'req/min'), bar(limit.tokens, limit.tpmLimit, 'tok/min'));
     if (limit.pausedUntil !== null && limit.pausedUntil > now) {
-      row.append(el('div', { class: 'pause' }, `Fleet-wide 429 pause until ${time(limit.pausedUntil)} (${Math.ceil((limit.pausedUntil - now) / 1000)} s left)`));
+      const what = limit.pauseReason === 'daily-quota' ? 'Daily quota spent: paused fleet-wide, the next link of the chain serves, until the reset at' : 'Fleet-wide 429 pause until';
+      row.append(el('div', { class: 'pause' }, `${what} ${time(limit.pausedUntil)} (${Math.ceil((limit.pausedUntil - now) / 1000)} s left)`));
     }
     return row;
   });

@@ -300,6 +300,8 @@ export class OverviewSource {
           tpmUtilization: state.tpmLimit > 0 ? state.tokens / state.tpmLimit : null,
           learned: state.learned ?? null,
           pausedUntil: state.pausedUntil,
+          pauseReason: state.pauseReason ?? null,
+          slowStart: state.slowStart ?? null,
           configured,
         };
       }),

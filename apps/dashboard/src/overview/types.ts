@@ -81,6 +81,10 @@ export interface LimitView {
   learned: LearnedLimits | null;
   /** End of a fleet-wide 429 pause, epoch ms, or null. */
   pausedUntil: number | null;
+  /** Why: a per-minute 429 (`rate-limited`) or the spent daily quota (`daily-quota`, until Google's reset). */
+  pauseReason: 'rate-limited' | 'daily-quota' | null;
+  /** While a limit is unknown: the slow start's cap on calls in flight, fleet-wide. */
+  slowStart: number | null;
   /** Whether the limits come from configuration (false: no limits configured, usage only). */
   configured: boolean;
 }

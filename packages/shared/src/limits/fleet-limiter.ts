@@ -214,7 +214,8 @@ export class FleetLimiter {
       )) as [number, number, number, number, number, number, number, number, number, string, number];
     const state: LimiterState = { requests, tokens, rpmLimit, tpmLimit, pausedUntil: pausedUntil >= 0 ? pausedUntil : null, now };
     if (pausedUntil >= 0) state.pauseReason = pauseReason === 'daily-quota' ? 'daily-quota' : 'rate-limited';
-    if (probe >= 0 && this.slowStartRequests > 0 && (rpmLimit === 0 || tpmLimit === 0)) state.slowStart = probe;
+    // What the workers' slow start wrote (a reader such as the dashboard has no options of its own).
+    if (probe >= 0 && (rpmLimit === 0 || tpmLimit === 0)) state.slowStart = probe;
     if (learnedRpm >= 0 || learnedTpm >= 0) {
       state.learned = { expiresAt: now + Math.max(0, learnedTtl) };
       if (learnedRpm >= 0) state.learned.rpm = learnedRpm;
