@@ -4,6 +4,7 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -343,4 +344,32 @@ export async function runBench(name, body) {
   if (args.out) writeFileSync(args.out, JSON.stringify(result, null, 2));
   else console.log(JSON.stringify(result, null, 2));
   process.exit(error ? 1 : 0);
+}
+
+/**
+ * Serves an in-process emulator behind our own server that reports every generateContent answer:
+ * `onAnswer({ at, model, status, tokens })`, `at` = arrival, `tokens` = the input tokens the
+ * emulator counted (0 unless 200). Closed at cleanup. Returns the base URL.
+ */
+export async function serveEmulatorWithLog(emulator, onAnswer) {
+  const server = createServer((req, res) => {
+    const at = Date.now();
+    const model = /models\/([^:]+):generateContent/.exec(req.url ?? '')?.[1];
+    const end = res.end;
+    res.end = function (chunk, ...rest) {
+      if (model) {
+        const tokens = res.statusCode === 200 && typeof chunk === 'string' ? JSON.parse(chunk).usageMetadata?.promptTokenCount ?? 0 : 0;
+        onAnswer({ at, model, status: res.statusCode, tokens });
+      }
+      return end.call(this, chunk, ...rest);
+    };
+    emulator.handle(req, res);
+  });
+  server.keepAliveTimeout = 5_000;
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  onCleanup(() => {
+    server.closeAllConnections();
+    return new Promise((resolve) => server.close(resolve));
+  });
+  return `http://127.0.0.1:${server.address().port}`;
 }

@@ -19,9 +19,8 @@
 //   done   time to finish the backlog against the physical minimum: (⌈backlog / quota⌉ − 1)
 //          windows plus one call (a fresh window admits one quota at once, each later one a window later)
 // Time is compressed: the emulator's and the limiter's window are 20 s (smoke: 4 s).
-import { createServer } from 'node:http';
 import {
-  createEmulator, enqueueJobs, fmt, log, onCleanup, openQueue, redisClient, row, runBench, sleep, startRawWorkers,
+  createEmulator, enqueueJobs, fmt, log, openQueue, redisClient, row, runBench, serveEmulatorWithLog, sleep, startRawWorkers,
   startRedis, startWorkers, stopAll, uniquePrefix, workerEnv,
 } from './lib.mjs';
 
@@ -66,26 +65,7 @@ await runBench('quota-matrix', async ({ smoke, workers: workersArg, window: wind
   const client = redisClient(redis.url);
   const emulator = createEmulator({ windowMs, quotas: { [OURS]: { rpm, tpm }, [NAIVE]: { rpm, tpm } } });
   let answers = [];
-  const server = createServer((req, res) => {
-    const at = Date.now();
-    const model = /models\/([^:]+):generateContent/.exec(req.url ?? '')?.[1];
-    const end = res.end;
-    res.end = function (chunk, ...rest) {
-      if (model) {
-        const tokens = res.statusCode === 200 && typeof chunk === 'string' ? JSON.parse(chunk).usageMetadata?.promptTokenCount ?? 0 : 0;
-        answers.push({ at, model, status: res.statusCode, tokens });
-      }
-      return end.call(this, chunk, ...rest);
-    };
-    emulator.handle(req, res);
-  });
-  server.keepAliveTimeout = 5_000;
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const emulatorUrl = `http://127.0.0.1:${server.address().port}`;
-  onCleanup(() => {
-    server.closeAllConnections();
-    return new Promise((resolve) => server.close(resolve));
-  });
+  const emulatorUrl = await serveEmulatorWithLog(emulator, (answer) => answers.push(answer));
 
   /** Time-averaged window fill of `model`'s accepted calls over [from, to]. */
   const fillOf = (model, from, to, value) => {

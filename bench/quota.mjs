@@ -17,9 +17,8 @@
 // quota instead of 0.8% at Google's 60 s (the ceiling is printed with the figure). Prompt sizes vary (40-360 input tokens, mean 200), so TPM binds
 // before RPM; the naive limiter only counts jobs. Before each run, every process serves a few jobs
 // of another (unlimited) model, so the measured run starts with warm processes.
-import { createServer } from 'node:http';
 import {
-  createEmulator, enqueueJobs, fmt, log, MODEL, onCleanup, openQueue, promptText, redisClient, row, runBench, sleep, startRawWorkers,
+  createEmulator, enqueueJobs, fmt, log, MODEL, openQueue, promptText, redisClient, row, runBench, serveEmulatorWithLog, sleep, startRawWorkers,
   startRedis, startWorkers, stopAll, uniquePrefix, watchFinished, workerEnv,
 } from './lib.mjs';
 
@@ -40,23 +39,8 @@ await runBench('quota', async ({ smoke, workers: workersArg, window: windowArg }
   // The emulator's handler behind our own server, to log each accepted call of the measured model:
   // its arrival time and the input tokens the emulator counted (usageMetadata of its answer).
   let accepted = [];
-  const server = createServer((req, res) => {
-    const at = Date.now();
-    const end = res.end;
-    res.end = function (chunk, ...rest) {
-      if (res.statusCode === 200 && typeof chunk === 'string' && req.url?.includes(`/models/${MODEL}:generateContent`)) {
-        accepted.push({ at, tokens: JSON.parse(chunk).usageMetadata?.promptTokenCount ?? 0 });
-      }
-      return end.call(this, chunk, ...rest);
-    };
-    emulator.handle(req, res);
-  });
-  server.keepAliveTimeout = 5_000;
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const emulatorUrl = `http://127.0.0.1:${server.address().port}`;
-  onCleanup(() => {
-    server.closeAllConnections();
-    return new Promise((resolve) => server.close(resolve));
+  const emulatorUrl = await serveEmulatorWithLog(emulator, (answer) => {
+    if (answer.status === 200 && answer.model === MODEL) accepted.push(answer);
   });
 
   // 40..360 tokens, mean 200: job i's size is fixed, so both runs see the same sequence.

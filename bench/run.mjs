@@ -230,6 +230,20 @@ prompt is unique, so every job is a response-cache miss. Workers run with \`NODE
   exponential backoff from 1 s scaled to the window). The naive share swings widely from run to
   run (its retries come back in backoff waves, so one window may be full or nearly idle); its 429
   share is the stable figure.
+- **Quota matrix** (\`bench/quota-matrix.mjs\`): the quota promise under conditions we did not
+  choose. 16 cells: the emulator's tokenizer {English at 4 ASCII characters a token; code at 3;
+  Japanese at 1 token a character; English switching to Japanese halfway through the backlog} ×
+  call latency {20–60 ms; 2 s ± 1 s} × limits {configured: \`GEMINI_RPM\`/\`GEMINI_TPM\` = the
+  quota; unknown: nothing configured}, 4 worker processes each. The estimator starts every cell
+  from nothing (fresh prefix), so the first window pays its high prior. Ours and the naive baseline
+  (as above; with limits unknown it has no BullMQ limiter, only retry-on-429) run at the same time
+  on two models with the same quota in one emulator, so both meet the same machine. Window 20 s
+  on both sides (the 500 ms guard then costs 2.4%; calls of 2 s are 10% of the window, against 3%
+  at Google's 60 s, so in-flight margins cost about three times what they would in production).
+  The backlog is 2.5 windows of quota (prompts 40–160 tokens, mean 100; TPM binds). Share = the
+  time-averaged fill of the binding quota over the second window (as above); 429s over the whole
+  run and after the first window; done = time to finish the backlog against the physical minimum
+  (the first window's quota at once, one more each window: 2 windows plus a call).
 - **Latency** (\`bench/latency.mjs\`): one job at a time on an idle queue, 5–20 ms apart; per job
   \`finishedOn − timestamp − result.latencyMs\` (BullMQ's enqueue and completion times, minus the
   provider call as the worker timed it). Baseline: the same measure for the raw no-op BullMQ worker
