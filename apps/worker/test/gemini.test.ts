@@ -99,8 +99,10 @@ describe('GeminiProvider against the emulator', () => {
     await emulator.client.setLatency(3_000);
     try {
       const started = Date.now();
-      const error = await failure(provider.generate(ask('never sent'), { signal: AbortSignal.abort('worker-shutdown') }));
+      let sends = 0;
+      const error = await failure(provider.generate(ask('never sent'), { signal: AbortSignal.abort('worker-shutdown'), onSend: () => (sends += 1) }));
       expect(error).toMatchObject({ code: 'PROVIDER_TIMEOUT', disposition: 'backoff', notSent: true });
+      expect(sends).toBe(0);
       expect(Date.now() - started).toBeLessThan(500);
       expect((await emulator.client.counters()).totalCalls).toBe(0);
     } finally {

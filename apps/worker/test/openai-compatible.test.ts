@@ -194,6 +194,14 @@ describe('OpenAICompatibleProvider against the emulator', () => {
     expect(Date.now() - started).toBeLessThan(2_000);
   });
 
+  it('sends nothing, and does not report a send, for a signal aborted already (a shutdown handing the job back)', async () => {
+    let sends = 0;
+    const error = await failure(provider.generate(ask('Hello'), { signal: AbortSignal.abort('worker-shutdown'), onSend: () => (sends += 1) }));
+    expect(error).toMatchObject({ code: 'PROVIDER_TIMEOUT', disposition: 'backoff', notSent: true });
+    expect(sent).toHaveLength(0);
+    expect(sends).toBe(0);
+  });
+
   it("the caller's signal aborts the call → PROVIDER_TIMEOUT, backoff", async () => {
     await emulator.client.addFault({ kind: 'slow', delayMs: 5_000, count: 1 });
     const error = await failure(provider.generate(ask('Hello'), { signal: AbortSignal.timeout(100) }));

@@ -161,11 +161,15 @@ export class GeminiProvider implements Provider {
     return { embeddings, provider: this.name, model: request.model };
   }
 
-  /** Runs an SDK call under our own timeout (cleared when it settles) and classifies its failure. */
-  private async withTimeout<T>(outer: AbortSignal | undefined, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  /**
+   * Runs an SDK call under our own timeout (cleared when it settles) and classifies its failure.
+   * `onSend` is told just before the call goes out, never for one abandoned before it.
+   */
+  private async withTimeout<T>(outer: AbortSignal | undefined, call: (signal: AbortSignal) => Promise<T>, onSend?: () => void): Promise<T> {
     // The SDK only listens for a later 'abort': a signal aborted already would not stop its fetch,
     // and the abandoned call would run to its end (or our timeout).
     if (outer?.aborted) throw new CallNotSentError(this.name, outer.reason);
+    onSend?.();
     // Not AbortSignal.any: it leaks one signal per call once the SDK listens to it (call-signal.ts).
     const call$ = callSignal(outer, this.options.timeoutMs);
     try {
@@ -194,8 +198,11 @@ export class GeminiProvider implements Provider {
         // for timeoutMs. Our own timer (withTimeout) is cleared as soon as the call settles.
         { baseUrl: this.options.baseUrl, apiVersion: this.options.apiVersion },
       );
-      callOptions.onSend?.();
-      return this.withTimeout(callOptions.signal, (signal) => model.generateContent({ contents: request.contents as Content[] }, { signal }));
+      return this.withTimeout(
+        callOptions.signal,
+        (signal) => model.generateContent({ contents: request.contents as Content[] }, { signal }),
+        callOptions.onSend,
+      );
     });
     return this.toResult(request.model, result.response as WireResponse);
   }

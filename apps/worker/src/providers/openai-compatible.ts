@@ -1,5 +1,5 @@
 import { fileUriRefusal, isProviderError, ProviderError, withArticle, type TokenUsage } from '@prompt-queue/shared';
-import { callSignal } from './call-signal.js';
+import { callSignal, CallNotSentError } from './call-signal.js';
 import { DEFAULT_RATE_LIMIT_RETRY_MS } from './classify.js';
 import { fileUriNotAllowed } from './file-uris.js';
 import type { CallOptions, GenerateRequest, GenerateResult, Provider, ProviderPart } from './provider.js';
@@ -93,6 +93,8 @@ export class OpenAICompatibleProvider implements Provider {
     const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json', ...this.options.headers };
     if (this.options.apiKey !== undefined) headers.authorization = `Bearer ${this.options.apiKey}`;
 
+    // Abandoned already (a shutdown handing the job back): nothing goes out, and onSend is not told.
+    if (callOptions.signal?.aborted) throw new CallNotSentError(this.name, callOptions.signal.reason);
     // Not AbortSignal.any: it leaks one signal per call once fetch listens to it (call-signal.ts).
     const call$ = callSignal(callOptions.signal, this.options.timeoutMs);
     let status: number;
