@@ -1,7 +1,7 @@
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import { parseFailedReason } from '@prompt-queue/shared';
+import { isRedisConnectionError, parseFailedReason } from '@prompt-queue/shared';
 import type { Queue } from 'bullmq';
 import { Router, type Express } from 'express';
 
@@ -129,6 +129,7 @@ export function createBoardRouter(queues: Queue[], options: { readOnly: boolean;
       },
     },
   });
+  answerRedisErrorsWith503(serverAdapter);
   const board = serverAdapter.getRouter() as Express;
   board.disable('x-powered-by');
   renderWithoutExternalLinks(board);
@@ -144,6 +145,24 @@ export function createBoardRouter(queues: Queue[], options: { readOnly: boolean;
   }
   router.use(board);
   return router;
+}
+
+type BoardErrorHandler = Parameters<ExpressAdapter['setErrorHandler']>[0];
+
+/**
+ * bull-board answers any failure of its API with a 500. A Redis that times out or drops the
+ * connection gets our usual answer instead: `503 REDIS_UNAVAILABLE`, so the UI and scripts can
+ * tell "retry shortly" from a bug. Anything else keeps bull-board's own answer.
+ */
+function answerRedisErrorsWith503(serverAdapter: ExpressAdapter): void {
+  const boardErrors = (serverAdapter as unknown as { errorHandler: BoardErrorHandler | undefined }).errorHandler;
+  if (!boardErrors) throw new Error('bull-board set no error handler: check how it answers failures');
+  serverAdapter.setErrorHandler((error) => {
+    if (!isRedisConnectionError(error)) return boardErrors(error);
+    const body = { error: { code: 'REDIS_UNAVAILABLE', message: `Redis did not answer (${error.message}); retry shortly.` } };
+    // Its type lists only the statuses bull-board uses itself; its Express adapter sends any.
+    return { status: 503, body } as unknown as ReturnType<BoardErrorHandler>;
+  });
 }
 
 type RenderEngine = (path: string, options: object, callback: (error: unknown, html?: string) => void) => void;

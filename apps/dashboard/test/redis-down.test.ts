@@ -87,7 +87,8 @@ describe('dashboard while Redis is unavailable (a private redis-server the test 
 
       const board = await timed(dashboard, '/queues/api/queues');
       expect(board.ms).toBeLessThan(ANSWER_WITHIN_MS);
-      expect(board.res.status).toBeGreaterThanOrEqual(500);
+      expect(board.res.status).toBe(503);
+      expect(board.res.body).toEqual({ error: { code: 'REDIS_UNAVAILABLE', message: expect.stringMatching(/^Redis did not answer \(Command timed out\); retry shortly\.$/) } });
       console.log(`[redis-down] frozen Redis: overview answered in ${overview.ms} ms, bull-board API in ${board.ms} ms`);
     } finally {
       redis.resume!();
