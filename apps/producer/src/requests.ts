@@ -15,6 +15,7 @@ import {
   promptJobDataSchema,
   sha256Hex,
   textPartSchema,
+  withArticle,
   type Config,
   type ErrorCode,
   type ModelSpec,
@@ -287,7 +288,7 @@ class ImageCollector {
     }
     const data = Buffer.from(image.data, 'base64');
     if (!matchesMagicBytes(mimeType, data)) {
-      throw fail('UNSUPPORTED_MEDIA_TYPE', `${path}.data`, `the bytes are not a ${mimeType} image`);
+      throw fail('UNSUPPORTED_MEDIA_TYPE', `${path}.data`, `the bytes are not ${withArticle(mimeType)} image`);
     }
     this.blobs.push({ mimeType, data });
     // The bytes go to a content-addressed key (putBlobs); the job keeps only this reference, with

@@ -21,6 +21,7 @@ import type { Link, ProviderChains } from '../providers/chain.js';
 import type { EmbedItem, GenerateRequest } from '../providers/provider.js';
 import { promptSha256, type BatchAccounting } from './accounting.js';
 import type { JobEntry, JobOutcomes, WaitReason } from './outcomes.js';
+import { isCallNotSent } from '../providers/call-signal.js';
 import { buildEmbedItem, buildRequest, estimateInputTokens } from './request.js';
 
 /**
@@ -248,7 +249,8 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
     let dailyResetMs = 0;
     let reportedQuota: ReportedQuota | undefined;
     for (const { job, error, latencyMs, reservation } of failures) {
-      const made = isProviderError(error) && (error as { breakerOpen?: boolean }).breakerOpen !== true;
+      // Not made: the breaker short-circuited it, or it was abandoned before it went out.
+      const made = isProviderError(error) && (error as { breakerOpen?: boolean }).breakerOpen !== true && !isCallNotSent(error);
       // A provider that answered with an error status served nothing and counted nothing (a quota
       // 429 is refused before it counts): give the room back. A timeout or a lost connection may
       // have reached it: keep the estimate in the window.
