@@ -13,8 +13,13 @@ import {
   type BudgetGuard,
   type Config,
   type PriorityLevel,
+  isFinished,
+  jobView,
+  statusOf,
+  type JobStatus,
+  type JobView,
+  type ViewSource,
 } from '@prompt-queue/shared';
-import { isFinished, jobView, statusOf, type JobStatus, type JobView, type ViewSource } from './job-view.js';
 import type { ProducerMetrics } from './metrics.js';
 import type { PromptQueue } from './queue.js';
 import { assertRedisAvailable, isRedisUnavailableError } from './redis-availability.js';

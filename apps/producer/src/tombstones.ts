@@ -1,7 +1,6 @@
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import { cancelledJobKey } from '@prompt-queue/shared';
-import type { JobView } from './job-view.js';
+import { cancelledJobKey, type JobView } from '@prompt-queue/shared';
 
 /**
  * Cancelling removes the job from BullMQ, so a small marker keeps `GET /v1/jobs/:id` answering

@@ -15,6 +15,7 @@ export * from './logging/logger.js';
 export * from './pricing/prices.js';
 export * from './pricing/cost.js';
 export * from './queue/job-options.js';
+export * from './queue/job-view.js';
 export * from './limits/index.js';
 export * from './accounting/index.js';
 export * from './logging/audit.js';

@@ -1,10 +1,9 @@
 import express, { Router, type RequestHandler } from 'express';
-import { PromptQueueError, type Config } from '@prompt-queue/shared';
+import { isFinished, PromptQueueError, type Config, type JobView } from '@prompt-queue/shared';
 import { tenantOf } from '../auth.js';
 import { methodNotAllowed, sendError, tagRoute } from '../http-errors.js';
 import { isJobId } from '../job-ids.js';
 import type { JobStore } from '../job-store.js';
-import { isFinished, type JobView } from '../job-view.js';
 import { prepareBulkRequest, prepareJobRequest } from '../requests.js';
 import { waitForJob, type JobEvents } from '../wait.js';
 

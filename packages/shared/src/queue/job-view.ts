@@ -1,5 +1,6 @@
 import type { Job, JobState } from 'bullmq';
-import { parseFailedReason, promptJobResultSchema, type ErrorCode } from '@prompt-queue/shared';
+import { parseFailedReason, type ErrorCode } from '../errors.js';
+import { promptJobResultSchema } from './payloads.js';
 
 /**
  * What `GET /v1/jobs/:id` answers. BullMQ's states are an implementation detail; clients see five
