@@ -26,3 +26,4 @@ export * from './text.js';
 export * from './service/lifecycle.js';
 export * from './estimate/index.js';
 export * from './estimate/output-estimate.js';
+export * from './events/job-events.js';

@@ -59,6 +59,8 @@ export const ENV_PATHS: Readonly<Record<string, string>> = {
   RESPONSE_CACHE: 'responseCache.enabled',
   RESPONSE_CACHE_TTL_SECONDS: 'responseCache.defaultTtlSeconds',
   RESPONSE_CACHE_SHARED: 'responseCache.shareAcrossTenants',
+  EVENTS_HISTORY_PER_TENANT: 'events.historyPerTenant',
+  EVENTS_HEARTBEAT_SECONDS: 'events.heartbeatSeconds',
 };
 
 export class ConfigError extends Error {

@@ -298,6 +298,18 @@ export const configSchema = z.strictObject({
         .default([]),
     })
     .prefault({}),
+  /** Live job events (events/job-events.ts) and their Server-Sent Events routes in the producer. */
+  events: z
+    .strictObject({
+      /**
+       * Events kept per tenant (the stream's MAXLEN, trimmed approximately: up to ~100 more): how far
+       * back `Last-Event-ID` can resume and a job's events can replay. @defaultValue 10000
+       */
+      historyPerTenant: positiveInt.default(10_000),
+      /** Interval of the `: ping` comment on an open event stream, so proxies keep it open, s. @defaultValue 15 */
+      heartbeatSeconds: positiveInt.default(15),
+    })
+    .prefault({}),
   /** Per-tenant budgets (CONFIG_FILE only), keyed by tenant name. Tenants not listed have none. */
   tenants: z.record(apiKeyEntry.shape.tenant, tenantBudget).default({}),
   audit: z

@@ -115,3 +115,13 @@ export function outputSamplesKey(prefix: string, model: string, boundClass: numb
 export function historyKey(prefix: string, series: 'depth' | 'latency'): string {
   return `${prefix}:history:${series}`;
 }
+
+/**
+ * A tenant's live job events (events/job-events.ts): a Redis Stream trimmed to
+ * `events.historyPerTenant` entries. The tenant is the hash tag, so each stream sits in one slot on
+ * Redis Cluster (a prefix with its own tag, `{pq}`, puts them all in one slot, which the producer's
+ * single XREAD over every watched stream then needs).
+ */
+export function jobEventsKey(prefix: string, tenant: string): string {
+  return `${prefix}:events:{${tenant}}`;
+}

@@ -1,0 +1,152 @@
+import type { ChainableCommander, Redis } from 'ioredis';
+import { jobEventsKey } from '../redis/keys.js';
+import type { JobView } from '../queue/job-view.js';
+
+/**
+ * Live job events: what happened to a tenant's jobs, in order, for `GET /v1/jobs/:id/events` and
+ * `GET /v1/events` (Server-Sent Events, apps/producer). One Redis Stream per tenant
+ * (`jobEventsKey`), trimmed to about `events.historyPerTenant` entries: the stream id is the SSE
+ * event id, so a client resumes with `Last-Event-ID` over that bounded history.
+ *
+ * Writers append inside a pipeline they already execute (the producer's enqueue, the worker's job
+ * end), so an event costs no round trip of its own. Events are persisted data read by producers of
+ * other versions during a deploy: fields may be added (optional), never changed.
+ */
+
+export const JOB_EVENT_TYPES = ['queued', 'active', 'retrying', 'waiting', 'completed', 'failed', 'cancelled'] as const;
+export type JobEventType = (typeof JOB_EVENT_TYPES)[number];
+
+export interface JobEvent {
+  type: JobEventType;
+  jobId: string;
+  tenant: string;
+  /** ISO time the event happened */
+  at: string;
+  /** 1-based attempt, when known */
+  attempt?: number;
+  /** waiting: why (quota, rate-limited, daily-quota, budget, …) and until when (ISO) */
+  reason?: string;
+  until?: string;
+  /** failed / retrying: the error code */
+  code?: string;
+  /** final events (completed, failed, cancelled): the job view as GET /v1/jobs/:id shows it */
+  view?: JobView;
+}
+
+/** A stored event with its stream id (`<ms>-<seq>`), the SSE `id:`. */
+export type StoredJobEvent = JobEvent & { id: string };
+
+const TYPES = new Set<string>(JOB_EVENT_TYPES);
+
+/** A job has no event after these; a per-job stream ends with them. */
+export function isFinalJobEvent(type: JobEventType): boolean {
+  return type === 'completed' || type === 'failed' || type === 'cancelled';
+}
+
+/**
+ * Appends XADDs (MAXLEN ~ maxLen) for the events to a pipeline/multi the caller executes: no round
+ * trip of its own. `~` lets Redis trim whole stream nodes only, which is cheap: a stream may hold
+ * up to one node (100 entries by default) more than `maxLen`.
+ */
+export function appendJobEvents(pipeline: ChainableCommander, prefix: string, events: readonly JobEvent[], maxLen: number): void {
+  for (const event of events) {
+    // Known fields only: whatever else a caller's object carries (a job's payload, prompt text)
+    // never reaches a stream that tenants read.
+    const { type, jobId, tenant, at, attempt, reason, until, code, view } = event;
+    const stored = { type, jobId, tenant, at, attempt, reason, until, code, view };
+    pipeline.xadd(jobEventsKey(prefix, tenant), 'MAXLEN', '~', maxLen, '*', 'job', jobId, 'event', JSON.stringify(stored));
+  }
+}
+
+/** Events of a tenant after a stream id (exclusive), oldest first, each with its stream id as `id`. */
+export async function readJobEvents(redis: Redis, prefix: string, tenant: string, afterId: string, count: number): Promise<StoredJobEvent[]> {
+  const entries = await redis.xrange(jobEventsKey(prefix, tenant), `(${afterId}`, '+', 'COUNT', count);
+  return parseEntries(entries, tenant);
+}
+
+/** The id of a tenant's newest event, or `0-0` when it has none: "now" as a resumable position. */
+export async function lastJobEventId(redis: Redis, prefix: string, tenant: string): Promise<string> {
+  const [newest] = await redis.xrevrange(jobEventsKey(prefix, tenant), '+', '-', 'COUNT', 1);
+  return newest?.[0] ?? '0-0';
+}
+
+/**
+ * One XREAD over several tenants' streams, each after its own id (exclusive), at most `count`
+ * events per tenant; with `blockMs`, waits up to that long for the first new event. Tenants with
+ * nothing new are absent from the answer. On Redis Cluster every stream must share a slot (a
+ * hash-tagged prefix).
+ */
+export async function readJobEventsOfTenants(
+  redis: Redis,
+  prefix: string,
+  after: ReadonlyMap<string, string>,
+  options: { count: number; blockMs?: number },
+): Promise<Map<string, StoredJobEvent[]>> {
+  const read = new Map<string, StoredJobEvent[]>();
+  if (after.size === 0) return read;
+  const tenants = [...after.keys()];
+  const keys = tenants.map((tenant) => jobEventsKey(prefix, tenant));
+  const ids = tenants.map((tenant) => after.get(tenant)!);
+  const reply =
+    options.blockMs === undefined
+      ? await redis.xread('COUNT', options.count, 'STREAMS', ...keys, ...ids)
+      : await redis.xread('COUNT', options.count, 'BLOCK', options.blockMs, 'STREAMS', ...keys, ...ids);
+  for (const [key, entries] of reply ?? []) {
+    const tenant = tenants[keys.indexOf(key)];
+    if (tenant !== undefined) read.set(tenant, parseEntries(entries, tenant));
+  }
+  return read;
+}
+
+const MAX_ID_PART = 2n ** 64n - 1n;
+
+/**
+ * A client-supplied stream id (`Last-Event-ID`) in Redis' full form, or undefined when it is not
+ * one: `<ms>-<seq>` or `<ms>` (= `<ms>-0`), each part a 64-bit unsigned integer. Checked here so a
+ * bad id is a 400, never a Redis error.
+ */
+export function parseStreamId(value: string): string | undefined {
+  const match = /^(\d{1,20})(?:-(\d{1,20}))?$/.exec(value);
+  if (!match) return undefined;
+  const ms = BigInt(match[1]!);
+  const seq = BigInt(match[2] ?? '0');
+  return ms <= MAX_ID_PART && seq <= MAX_ID_PART ? `${ms}-${seq}` : undefined;
+}
+
+/** Orders two full stream ids (`<ms>-<seq>`, as Redis returns them): negative, 0 or positive. */
+export function compareStreamIds(a: string, b: string): number {
+  const [aMs = 0n, aSeq = 0n] = a.split('-').map(BigInt);
+  const [bMs = 0n, bSeq = 0n] = b.split('-').map(BigInt);
+  if (aMs !== bMs) return aMs < bMs ? -1 : 1;
+  return aSeq === bSeq ? 0 : aSeq < bSeq ? -1 : 1;
+}
+
+/** Stream entries to events; entries that do not parse (written by a newer version, damaged) are skipped. */
+function parseEntries(entries: [id: string, fields: string[]][], tenant: string): StoredJobEvent[] {
+  const events: StoredJobEvent[] = [];
+  for (const [id, fields] of entries) {
+    const event = parseEvent(fieldValue(fields, 'event'));
+    // The stream is the tenant's: its key, not the entry, says whose event it is.
+    if (event) events.push({ ...event, tenant, id });
+  }
+  return events;
+}
+
+function fieldValue(fields: string[], name: string): string | undefined {
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === name) return fields[i + 1];
+  return undefined;
+}
+
+function parseEvent(raw: string | undefined): JobEvent | undefined {
+  if (raw === undefined) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== 'object' || value === null) return undefined;
+  const event = value as Partial<JobEvent>;
+  if (typeof event.type !== 'string' || !TYPES.has(event.type) || typeof event.jobId !== 'string' || typeof event.at !== 'string') return undefined;
+  return event as JobEvent;
+}
