@@ -36,6 +36,14 @@ export const ERROR_CATALOG = {
   PROVIDER_TIMEOUT: { httpStatus: 504, retryable: true },
   PROVIDER_NETWORK_ERROR: { httpStatus: 502, retryable: true },
   CANCELLED: { httpStatus: 409, retryable: false },
+
+  // Webhooks (docs/webhooks.md).
+  /** A webhook URL that is not http(s), has credentials, or reaches a non-public address (SSRF guard). */
+  WEBHOOK_URL_NOT_ALLOWED: { httpStatus: 400, retryable: false },
+  /** A delivery attempt got no 2xx (an error status, a redirect, a timeout, a network error). */
+  WEBHOOK_DELIVERY_FAILED: { httpStatus: 502, retryable: true },
+  /** The job's own webhook secret expired before its delivery, or its tenant has none any more. */
+  WEBHOOK_SECRET_MISSING: { httpStatus: 422, retryable: false },
 } as const satisfies Record<string, { httpStatus: number; retryable: boolean }>;
 
 export type ErrorCode = keyof typeof ERROR_CATALOG;

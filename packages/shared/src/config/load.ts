@@ -9,7 +9,8 @@ import { closestKey } from './suggest.js';
 
 /**
  * Environment variable → config path. The single place where `process.env` is read (besides
- * `CONFIG_FILE`, `GEMINI_RPM`/`GEMINI_TPM` and chain links' `apiKeyEnv`, read below).
+ * `CONFIG_FILE`, `GEMINI_RPM`/`GEMINI_TPM`, chain links' `apiKeyEnv` and tenants' webhook
+ * `secretEnv`, read below).
  */
 export const ENV_PATHS: Readonly<Record<string, string>> = {
   NODE_ENV: 'env',
@@ -59,6 +60,13 @@ export const ENV_PATHS: Readonly<Record<string, string>> = {
   RESPONSE_CACHE: 'responseCache.enabled',
   RESPONSE_CACHE_TTL_SECONDS: 'responseCache.defaultTtlSeconds',
   RESPONSE_CACHE_SHARED: 'responseCache.shareAcrossTenants',
+  WEBHOOK_ATTEMPTS: 'webhooks.attempts',
+  WEBHOOK_BACKOFF_BASE_MS: 'webhooks.backoffBaseMs',
+  WEBHOOK_BACKOFF_MAX_MS: 'webhooks.backoffMaxMs',
+  WEBHOOK_TIMEOUT_MS: 'webhooks.timeoutMs',
+  WEBHOOK_MAX_RESPONSE_BYTES: 'webhooks.maxResponseBytes',
+  WEBHOOK_CONCURRENCY: 'webhooks.concurrency',
+  WEBHOOK_ERRORS_PER_TENANT: 'webhooks.errorsPerTenant',
   EVENTS_HISTORY_PER_TENANT: 'events.historyPerTenant',
   EVENTS_HEARTBEAT_SECONDS: 'events.heartbeatSeconds',
 };
@@ -126,7 +134,7 @@ export function loadConfig(env: Env = process.env): Config {
     });
     throw invalidConfiguration(problems);
   }
-  const config = applyLinkEnvironment(applyEnvironmentDefaults(parsed.data), env);
+  const config = resolveWebhookSecrets(applyLinkEnvironment(applyEnvironmentDefaults(parsed.data), env), env);
   const unsafe = unsafeSettings(config);
   if (unsafe.length > 0) throw invalidConfiguration(unsafe.map(({ path, message }) => `${where(path.split('.'))}: ${message}`));
   return config;
@@ -160,6 +168,44 @@ function applyLinkEnvironment(config: Config, env: Env): Config {
       link.apiKeys = keys;
     });
   }
+  return config;
+}
+
+/** Shortest accepted webhook signing secret, characters. */
+export const MIN_WEBHOOK_SECRET_LENGTH = 16;
+
+/**
+ * Each tenant webhook's `secretEnv` or `secretFile` read into its `secrets`, once: secrets stay out
+ * of CONFIG_FILE, and no other module reads the environment or the secret files.
+ */
+function resolveWebhookSecrets(config: Config, env: Env): Config {
+  const problems: string[] = [];
+  for (const [tenant, settings] of Object.entries(config.tenants)) {
+    const webhook = settings.webhook;
+    if (!webhook) continue;
+    const path = `tenants.${tenant}.webhook`;
+    let secrets: string[];
+    if (webhook.secretEnv !== undefined) {
+      secrets = splitList(env[webhook.secretEnv] ?? '');
+      if (secrets.length === 0) problems.push(`${path}.secretEnv: ${webhook.secretEnv} is not set`);
+    } else {
+      try {
+        secrets = readFileSync(webhook.secretFile!, 'utf8')
+          .split('\n')
+          .map((line) => line.replace(/#.*/, '').trim())
+          .filter(Boolean);
+      } catch (error) {
+        problems.push(`${path}.secretFile: cannot read ${webhook.secretFile}: ${(error as Error).message}`);
+        continue;
+      }
+      if (secrets.length === 0) problems.push(`${path}.secretFile: ${webhook.secretFile} holds no secret`);
+    }
+    // Never the secret in the message: only how long it is.
+    const short = secrets.find((secret) => secret.length < MIN_WEBHOOK_SECRET_LENGTH);
+    if (short !== undefined) problems.push(`${path}: a secret of ${short.length} characters; at least ${MIN_WEBHOOK_SECRET_LENGTH} are required`);
+    webhook.secrets = secrets;
+  }
+  if (problems.length > 0) throw invalidConfiguration(problems);
   return config;
 }
 

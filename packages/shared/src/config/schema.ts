@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { DEFAULT_MODELS } from '../models.js';
 import { DEFAULT_PRICES } from '../pricing/prices.js';
 import { isValidAllowPrefix } from '../queue/file-uris.js';
+import { isValidAllowPrivateEntry, webhookUrlSyntaxRefusal } from '../webhooks/url-guard.js';
 
 const port = z.coerce.number().int().min(0).max(65_535);
 const positiveInt = z.coerce.number().int().positive();
@@ -42,6 +43,40 @@ const tenantBudget = z.strictObject({
   monthlyUsd: z.number().nonnegative().optional(),
   /** Over budget: `fail` the job (402 upfront from the producer) or `wait` until the next period. */
   onExceeded: z.enum(['fail', 'wait']).default('fail'),
+});
+
+/**
+ * A tenant's webhook (docs/webhooks.md): its default URL for jobs that name none, and its signing
+ * secret(s), by reference only so that no secret sits in CONFIG_FILE: an environment variable
+ * (several secrets comma-separated, for rotation) or a file (one per line, `#` comments). The loader
+ * reads them once into `secrets`; a delivery is signed with each.
+ */
+const tenantWebhook = z
+  .strictObject({
+    /** Default webhook of the tenant's jobs that carry none. @defaultValue none (only jobs' own) */
+    url: z
+      .string()
+      .superRefine((url, ctx) => {
+        const refusal = webhookUrlSyntaxRefusal(url);
+        if (refusal) ctx.addIssue({ code: 'custom', message: refusal });
+      })
+      .optional(),
+    /** Environment variable holding the secret(s), comma-separated; read once at start. */
+    secretEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional(),
+    /** File holding the secret(s), one per line (`#` comments); read once at start. */
+    secretFile: z.string().min(1).optional(),
+  })
+  .refine((webhook) => (webhook.secretEnv === undefined) !== (webhook.secretFile === undefined), {
+    message: 'set exactly one of secretEnv or secretFile: every delivery is signed',
+  })
+  // Filled by loadConfig from secretEnv / secretFile; never accepted from the file itself.
+  .transform((webhook) => ({ ...webhook, secrets: [] as string[] }));
+export type TenantWebhookConfig = z.infer<typeof tenantWebhook>;
+
+/** A tenant's settings (CONFIG_FILE `tenants.<name>`): its budget, and its webhook. */
+const tenantSettings = tenantBudget.extend({
+  /** Default webhook URL and signing secrets. @defaultValue none */
+  webhook: tenantWebhook.optional(),
 });
 
 /**
@@ -310,8 +345,42 @@ export const configSchema = z.strictObject({
       heartbeatSeconds: positiveInt.default(15),
     })
     .prefault({}),
-  /** Per-tenant budgets (CONFIG_FILE only), keyed by tenant name. Tenants not listed have none. */
-  tenants: z.record(apiKeyEntry.shape.tenant, tenantBudget).default({}),
+  /**
+   * Per-tenant budgets and webhooks (CONFIG_FILE only), keyed by tenant name. Tenants not listed
+   * have neither.
+   */
+  tenants: z.record(apiKeyEntry.shape.tenant, tenantSettings).default({}),
+  /** Webhook deliveries (docs/webhooks.md): their own queue, retried over about a day. */
+  webhooks: z
+    .strictObject({
+      /**
+       * Non-public addresses webhooks may reach anyway (CONFIG_FILE only): CIDRs (`10.1.0.0/16`),
+       * addresses (`127.0.0.1`) or exact hostnames (`receiver.internal`, any address it resolves
+       * to). Everything else must resolve to public addresses only. @defaultValue []
+       */
+      allowPrivate: z
+        .array(z.string().refine(isValidAllowPrivateEntry, 'must be a CIDR (10.0.0.0/8), an IP address or a lowercase hostname'))
+        .default([]),
+      /** Attempts per delivery before it is dead-lettered (the queue's failed set). @defaultValue 15 */
+      attempts: positiveInt.default(15),
+      /**
+       * Exponential backoff between attempts: base × 2^(attempt−1), capped at `backoffMaxMs`, each
+       * up to 20% earlier (jitter), ms. The defaults (30 s … 4 h, 15 attempts) span about a day.
+       * @defaultValue 30000
+       */
+      backoffBaseMs: positiveInt.default(30_000),
+      /** Cap of one backoff delay, ms. @defaultValue 14400000 (4 h) */
+      backoffMaxMs: positiveInt.default(4 * 3600_000),
+      /** Whole time of one attempt, connect to the last byte read, ms. @defaultValue 10000 */
+      timeoutMs: positiveInt.default(10_000),
+      /** Most response bytes read from a receiver (the rest is dropped), bytes. @defaultValue 65536 */
+      maxResponseBytes: positiveInt.default(64 * 1024),
+      /** Deliveries one worker process sends at once. @defaultValue 16 */
+      concurrency: positiveInt.default(16),
+      /** Delivery errors kept per tenant for the dashboard (newest first). @defaultValue 20 */
+      errorsPerTenant: positiveInt.max(1_000).default(20),
+    })
+    .prefault({}),
   audit: z
     .strictObject({
       /** Where audit lines go: `stdout`, `stderr` or a file path (appended). */

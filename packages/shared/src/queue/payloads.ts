@@ -115,6 +115,16 @@ export const cacheOptionSchema = z.union([
 export const priorityLevelSchema = z.enum(['high', 'normal', 'low']);
 export type PriorityLevel = z.infer<typeof priorityLevelSchema>;
 
+/**
+ * A job's own webhook as stored: the URL, and when the job brought its own secret, a random
+ * reference to it (`webhookSecretKey`), never the secret: job data shows in bull-board, in logs and
+ * to anyone who can read the job hash. Strict, so a secret can never be stored here by mistake.
+ */
+export const webhookRefSchema = z.strictObject({
+  url: z.string().min(1),
+  secretRef: z.string().regex(/^[0-9a-f]{32}$/).optional(),
+});
+
 /** The payload of a job in the `prompts` queue, version 1. */
 export const promptJobDataSchema = z.object({
   v: z.literal(1),
@@ -145,6 +155,8 @@ export const promptJobDataSchema = z.object({
   taskType: z.string().min(1).optional(),
   /** Embed jobs: length of the returned vector (the model's default when absent). */
   outputDimensionality: z.number().int().positive().optional(),
+  /** Where the job's end is POSTed (webhooks/outbox.ts); absent: its tenant's default, if any. */
+  webhook: webhookRefSchema.optional(),
 });
 export type PromptJobData = z.infer<typeof promptJobDataSchema>;
 

@@ -125,3 +125,20 @@ export function historyKey(prefix: string, series: 'depth' | 'latency'): string 
 export function jobEventsKey(prefix: string, tenant: string): string {
   return `${prefix}:events:{${tenant}}`;
 }
+
+/**
+ * Webhooks (webhooks/): a job's own webhook secret, by the random reference its payload carries
+ * (never the secret itself), kept for the result TTL; and the last delivery errors of a tenant (a
+ * capped list, newest first) with the set of tenants that have any (the dashboard's index, no SCAN).
+ */
+export function webhookSecretKey(prefix: string, ref: string): string {
+  return `${prefix}:whsecret:${ref}`;
+}
+
+export function webhookErrorsKey(prefix: string, tenant: string): string {
+  return `${prefix}:wherrors:t:${tenant}`;
+}
+
+export function webhookErrorTenantsKey(prefix: string): string {
+  return `${prefix}:wherrors:tenants`;
+}
