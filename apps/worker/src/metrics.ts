@@ -1,6 +1,6 @@
 import type { RequestHandler } from 'express';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { QUEUE_DEPTH_METRIC, isErrorCode, type ErrorCode, type QueueDepthGauge } from '@prompt-queue/shared';
+import { QUEUE_DEPTH_METRIC, isErrorCode, type ErrorCode, type JobEndObserver, type QueueDepthGauge } from '@prompt-queue/shared';
 
 /**
  * The worker's Prometheus metrics (issue 4 point 8), served at `GET /metrics` on WORKER_PORT.
@@ -277,5 +277,27 @@ export function metricsHandler(registry: Registry): RequestHandler {
     } catch (error) {
       res.status(500).json({ error: { code: 'INTERNAL', message: `Cannot render metrics: ${error instanceof Error ? error.message : String(error)}` } });
     }
+  };
+}
+
+/** Job-end metrics, as an observer of the one job-end recorder (shared lifecycle/job-ends.ts). */
+export function metricsObserver(metrics: WorkerMetrics): JobEndObserver {
+  return {
+    name: 'metrics',
+    observe(ends) {
+      for (const end of ends) {
+        const { result } = end;
+        if (end.outcome !== 'completed' || !result) {
+          metrics.recordJob('failed', end.error?.code ?? 'INTERNAL');
+        } else if (result.cached) {
+          metrics.recordJob('cached');
+          metrics.recordCacheSaving(end.tenant, result.model, end.savedNanoUsd ?? 0);
+        } else {
+          metrics.recordJob('completed');
+          metrics.recordTokens(result.model, result.usage);
+          metrics.recordCost(end.tenant, result.model, result.costNanoUsd);
+        }
+      }
+    },
   };
 }

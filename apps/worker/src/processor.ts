@@ -1,30 +1,33 @@
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import {
+  endedJobView,
   formatFailedReason,
   OutputTokenEstimator,
   promptJobDataSchema,
-  type AuditLog,
   type BudgetGuard,
   type Config,
   type FleetLimiter,
+  type JobEnd,
+  type JobEndRecorder,
   type TokenEstimator,
   type Logger,
   type PromptJobData,
   type PromptJobResult,
-  type UsageLedger,
 } from '@prompt-queue/shared';
 import { Batcher, WithdrawnError } from './batching/batcher.js';
 import type { ResponseCache } from './cache/response-cache.js';
 import type { WorkerMetrics } from './metrics.js';
-import { BatchAccounting } from './pipeline/accounting.js';
-import { JobOutcomes, SHUTDOWN_ABORT_REASON, type JobEntry } from './pipeline/outcomes.js';
+import type { JobEntry } from './pipeline/batch.js';
+import { tellBullmq } from './pipeline/bullmq-outcome.js';
+import { attemptFacts, jobFateOfError, SHUTDOWN_ABORT_REASON } from './pipeline/fate.js';
+import { JobResults } from './pipeline/results.js';
 import { createBatchService } from './pipeline/serve-batch.js';
 import { providerCallStarted } from './providers/call-signal.js';
 import type { ProviderChains } from './providers/chain.js';
 import type { WorkerStats } from './status.js';
 
-export { SHUTDOWN_ABORT_REASON } from './pipeline/outcomes.js';
+export { SHUTDOWN_ABORT_REASON };
 
 export interface ProcessorDeps {
   config: Config;
@@ -35,10 +38,10 @@ export interface ProcessorDeps {
   estimator: TokenEstimator;
   chains: ProviderChains;
   budgets: BudgetGuard;
-  ledger: UsageLedger;
+  /** Where every job end is recorded (usage, audit, fairness, events, webhooks, metrics). */
+  recorder: JobEndRecorder;
   /** Absent when the response cache is disabled. */
   cache?: ResponseCache;
-  audit?: AuditLog;
   metrics?: WorkerMetrics;
   stats?: WorkerStats;
 }
@@ -68,20 +71,6 @@ export interface PromptPipeline {
  */
 export function createPromptProcessor(deps: ProcessorDeps): PromptPipeline {
   const { config, logger, stats, metrics } = deps;
-  const outcomes = new JobOutcomes({ config, logger });
-  const accounting = new BatchAccounting({
-    config,
-    logger,
-    redis: deps.redis,
-    budgets: deps.budgets,
-    // Budget reservations price output from what the fleet's calls produced, not from the bound.
-    outputEstimator: new OutputTokenEstimator(deps.redis, config.redis.prefix),
-    ledger: deps.ledger,
-    outcomes,
-    ...(deps.cache ? { cache: deps.cache } : {}),
-    ...(deps.audit ? { audit: deps.audit } : {}),
-    ...(metrics ? { metrics } : {}),
-  });
   const serveBatch = createBatchService({
     config,
     logger,
@@ -89,9 +78,13 @@ export function createPromptProcessor(deps: ProcessorDeps): PromptPipeline {
     limiter: deps.limiter,
     estimator: deps.estimator,
     chains: deps.chains,
-    outcomes,
-    accounting,
-    ...(metrics ? { metrics } : {}),
+    budgets: deps.budgets,
+    // Budget reservations price output from what the fleet's calls produced, not from the bound.
+    outputEstimator: new OutputTokenEstimator(deps.redis, config.redis.prefix),
+    cache: deps.cache,
+    results: new JobResults({ config, logger }),
+    recorder: deps.recorder,
+    metrics,
     ...(stats ? { onServed: (link, jobs) => stats.served(link.id, jobs) } : {}),
   });
   /** Jobs whose processor call is running, each with the controller of its signal. */
@@ -115,10 +108,10 @@ export function createPromptProcessor(deps: ProcessorDeps): PromptPipeline {
   const processor: PromptProcessor = async (job, token, signal) => {
     const parsed = promptJobDataSchema.safeParse(job.data);
     if (!parsed.success) {
-      const data = job.data as Partial<PromptJobData> | undefined;
       const where = parsed.error.issues.slice(0, 3).map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`);
-      logger.warn('job failed', { jobId: job.id, tenant: data?.tenant, model: data?.model, outcome: 'failed', code: 'INVALID_JOB' });
-      throw new UnrecoverableError(formatFailedReason('INVALID_JOB', `The job payload is not a valid v1 prompt job (${where.join('; ')})`));
+      const error = { code: 'INVALID_JOB' as const, message: `The job payload is not a valid v1 prompt job (${where.join('; ')})` };
+      await deps.recorder.record([invalidPayloadEnd(job, error)]);
+      throw new UnrecoverableError(formatFailedReason(error.code, error.message));
     }
     // The job's own signal: BullMQ's (a cancel, a forced shutdown) forwarded, and ours to abort
     // when a shutdown hands the job back before it started a call.
@@ -133,9 +126,12 @@ export function createPromptProcessor(deps: ProcessorDeps): PromptPipeline {
     try {
       return await batcher.submit(`${parsed.data.kind}:${parsed.data.model}`, entry, controller.signal);
     } catch (error) {
-      // Aborted while gathering (a shutdown hands it back): no batch, no call, nothing to settle.
-      if (error instanceof WithdrawnError) throw await outcomes.failed(entry, error.reason, 0);
-      throw error;
+      // Aborted while gathering (a shutdown hands it back, or a cancel): no batch, no call.
+      if (!(error instanceof WithdrawnError)) throw error;
+      const fate = jobFateOfError(attemptFacts(entry), error.reason, 0);
+      if (fate.kind === 'cancelled') await deps.recorder.record([withdrawnEnd(entry)]);
+      const outcome = await tellBullmq(entry, fate, logger);
+      throw outcome.ok ? new Error('a withdrawn job cannot complete') : outcome.error;
     } finally {
       held.delete(entry);
       signal?.removeEventListener('abort', forward);
@@ -156,4 +152,49 @@ export function createPromptProcessor(deps: ProcessorDeps): PromptPipeline {
     return count;
   };
   return { processor, handBackUnstarted };
+}
+
+/** A payload the worker cannot read: recorded with whatever it names (tenant, model), cost 0. */
+function invalidPayloadEnd(job: Job, error: { code: 'INVALID_JOB'; message: string }): JobEnd {
+  const data = (typeof job.data === 'object' && job.data !== null ? job.data : {}) as Partial<Record<keyof PromptJobData, unknown>>;
+  const text = (value: unknown, fallback: string): string => (typeof value === 'string' && value.length > 0 ? value.slice(0, 200) : fallback);
+  const model = text(data.model, 'unknown');
+  const at = new Date();
+  const attempts = job.attemptsMade + 1;
+  return {
+    jobId: job.id ?? '',
+    tenant: text(data.tenant, 'unknown'),
+    model,
+    outcome: 'failed',
+    provider: 'none',
+    servedModel: model,
+    error,
+    latencyMs: 0,
+    attempts,
+    view: endedJobView({ id: job.id ?? '', model, attempts, createdAtMs: job.timestamp, finishedAt: at, outcome: 'failed', error }),
+    at,
+  };
+}
+
+/** A job cancelled before its batch went out. */
+function withdrawnEnd(entry: JobEntry): JobEnd {
+  const { job, data } = entry;
+  const at = new Date();
+  const attempts = job.attemptsMade + 1;
+  const error = { code: 'CANCELLED' as const, message: 'The job was cancelled while it was being served.' };
+  return {
+    jobId: job.id ?? '',
+    tenant: data.tenant,
+    model: data.model,
+    priority: data.priority,
+    outcome: 'cancelled',
+    provider: 'none',
+    servedModel: data.model,
+    error,
+    latencyMs: 0,
+    attempts,
+    view: endedJobView({ id: job.id ?? '', model: data.model, attempts, createdAtMs: job.timestamp, finishedAt: at, ...(data.metadata ? { metadata: data.metadata } : {}), outcome: 'cancelled', error }),
+    ...(data.webhook ? { webhook: data.webhook } : {}),
+    at,
+  };
 }

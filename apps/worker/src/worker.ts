@@ -1,22 +1,35 @@
 import { hostname } from 'node:os';
-import { MetricsTime, Worker } from 'bullmq';
+import { MetricsTime, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import {
+  auditObserver,
   BudgetGuard,
   createRedis,
+  endedJobView,
+  eventsObserver,
+  fairnessObserver,
   FleetLimiter,
+  JobEndRecorder,
+  logObserver,
+  parseFailedReason,
+  promptJobDataSchema,
   TokenEstimator,
   QueueName,
   UsageLedger,
+  usageObserver,
+  WebhookOutbox,
+  webhookObserver,
   type AuditLog,
   type Config,
+  type JobEnd,
+  type JobEndObserver,
   type Logger,
   type PromptJobResult,
 } from '@prompt-queue/shared';
 import { jitteredBackoffStrategy } from './backoff.js';
 import { ResponseCache } from './cache/response-cache.js';
 import { KeyRing } from './keys/key-ring.js';
-import type { WorkerMetrics } from './metrics.js';
+import { metricsObserver, type WorkerMetrics } from './metrics.js';
 import { createPromptProcessor, SHUTDOWN_ABORT_REASON } from './processor.js';
 import { ProviderChains, type ChainDeps } from './providers/chain.js';
 import { WorkerStats } from './status.js';
@@ -106,6 +119,18 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
   const { enabled: cacheEnabled, defaultTtlSeconds, shareAcrossTenants } = config.responseCache;
   const cache = cacheEnabled ? new ResponseCache(connection, prefix, { defaultTtlSeconds, shareAcrossTenants }) : undefined;
   const stats = new WorkerStats();
+  const webhooks = new WebhookOutbox(connection, config);
+  // Every job end goes through this one recorder; these are its observers (lifecycle/job-ends.ts).
+  const observers: JobEndObserver[] = [
+    usageObserver(ledger),
+    fairnessObserver(prefix),
+    eventsObserver(prefix, config.events.historyPerTenant),
+    webhookObserver(webhooks),
+    logObserver(logger),
+    ...(deps.audit ? [auditObserver(deps.audit)] : []),
+    ...(metrics ? [metricsObserver(metrics)] : []),
+  ];
+  const recorder = new JobEndRecorder(connection, observers, logger);
   const { processor, handBackUnstarted } = createPromptProcessor({
     config,
     logger,
@@ -115,9 +140,8 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
     chains,
     stats,
     budgets,
-    ledger,
+    recorder,
     ...(cache ? { cache } : {}),
-    ...(deps.audit ? { audit: deps.audit } : {}),
     ...(metrics ? { metrics } : {}),
   });
 
@@ -148,6 +172,12 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
   });
   // Without a listener an 'error' event would crash the process; BullMQ retries on its own.
   worker.on('error', (error) => logger.error('worker error', { error: error.message }));
+  // Jobs BullMQ fails without calling our processor: their worker died more than maxStalledCount
+  // times (a deferred failure, applied when a worker next takes them). Their end is recorded here.
+  worker.on('failed', (job) => {
+    if (!job?.deferredFailure) return;
+    recorder.record([stalledEnd(job)]).catch(() => undefined);
+  });
 
   let closing: Promise<{ forced: boolean }> | undefined;
   const close = (timeoutMs = config.worker.shutdownTimeoutMs): Promise<{ forced: boolean }> =>
@@ -171,6 +201,7 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
         }
       }
       chains.shutdown();
+      await webhooks.close().catch(() => undefined);
       if (ownsConnection) await connection.quit().catch(() => connection.disconnect());
       return { forced };
     })());
@@ -190,4 +221,29 @@ async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boo
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** The end of a job BullMQ failed itself (stalled too often): what its payload and failedReason tell. */
+function stalledEnd(job: Job): JobEnd {
+  const parsed = promptJobDataSchema.safeParse(job.data);
+  const data = parsed.success ? parsed.data : undefined;
+  const model = data?.model ?? 'unknown';
+  const at = new Date(job.finishedOn ?? Date.now());
+  const { code, message } = parseFailedReason(job.failedReason);
+  const error = { code, message };
+  return {
+    jobId: job.id ?? '',
+    tenant: data?.tenant ?? 'unknown',
+    model,
+    priority: data?.priority,
+    outcome: 'failed',
+    provider: 'none',
+    servedModel: model,
+    error,
+    latencyMs: 0,
+    attempts: job.attemptsMade,
+    view: endedJobView({ id: job.id ?? '', model, attempts: job.attemptsMade, createdAtMs: job.timestamp, finishedAt: at, ...(data?.metadata ? { metadata: data.metadata } : {}), outcome: 'failed', error }),
+    ...(data?.webhook ? { webhook: data.webhook } : {}),
+    at,
+  };
 }

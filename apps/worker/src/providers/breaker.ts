@@ -1,8 +1,9 @@
 import { hostname } from 'node:os';
 import CircuitBreaker from 'opossum';
 import type { Redis } from 'ioredis';
-import { breakerStatesKey, isProviderError, ProviderError, type Logger } from '@prompt-queue/shared';
-import { isCallNotSent } from './call-signal.js';
+import { breakerStatesKey, type Logger } from '@prompt-queue/shared';
+import { countsAgainstLink } from '../pipeline/fate.js';
+import { BreakerOpenError } from './call-signal.js';
 
 /**
  * A circuit breaker around one provider link (a provider + model, or whatever the caller names a
@@ -67,26 +68,8 @@ export const DEFAULT_BREAKER_OPTIONS: BreakerOptions = {
 };
 
 
-/** The ProviderError a short-circuited call rejects with. */
-export class BreakerOpenError extends ProviderError {
-  readonly breakerOpen = true as const;
-  readonly link: string;
-
-  constructor(link: string, retryAfterMs: number | undefined, cause: unknown) {
-    const when = retryAfterMs === undefined ? 'a trial call is in flight' : `next trial in ${retryAfterMs} ms`;
-    super('PROVIDER_UNAVAILABLE', `Circuit breaker for ${link} is open (${when})`, {
-      disposition: 'backoff',
-      ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
-      cause,
-    });
-    this.link = link;
-  }
-}
-
-/** True for the error `fire` rejects with when it did not call the provider; survives duplicate package copies. */
-export function isBreakerOpenError(error: unknown): error is BreakerOpenError {
-  return isProviderError(error) && (error as { breakerOpen?: unknown }).breakerOpen === true;
-}
+// Kept importable from here: the error a short-circuit rejects with belongs with the breaker's API.
+export { BreakerOpenError, isBreakerOpenError } from './call-signal.js';
 
 export interface ProviderBreakerDeps {
   /** Name of the guarded link, e.g. `gemini:gemini-2.5-flash`; the Redis hash field. */
@@ -136,7 +119,7 @@ export class ProviderBreaker {
       // true = "not a failure". In half-open, such an answer also closes the breaker: the provider
       // answered, so it is up.
       // A call abandoned before it was sent (shutdown, cancel) learned nothing about the provider.
-      errorFilter: (error: unknown) => (isProviderError(error) && error.disposition !== 'backoff') || isCallNotSent(error),
+      errorFilter: (error: unknown) => !countsAgainstLink(error),
     });
 
     this.circuit.on('open', () => {

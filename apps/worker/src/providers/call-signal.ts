@@ -1,4 +1,4 @@
-import { ProviderError } from '@prompt-queue/shared';
+import { isProviderError, ProviderError } from '@prompt-queue/shared';
 
 /**
  * The signal of one provider call: it aborts when the caller's signal does (with its reason) or when
@@ -70,4 +70,25 @@ export class CallNotSentError extends ProviderError {
 /** True for a {@link CallNotSentError}; survives duplicate package copies. */
 export function isCallNotSent(error: unknown): boolean {
   return (error as { notSent?: unknown } | null)?.notSent === true;
+}
+
+/** The ProviderError a short-circuited call rejects with. */
+export class BreakerOpenError extends ProviderError {
+  readonly breakerOpen = true as const;
+  readonly link: string;
+
+  constructor(link: string, retryAfterMs: number | undefined, cause: unknown) {
+    const when = retryAfterMs === undefined ? 'a trial call is in flight' : `next trial in ${retryAfterMs} ms`;
+    super('PROVIDER_UNAVAILABLE', `Circuit breaker for ${link} is open (${when})`, {
+      disposition: 'backoff',
+      ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
+      cause,
+    });
+    this.link = link;
+  }
+}
+
+/** True for the error `fire` rejects with when it did not call the provider; survives duplicate package copies. */
+export function isBreakerOpenError(error: unknown): error is BreakerOpenError {
+  return isProviderError(error) && (error as { breakerOpen?: unknown }).breakerOpen === true;
 }

@@ -5,7 +5,7 @@ import type { ErrorCode } from '../errors.js';
 import { nanoUsdToUsd } from '../pricing/cost.js';
 
 /**
- * The audit stream: one JSON line per provider call (or cache hit), for billing disputes and
+ * The audit stream: one JSON line per job end (served, cache hit, failed, cancelled), for billing disputes and
  * cost analysis. Its own winston logger and stream, apart from the app log, so it can be shipped
  * and kept separately. Lines are built from an allowlist of fields: prompt text and keys never
  * reach them, unless `logPrompts` adds the prompt on purpose.
@@ -13,7 +13,7 @@ import { nanoUsdToUsd } from '../pricing/cost.js';
 
 export type AuditDestination = 'stdout' | 'stderr' | { file: string };
 
-/** What the worker knows about one finished attempt. */
+/** What is known about one job's end (one line per job: lifecycle/job-ends.ts). */
 export interface AuditRecord {
   /** When the attempt finished. @defaultValue now */
   ts?: Date | string;
@@ -29,11 +29,11 @@ export interface AuditRecord {
   cachedTokens: number;
   /** Billed cost, integer nano-USD; `null` when the model has no price. */
   costNanoUsd: number | null;
-  outcome: 'completed' | 'failed';
+  outcome: 'completed' | 'failed' | 'cancelled';
   errorCode?: ErrorCode;
   /** Wall time of the attempt, ms. */
   latencyMs: number;
-  /** 1-based attempt number. */
+  /** Attempts made, the last one included. */
   attempt: number;
   /** Served from the response cache. */
   cached: boolean;

@@ -1,6 +1,6 @@
 import type { Job, JobState } from 'bullmq';
-import { parseFailedReason, type ErrorCode } from '../errors.js';
-import { promptJobResultSchema } from './payloads.js';
+import { ERROR_CATALOG, parseFailedReason, type ErrorCode } from '../errors.js';
+import { promptJobResultSchema, type PromptJobResult } from './payloads.js';
 
 /**
  * What `GET /v1/jobs/:id` answers. BullMQ's states are an implementation detail; clients see five
@@ -78,8 +78,7 @@ export function jobView(job: Job, status: JobStatus, source: ViewSource): JobVie
   if (status === 'completed') {
     const parsed = promptJobResultSchema.safeParse(job.returnvalue);
     if (parsed.success) {
-      const { text, finishReason, provider, model, cached, usage, costUsd, costNanoUsd, embedding } = parsed.data;
-      view.result = { text, finishReason, provider, model, cached, usage, costUsd, costNanoUsd, ...(embedding !== undefined ? { embedding } : {}) };
+      view.result = resultView(parsed.data);
     } else {
       view.error = { code: 'INTERNAL', message: 'The job completed but its result could not be read.', retryable: false };
     }
@@ -87,6 +86,42 @@ export function jobView(job: Job, status: JobStatus, source: ViewSource): JobVie
     view.error = parseFailedReason(job.failedReason);
   }
   return view;
+}
+
+/**
+ * The view of a job at the moment it ends, built from what ended it rather than read back from
+ * BullMQ (which records the end a moment later): what webhooks and final events carry. It equals
+ * what GET /v1/jobs/:id answers once BullMQ has recorded the end.
+ */
+export function endedJobView(end: {
+  id: string;
+  model: string;
+  /** attemptsMade once this end is recorded (this attempt included). */
+  attempts: number;
+  createdAtMs: number;
+  finishedAt: Date;
+  metadata?: ViewSource['metadata'];
+  outcome: 'completed' | 'failed' | 'cancelled';
+  result?: PromptJobResult;
+  error?: { code: ErrorCode; message: string };
+}): JobView {
+  const view: JobView = {
+    id: end.id,
+    status: end.outcome,
+    model: end.model,
+    attempts: end.attempts,
+    createdAt: new Date(end.createdAtMs).toISOString(),
+    finishedAt: end.finishedAt.toISOString(),
+    ...(end.metadata ? { metadata: end.metadata } : {}),
+  };
+  if (end.outcome === 'completed' && end.result) view.result = resultView(end.result);
+  if (end.outcome === 'failed' && end.error) view.error = { ...end.error, retryable: ERROR_CATALOG[end.error.code].retryable };
+  return view;
+}
+
+function resultView(result: PromptJobResult): NonNullable<JobView['result']> {
+  const { text, finishReason, provider, model, cached, usage, costUsd, costNanoUsd, embedding } = result;
+  return { text, finishReason, provider, model, cached, usage, costUsd, costNanoUsd, ...(embedding !== undefined ? { embedding } : {}) };
 }
 
 /** The worker's `{ waiting: { reason, until } }` progress note, if the job carries one. */

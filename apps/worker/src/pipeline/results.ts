@@ -1,0 +1,77 @@
+import {
+  costNanoUsd,
+  nanoUsdToUsd,
+  promptJobResultSchema,
+  type Config,
+  type Logger,
+  type PromptJobResult,
+  type TokenUsage,
+} from '@prompt-queue/shared';
+import type { CachedAnswer } from '../cache/response-cache.js';
+import type { GenerateResult } from '../providers/provider.js';
+
+/**
+ * A served job's result: validated like persisted data (a malformed one must fail here, not in the
+ * producer) and priced by the model that served it.
+ */
+export class JobResults {
+  private readonly unpricedModels = new Set<string>();
+
+  constructor(private readonly deps: { config: Config; logger: Logger }) {}
+
+  generated(answer: GenerateResult, latencyMs: number): PromptJobResult {
+    return this.priced({
+      text: answer.text,
+      finishReason: answer.finishReason,
+      provider: answer.provider,
+      model: answer.model,
+      usage: answer.usage,
+      latencyMs,
+      ...(answer.modelVersion !== undefined ? { modelVersion: answer.modelVersion } : {}),
+    });
+  }
+
+  /**
+   * An embedding's result. batchEmbedContents reports no usage, so inputTokens is the job's
+   * estimate (what the limiter reserved), and the cost is priced from it.
+   */
+  embedded(served: { provider: string; model: string; embedding: number[]; inputTokens: number }, latencyMs: number): PromptJobResult {
+    const usage: TokenUsage = { inputTokens: served.inputTokens, outputTokens: 0, thoughtsTokens: 0, cachedTokens: 0, totalTokens: served.inputTokens };
+    return this.priced({ text: '', finishReason: 'STOP', provider: served.provider, model: served.model, usage, latencyMs, embedding: served.embedding });
+  }
+
+  /**
+   * A job answered without a provider call: from the response cache, or from an identical job of
+   * the same batch (dedupe). Billed 0 (`cached: true`); the answer's own usage is kept as it was.
+   */
+  cached(answer: CachedAnswer): PromptJobResult {
+    return promptJobResultSchema.parse({
+      text: answer.text,
+      finishReason: answer.finishReason,
+      provider: answer.provider,
+      model: answer.model,
+      cached: true,
+      usage: answer.usage,
+      costUsd: 0,
+      costNanoUsd: 0,
+      latencyMs: 0,
+      ...(answer.modelVersion !== undefined ? { modelVersion: answer.modelVersion } : {}),
+      ...(answer.embedding !== undefined ? { embedding: answer.embedding } : {}),
+    });
+  }
+
+  private priced(fields: Omit<PromptJobResult, 'cached' | 'costUsd' | 'costNanoUsd'>): PromptJobResult {
+    const nano = this.priceOf(fields.model, fields.usage);
+    return promptJobResultSchema.parse({ ...fields, cached: false, costUsd: nano === null ? null : nanoUsdToUsd(nano), costNanoUsd: nano });
+  }
+
+  private priceOf(model: string, usage: TokenUsage): number | null {
+    const price = this.deps.config.prices[model];
+    if (price) return costNanoUsd(usage, price);
+    if (!this.unpricedModels.has(model)) {
+      this.unpricedModels.add(model);
+      this.deps.logger.warn('no price configured for model; its jobs report costUsd null (add it to CONFIG_FILE prices)', { model });
+    }
+    return null;
+  }
+}

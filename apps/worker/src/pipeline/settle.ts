@@ -1,0 +1,138 @@
+import type { ChainableCommander } from 'ioredis';
+import {
+  appendJobEvents,
+  type BudgetGuard,
+  type BudgetReservation,
+  type Config,
+  type ErrorCode,
+  type FleetLimiter,
+  type JobEnd,
+  type JobEndRecorder,
+  type JobEvent,
+  type Logger,
+  type OutputSample,
+  type OutputTokenEstimator,
+  type TokenEstimator,
+} from '@prompt-queue/shared';
+import type { CacheEntry, ResponseCache } from '../cache/response-cache.js';
+import type { WorkerMetrics } from '../metrics.js';
+import type { Batch, Fates } from './batch.js';
+import { maxOutputTokens } from './budget-admit.js';
+import { cachedAnswerOf, type CacheLookup } from './cache-stage.js';
+import type { LimiterLedger } from './call-chain.js';
+import { jobEndOf } from './ends.js';
+import type { JobFate } from './fate.js';
+
+/**
+ * Stage 5: settle, one round trip for the whole batch: the limiter's settle/release and token
+ * calibration · budget settle · [cache store + in-flight claim release + live events] in one
+ * pipeline · output-token samples · and the jobs that ended, through THE recorder (usage, audit,
+ * fairness, final events, webhooks, metrics: lifecycle/job-ends.ts in shared), all sent together.
+ * Never throws: a failed write is logged (budget reservations then expire on their own, usage
+ * counters miss this batch, reservations stay at their estimate until they leave the window).
+ */
+
+export interface SettleDeps {
+  config: Config;
+  logger: Logger;
+  limiter: FleetLimiter;
+  estimator: TokenEstimator;
+  budgets: BudgetGuard;
+  cache?: ResponseCache | undefined;
+  outputEstimator?: OutputTokenEstimator | undefined;
+  recorder: JobEndRecorder;
+  metrics?: WorkerMetrics | undefined;
+}
+
+/** Everything a batch decided, for the settle step. */
+export interface BatchDecisions {
+  batch: Batch;
+  fates: Fates;
+  lookup: CacheLookup;
+  reservations: Map<unknown, BudgetReservation>;
+  ledger: LimiterLedger;
+}
+
+/** A wait shorter than this, for a routine reason, is not worth a live event. */
+const QUIET_WAIT_MS = 1_000;
+
+export async function settleBatch(deps: SettleDeps, decided: BatchDecisions): Promise<void> {
+  const { config, logger, limiter, estimator, budgets, cache, outputEstimator, recorder, metrics } = deps;
+  const { batch, fates, lookup, reservations, ledger } = decided;
+  const now = new Date();
+  const budgetItems: { reservation: BudgetReservation; actualNanoUsd: number }[] = [];
+  const outputSamples: OutputSample[] = [];
+  const cacheEntries: CacheEntry[] = [];
+  const ends: JobEnd[] = [];
+  const events: JobEvent[] = [];
+  let cacheHits = 0;
+  let cacheMisses = 0;
+
+  for (const job of batch.jobs) {
+    const fate: JobFate = fates.get(job)!;
+    const data = job.entry.data;
+    const keys = lookup.keys.get(job) ?? [];
+    const reservation = reservations.get(job);
+    const billed = fate.kind === 'served' && !fate.result.cached ? (fate.result.costNanoUsd ?? 0) : 0;
+    if (reservation) budgetItems.push({ reservation, actualNanoUsd: billed });
+    if (keys.length > 0) {
+      if (fate.kind === 'served' && fate.result.cached) cacheHits += 1;
+      else cacheMisses += 1;
+    }
+    if (fate.kind === 'served' && !fate.result.cached) {
+      const { result } = fate;
+      const key = keys[batch.links.findIndex((link) => link.providerName === result.provider && link.model === result.model)];
+      if (cache && key !== undefined) cacheEntries.push({ key, answer: cachedAnswerOf(result), ttlSeconds: cache.ttlFor(data) });
+      if (data.kind === 'generate') {
+        const bound = maxOutputTokens(data, config.models[result.model]?.outputTokenLimit);
+        outputSamples.push({ model: result.model, bound, tokens: result.usage.outputTokens + result.usage.thoughtsTokens });
+      }
+    }
+    const base = { jobId: job.entry.job.id ?? '', tenant: data.tenant, at: now.toISOString(), attempt: job.entry.job.attemptsMade + 1 };
+    if (fate.kind === 'failed' && fate.retry) {
+      metrics?.recordJob('retried', fate.code);
+      events.push({ ...base, type: 'retrying', code: fate.code });
+    } else if (fate.kind === 'wait') {
+      metrics?.recordJob(fate.reason === 'quota' || fate.reason === 'rate-limited' ? 'rate_limited' : 'delayed', waitCode(fate.reason));
+      const routine = fate.reason === 'cache-pending' || fate.reason === 'budget-busy' || fate.reason === 'quota';
+      if (!routine || fate.untilMs - now.getTime() >= QUIET_WAIT_MS) {
+        events.push({ ...base, type: 'waiting', reason: fate.reason, until: new Date(fate.untilMs).toISOString() });
+      }
+    } else if (fate.kind !== 'hand-back') {
+      // Served, failed for good, cancelled: an end (fate.ts isFinal).
+      ends.push(jobEndOf(config, job, fate, batch.links, now));
+    }
+  }
+  metrics?.recordCacheLookups(cacheHits, cacheMisses);
+
+  const warn = (what: string) => (error: unknown) => logger.warn(`settle: ${what} failed`, { error: String(error) });
+  const append = (pipeline: ChainableCommander): void => {
+    if (cache && cacheEntries.length > 0) cache.appendStore(pipeline, cacheEntries);
+    // After the answers: a worker that waited for this claim finds the answer once it is gone.
+    if (cache) cache.appendRelease(pipeline, lookup.claims);
+    appendJobEvents(pipeline, config.redis.prefix, events, config.events.historyPerTenant);
+  };
+  // The pipelines go out back to back on one connection: one round trip for the whole step.
+  await recorder.record(ends, {
+    append,
+    alongside: [
+      Promise.all([limiter.settle(ledger.settle), limiter.release(ledger.release), estimator.record(ledger.samples)]).catch(warn('limiter settle')),
+      budgetItems.length > 0 ? budgets.settle(budgetItems).catch(warn('budget settle')) : Promise.resolve(),
+      outputEstimator && outputSamples.length > 0 ? outputEstimator.record(outputSamples).catch(warn('output estimate record')) : Promise.resolve(),
+    ],
+  });
+}
+
+function waitCode(reason: string): ErrorCode | '' {
+  switch (reason) {
+    case 'cache-pending':
+      return '';
+    case 'budget':
+    case 'budget-busy':
+      return 'BUDGET_EXCEEDED';
+    case 'breakers-open':
+      return 'PROVIDER_UNAVAILABLE';
+    default:
+      return 'PROVIDER_RATE_LIMITED';
+  }
+}
