@@ -9,6 +9,7 @@ import {
   priorityLevelSchema,
   promptJobOptions,
   putBlobs,
+  putWebhookSecrets,
   releaseBacklog,
   type BudgetGuard,
   type Config,
@@ -96,6 +97,8 @@ export class JobStore {
       if (!stored || stored.requestHash !== job.data.requestHash) throw overBudget;
     }
     await putBlobs(this.redis, this.prefix, job.blobs, this.config.producer.resultTtlSeconds);
+    // Beside the job, like its images: the payload carries only the secret's reference.
+    await putWebhookSecrets(this.redis, this.prefix, job.webhookSecret ? [job.webhookSecret] : [], this.config.producer.resultTtlSeconds);
     const [priority] = await assignFairPriorities(this.redis, this.prefix, tenant, [level]);
     await this.addOrGiveBack(tenant, [level], () => this.queue.add(job.data.kind, job.data, promptJobOptions(this.config, job.id, priority)));
     if (!idempotent) {
@@ -158,6 +161,7 @@ export class JobStore {
     if (overBudget) throw overBudget;
 
     await putBlobs(this.redis, this.prefix, toAdd.flatMap((job) => job.blobs), this.config.producer.resultTtlSeconds);
+    await putWebhookSecrets(this.redis, this.prefix, toAdd.flatMap((job) => (job.webhookSecret ? [job.webhookSecret] : [])), this.config.producer.resultTtlSeconds);
     if (toAdd.length > 0) {
       const levels = toAdd.map((job) => job.data.priority);
       const priorities = await assignFairPriorities(this.redis, this.prefix, tenant, levels);

@@ -11,13 +11,17 @@ import {
   imageTokensByRule,
   inlineDataPartSchema,
   jobFileUriRefusal,
+  MIN_WEBHOOK_SECRET_LENGTH,
+  newWebhookSecretRef,
   priorityLevelSchema,
   promptJobDataSchema,
   sha256Hex,
   textPartSchema,
+  webhookUrlSyntaxRefusal,
   withArticle,
   type Config,
   type ErrorCode,
+  type JobWebhookSecret,
   type ModelSpec,
   type PromptJobData,
   type StoredContent,
@@ -64,6 +68,20 @@ const metadataSchema = z
   .refine((value) => Object.keys(value).length <= METADATA_MAX_KEYS, `at most ${METADATA_MAX_KEYS} keys`)
   .refine((value) => Buffer.byteLength(JSON.stringify(value)) <= METADATA_MAX_JSON_BYTES, `at most ${METADATA_MAX_JSON_BYTES} bytes as JSON`);
 
+/**
+ * Where the job's end is POSTed, signed with `secret` (or, without one, the tenant's configured
+ * secrets). The secret is stored apart from the job (`PreparedJob.webhookSecret`), never in it.
+ */
+const webhookRequestSchema = z.strictObject({
+  url: z.string(),
+  secret: z
+    .string()
+    .regex(/^[\x21-\x7E]+$/, 'must be printable ASCII without spaces')
+    .min(MIN_WEBHOOK_SECRET_LENGTH, `must be at least ${MIN_WEBHOOK_SECRET_LENGTH} characters`)
+    .max(256)
+    .optional(),
+});
+
 /** Gemini's embedding task types (embedContent `taskType`). */
 export const EMBED_TASK_TYPES = [
   'RETRIEVAL_QUERY',
@@ -94,6 +112,8 @@ export const jobRequestSchema = z
     taskType: z.enum(EMBED_TASK_TYPES).optional(),
     /** Embed jobs only: length of the returned vector. */
     outputDimensionality: z.number().int().positive().max(3072).optional(),
+    /** Signed POST of the job's end (docs/webhooks.md). */
+    webhook: webhookRequestSchema.optional(),
   })
   .superRefine((request, ctx) => {
     if (request.kind !== 'embed') {
@@ -127,6 +147,8 @@ export interface PreparedJob {
   id: string;
   data: PromptJobData;
   blobs: { mimeType: string; data: Buffer }[];
+  /** The job's own webhook secret, stored under `data.webhook.secretRef` beside the job. */
+  webhookSecret?: JobWebhookSecret;
 }
 
 export interface PrepareContext {
@@ -206,6 +228,8 @@ function normalize(request: JobRequest, ctx: PrepareContext): PreparedJob {
   }
 
   const idempotencyKey = resolveIdempotencyKey(request.idempotencyKey, ctx.headerIdempotencyKey);
+  const webhookSecret = request.webhook?.secret !== undefined ? { ref: newWebhookSecretRef(), secret: request.webhook.secret } : undefined;
+  if (request.webhook) checkWebhook(request.webhook, ctx);
   const data: PromptJobData = promptJobDataSchema.parse({
     v: 1,
     kind,
@@ -221,6 +245,7 @@ function normalize(request: JobRequest, ctx: PrepareContext): PreparedJob {
       idempotencyKey,
       taskType: request.taskType,
       outputDimensionality: request.outputDimensionality,
+      webhook: request.webhook && { url: request.webhook.url, ...(webhookSecret ? { secretRef: webhookSecret.ref } : {}) },
     }),
     requestHash: requestHash({
       model,
@@ -233,7 +258,7 @@ function normalize(request: JobRequest, ctx: PrepareContext): PreparedJob {
     estimatedInputTokens,
   });
   const id = idempotencyKey === undefined ? randomJobId() : idempotentJobId(ctx.tenant, idempotencyKey);
-  return { id, data, blobs: images.blobs };
+  return { id, data, blobs: images.blobs, ...(webhookSecret ? { webhookSecret } : {}) };
 }
 
 /** `gemini-embedding-001` when configured, else the first embed model. */
@@ -305,6 +330,18 @@ class ImageCollector {
 function checkFileUri(uri: string, path: string, config: Config): void {
   const refusal = jobFileUriRefusal(uri, config.fileUris.allow);
   if (refusal !== undefined) throw fail('VALIDATION_FAILED', path, refusal);
+}
+
+/**
+ * What can be checked of a webhook without DNS: an http(s) URL without credentials, and a secret to
+ * sign with (every delivery is signed). The producer then resolves the host (webhook-urls.ts).
+ */
+function checkWebhook(webhook: { url: string; secret?: string }, ctx: PrepareContext): void {
+  const refusal = webhookUrlSyntaxRefusal(webhook.url);
+  if (refusal) throw fail('WEBHOOK_URL_NOT_ALLOWED', 'webhook.url', refusal);
+  if (webhook.secret === undefined && !ctx.config.tenants[ctx.tenant]?.webhook?.secrets.length) {
+    throw fail('VALIDATION_FAILED', 'webhook.secret', 'is required: every delivery is signed, and this tenant has no webhook secret configured');
+  }
 }
 
 /** `images` belong to the user's turn: the last user content, or a new one after a trailing model turn. */

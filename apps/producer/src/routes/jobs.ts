@@ -1,20 +1,23 @@
 import express, { Router, type RequestHandler } from 'express';
-import { isFinished, PromptQueueError, type Config, type JobView } from '@prompt-queue/shared';
+import { isFinished, PromptQueueError, type Config, type JobView, type WebhookUrlGuard } from '@prompt-queue/shared';
 import { tenantOf } from '../auth.js';
 import { methodNotAllowed, sendError, tagRoute } from '../http-errors.js';
 import { isJobId } from '../job-ids.js';
 import type { JobStore } from '../job-store.js';
 import { prepareBulkRequest, prepareJobRequest } from '../requests.js';
+import { assertWebhookUrlsAllowed, webhookUrlGuard } from '../webhook-urls.js';
 import { waitForJob, type JobEvents } from '../wait.js';
 
 export interface JobsRouterDeps {
   config: Config;
   store: JobStore;
   jobEvents: JobEvents;
+  /** The SSRF guard of webhook URLs. @defaultValue one with `webhooks.allowPrivate` and the system resolver */
+  webhookGuard?: WebhookUrlGuard;
 }
 
 /** `/v1/jobs` routes; authentication is applied by the caller. */
-export function jobsRouter({ config, store, jobEvents }: JobsRouterDeps): Router {
+export function jobsRouter({ config, store, jobEvents, webhookGuard = webhookUrlGuard(config) }: JobsRouterDeps): Router {
   const router = Router();
   const jsonBody = [requireJson, express.json({ limit: config.producer.maxRequestBytes })];
 
@@ -28,6 +31,7 @@ export function jobsRouter({ config, store, jobEvents }: JobsRouterDeps): Router
         now: Date.now(),
         headerIdempotencyKey: req.get('idempotency-key'),
       });
+      await assertWebhookUrlsAllowed(webhookGuard, [job], false);
       // 202 for new jobs and idempotent replays alike; a replay reports the job's current status.
       res.status(202).json(await store.enqueue(job));
     })
@@ -42,6 +46,7 @@ export function jobsRouter({ config, store, jobEvents }: JobsRouterDeps): Router
         throw new PromptQueueError('VALIDATION_FAILED', `Invalid request: Idempotency-Key: ${message}`, { issues: [{ path: 'Idempotency-Key', message }] });
       }
       const jobs = prepareBulkRequest(req.body, { config, tenant: tenantOf(res), now: Date.now() });
+      await assertWebhookUrlsAllowed(webhookGuard, jobs, true);
       res.status(202).json({ jobs: await store.enqueueBulk(jobs) });
     })
     .all(methodNotAllowed(['POST']));
