@@ -19,6 +19,7 @@ import { createHealthApp } from './health.js';
 import { KeyRing } from './keys/key-ring.js';
 import { createWorkerMetrics, metricsHandler } from './metrics.js';
 import { statusReport } from './status.js';
+import { createWebhookWorker } from './webhooks/delivery-worker.js';
 import { createPromptWorker } from './worker.js';
 
 // Wiring only: configuration, connections, the worker, the health server, ordered shutdown.
@@ -96,6 +97,8 @@ const audit = createAuditLog({ destination: parseAuditDestination(config.audit.d
 // Queue depth and provider latencies for the dashboard's charts, kept in Redis for the whole fleet.
 const history = new FleetHistory({ redis, prefix: config.redis.prefix, queue: depthQueue, logger });
 const promptWorker = createPromptWorker({ config, logger, connection: redis, keyRing, metrics: history.observing(metrics), audit });
+// Signed webhook deliveries of job ends (docs/webhooks.md): their own queue, same process.
+const webhookWorker = createWebhookWorker({ config, logger, connection: redis });
 const server = createServer(
   createHealthApp({
     redis,
@@ -151,6 +154,7 @@ async function stop(reason: string, exitCode: number): Promise<void> {
     const { forced } = await promptWorker.close(config.worker.shutdownTimeoutMs);
     if (forced) logger.warn('worker closed after the shutdown timeout; unfinished jobs were handed back to the queue');
   });
+  await step('webhook worker', () => webhookWorker.close());
   await step('fleet history', () => history.stop());
   await step('key ring', async () => keyRing.close());
   await step('audit log', () => audit.close());
