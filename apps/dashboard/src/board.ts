@@ -1,7 +1,7 @@
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import { isRedisConnectionError, parseFailedReason } from '@prompt-queue/shared';
+import { displayWebhookUrl, isRedisConnectionError, parseFailedReason, QueueName } from '@prompt-queue/shared';
 import type { Queue } from 'bullmq';
 import { Router, type Express } from 'express';
 
@@ -39,6 +39,34 @@ export function jobListName(job: JobSummary): string {
   if (result.cached === true) parts.push('cache hit');
   if (job.failedReason && job.finishedOn && !('model' in result)) parts.push(`[${parseFailedReason(job.failedReason).code}]`);
   return parts.join(' · ');
+}
+
+/**
+ * The name bull-board shows for a webhook delivery: `job.completed · acme · https://host/path`, and
+ * `· [CODE]` once dead-lettered. The URL never with its query string (it may hold a token).
+ */
+export function deliveryListName(job: JobSummary): string {
+  const data = asRecord(job.data);
+  const event = asRecord(data.event);
+  const parts = [typeof event.type === 'string' ? event.type : job.name || 'delivery'];
+  if (typeof data.tenant === 'string') parts.push(data.tenant);
+  if (typeof data.url === 'string') parts.push(displayWebhookUrl(data.url));
+  if (job.failedReason && job.finishedOn) parts.push(`[${parseFailedReason(job.failedReason).code}]`);
+  return parts.join(' · ');
+}
+
+/**
+ * A delivery's data with `dashboard.redactText`: the job view's answer text and embedding by their
+ * size (as prompt jobs' results are), the URL without its query string. Tolerates any shape.
+ */
+export function redactDeliveryData(data: unknown): unknown {
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) return data;
+  const delivery = { ...(data as Record<string, unknown>) };
+  if (typeof delivery.url === 'string') delivery.url = displayWebhookUrl(delivery.url);
+  const event = asRecord(delivery.event);
+  const view = asRecord(event.data);
+  if ('result' in view) delivery.event = { ...event, data: { ...view, result: redactReturnValue(view.result) } };
+  return delivery;
 }
 
 /** USD with enough digits for sub-cent prompt costs: `$0.00052`, `$0.0123`, `$1.25`. */
@@ -112,10 +140,12 @@ export function createBoardRouter(queues: Queue[], options: { readOnly: boolean;
       readOnlyMode: options.readOnly,
       description: options.readOnly ? 'read-only: retry, clean and promote are disabled' : '',
     });
-    adapter.setFormatter('name', (job: JobSummary) => jobListName(job));
+    // Webhook deliveries carry a job view, not a prompt: their own name and redaction.
+    const deliveries = queue.name === QueueName.Webhooks;
+    adapter.setFormatter('name', (job: JobSummary) => (deliveries ? deliveryListName(job) : jobListName(job)));
     if (options.redactText) {
-      adapter.setFormatter('data', redactJobData);
-      adapter.setFormatter('returnValue', redactReturnValue);
+      adapter.setFormatter('data', deliveries ? redactDeliveryData : redactJobData);
+      if (!deliveries) adapter.setFormatter('returnValue', redactReturnValue);
     }
     return adapter;
   });

@@ -299,6 +299,40 @@ function renderBudgets(view: Overview): void {
   fillTable('budgets', ['tenant', 'spent of limit', 'used'], rows, 'No tenant budgets configured.', [2]);
 }
 
+function setCount(id: string, value: number, bad = false): void {
+  const valueEl = document.querySelector<HTMLElement>(`[data-testid="${id}"]`);
+  if (!valueEl) return;
+  valueEl.textContent = integer.format(value);
+  valueEl.dataset.value = String(value);
+  valueEl.classList.toggle('bad', bad);
+}
+
+/** Delivery counts, and each tenant's newest errors (URLs already without their query string). */
+function renderWebhooks(view: Overview): void {
+  const { webhooks } = view;
+  setCount('webhooks-pending', webhooks.pending);
+  setCount('webhooks-retrying', webhooks.retrying, webhooks.retrying > 0);
+  setCount('webhooks-dead', webhooks.deadLettered, webhooks.deadLettered > 0);
+  setCount('webhooks-delivered', webhooks.delivered);
+  fillTable(
+    'webhook-errors',
+    ['tenant', 'when', 'event', 'attempt', 'code', 'url', 'message'],
+    webhooks.recentErrors.flatMap(({ tenant, errors }) =>
+      errors.map((error) => [
+        tenant,
+        ago(error.at, view.generatedAt),
+        error.eventId,
+        `${error.attempt}${error.deadLettered ? ' (dead letter)' : ''}`,
+        error.code,
+        error.url,
+        el('td', { class: 'msg', title: error.message }, error.message),
+      ]),
+    ),
+    'No recent delivery errors.',
+    [3],
+  );
+}
+
 function setStat(id: string, ms: number | null): void {
   const valueEl = document.querySelector<HTMLElement>(`[data-testid="${id}"]`);
   if (!valueEl) return;
@@ -368,6 +402,7 @@ function render(view: Overview): void {
   renderFailures(view);
   renderWorkers(view);
   renderBudgets(view);
+  renderWebhooks(view);
   renderCharts(view);
 }
 

@@ -9,6 +9,7 @@ import {
   FleetLimiter,
   parseFailedReason,
   QueueName,
+  readWebhookDeliveryErrors,
   READ_TIMEOUT_MS,
   UsageLedger,
   within,
@@ -33,6 +34,7 @@ import type {
   QueueWait,
   Throughput,
   UsageSection,
+  WebhookDeliveries,
   WorkerView,
 } from './types.js';
 
@@ -46,6 +48,10 @@ const OLDEST_SAMPLE = 50;
 export const THROUGHPUT_MINUTES = 60;
 /** Days in the cost-over-time chart. */
 export const COST_DAYS = 30;
+
+/** Tenants, and errors per tenant, the webhook panel shows. */
+export const WEBHOOK_ERROR_TENANTS = 50;
+export const WEBHOOK_ERRORS_SHOWN = 5;
 
 /** States that are not finished yet: the queue's depth. */
 const PENDING_STATES = ['waiting', 'prioritized', 'delayed', 'active', 'waiting-children', 'paused'];
@@ -102,7 +108,8 @@ export class OverviewSource {
     };
     const prompts = this.prompts();
     const nowMs = now.getTime();
-    const [queues, throughput, depthHistory, queueWait, providerLatency, failures, usage, breakers, limits, workers, budgets] = await Promise.all([
+    const emptyWebhooks: WebhookDeliveries = { pending: 0, retrying: 0, deadLettered: 0, delivered: 0, recentErrors: [] };
+    const [queues, throughput, depthHistory, queueWait, providerLatency, failures, usage, breakers, limits, workers, budgets, webhooks] = await Promise.all([
       section('queues', () => this.queueCounts(), []),
       section('throughput', () => this.throughput(prompts, nowMs), emptyThroughput(nowMs)),
       section('depthHistory', () => this.depthHistory(nowMs), { sampleMs: DEPTH_SAMPLE_MS, samples: [] }),
@@ -114,6 +121,7 @@ export class OverviewSource {
       section('limits', () => this.limits(), []),
       section('workers', () => this.workers(prompts), []),
       section('budgets', () => this.budgetViews(now), []),
+      section('webhooks', () => this.webhooks(), emptyWebhooks),
     ]);
     if (connected && !redisFailed) health.succeeded();
     const redis = health.state;
@@ -136,6 +144,7 @@ export class OverviewSource {
       limits,
       workers: { count: workers.length, list: workers },
       budgets,
+      webhooks,
       errors,
     };
   }
@@ -328,8 +337,32 @@ export class OverviewSource {
       .sort((a, b) => a.name.localeCompare(b.name));
   }
 
+  /**
+   * Delivery counts of the `webhooks` queue (a delivery waiting for its backoff is `delayed`; the
+   * failed set holds the dead letters) and each tenant's newest errors: three round trips.
+   */
+  private async webhooks(): Promise<WebhookDeliveries> {
+    const queue = this.deps.queues.get(QueueName.Webhooks);
+    if (!queue) throw new Error(`queue ${QueueName.Webhooks} is missing`);
+    const [counts, recentErrors] = await Promise.all([
+      queue.getJobCounts(),
+      readWebhookDeliveryErrors(this.deps.connection, this.prefix, { maxTenants: WEBHOOK_ERROR_TENANTS, perTenant: WEBHOOK_ERRORS_SHOWN }),
+    ]);
+    return {
+      pending: (counts.waiting ?? 0) + (counts.prioritized ?? 0) + (counts.paused ?? 0) + (counts.active ?? 0),
+      retrying: counts.delayed ?? 0,
+      deadLettered: counts.failed ?? 0,
+      delivered: counts.completed ?? 0,
+      recentErrors,
+    };
+  }
+
   private async budgetViews(now: Date): Promise<BudgetView[]> {
-    const tenants = Object.keys(this.deps.config.tenants).sort();
+    // Tenants listed only for their webhook have no budget to show.
+    const tenants = Object.entries(this.deps.config.tenants)
+      .filter(([, settings]) => settings.dailyUsd !== undefined || settings.monthlyUsd !== undefined)
+      .map(([tenant]) => tenant)
+      .sort();
     return Promise.all(tenants.map(async (tenant) => ({ tenant, remaining: await this.budgets.remaining(tenant, now) })));
   }
 }

@@ -75,6 +75,13 @@ export function overviewHtml(boardPath: string): string {
     ${card('failures-card', 'Failures by error code <span class="muted" id="failures-sample"></span>', '<table id="failures"></table>', 'span-6')}
     ${card('workers-card', 'Live workers', '<table id="workers"></table>', 'span-3')}
     ${card('budgets-card', 'Budgets', '<table id="budgets"></table>', 'span-3')}
+    ${card(
+      'webhooks-card',
+      'Webhook deliveries <span class="muted">(dead letters: the <em>webhooks</em> queue\'s failed jobs in bull-board)</span>',
+      `<div class="waits webhook-stats">${stat('webhooks-pending', 'Pending')}${stat('webhooks-retrying', 'Retrying (backoff)')}${stat('webhooks-dead', 'Dead-lettered')}${stat('webhooks-delivered', 'Delivered')}</div>` +
+        '<table id="webhook-errors"></table>',
+      'span-12',
+    )}
   </div>
 </main>
 </body>
@@ -110,6 +117,7 @@ main { padding: 16px 24px 32px; max-width: 1600px; margin: 0 auto; }
 .tile-value { font-size: 22px; font-weight: 600; margin-top: 2px; font-variant-numeric: tabular-nums; }
 .tile-sub { color: var(--muted); font-size: 12px; min-height: 16px; }
 .tile.bad .tile-value { color: var(--bad); }
+.stat .tile-value.bad { color: var(--bad); }
 .grid { display: grid; grid-template-columns: repeat(12, minmax(0, 1fr)); gap: 16px; }
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 12px 16px; min-width: 0; }
 .card h2 { font-size: 14px; margin: 0 0 8px; font-weight: 600; }
@@ -136,6 +144,7 @@ td.empty { color: var(--muted); font-style: italic; }
 .bar > em { position: absolute; inset: 0; font-style: normal; font-size: 12px; line-height: 18px; padding-left: 6px; color: var(--text); white-space: nowrap; }
 .pause { grid-column: 1 / -1; color: var(--bad); font-weight: 500; }
 .waits { display: grid; grid-template-columns: repeat(3, minmax(0, 1fr)); gap: 12px; }
+.waits.webhook-stats { grid-template-columns: repeat(4, minmax(0, 1fr)); margin-bottom: 8px; }
 #wait-sample { margin: 6px 0; font-size: 12px; }
 @media (max-width: 1100px) {
   .tiles { grid-template-columns: repeat(3, minmax(0, 1fr)); }

@@ -1,5 +1,5 @@
 // The JSON of `GET /api/overview`. Types only: the browser client (src/client) imports them too.
-import type { BudgetRemaining, FleetPeriodUsage, HourlyUsage, LearnedLimits } from '@prompt-queue/shared';
+import type { BudgetRemaining, FleetPeriodUsage, HourlyUsage, LearnedLimits, WebhookDeliveryError } from '@prompt-queue/shared';
 
 /** BullMQ job states with counts; `getJobCounts()` without arguments. */
 export type JobCounts = Record<string, number>;
@@ -132,6 +132,20 @@ export interface LinkLatency {
   p95Ms: number;
 }
 
+/** Webhook deliveries (the `webhooks` queue) and their recent errors. */
+export interface WebhookDeliveries {
+  /** Waiting for their first attempt, or being sent. */
+  pending: number;
+  /** Failed at least once, waiting for their backoff before the next attempt. */
+  retrying: number;
+  /** Used every attempt or cannot succeed: the queue's failed set, retryable in bull-board. */
+  deadLettered: number;
+  /** Delivered and kept for deduplication (the result TTL). */
+  delivered: number;
+  /** Tenants with recent errors, by name, each newest first (URLs without query strings, no secrets). */
+  recentErrors: { tenant: string; errors: WebhookDeliveryError[] }[];
+}
+
 /** Redis as the dashboard sees it; `since` is epoch ms of the first failure of this outage. */
 export type RedisView = { status: 'up' } | { status: 'unavailable'; since: number; reason: string };
 
@@ -154,6 +168,7 @@ export interface Overview {
   limits: LimitView[];
   workers: { count: number; list: WorkerView[] };
   budgets: BudgetView[];
+  webhooks: WebhookDeliveries;
   /** Sections that could not be read this time (`{ section, message }`); the rest is still shown. */
   errors: { section: string; message: string }[];
 }
