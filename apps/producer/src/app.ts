@@ -5,8 +5,10 @@ import { accessLog } from './access-log.js';
 import { ApiKeys, authenticate } from './auth.js';
 import { errorHandler, notFound } from './http-errors.js';
 import { JobStore } from './job-store.js';
+import type { LiveEvents } from './live-events.js';
 import { ProducerMetrics } from './metrics.js';
 import type { PromptQueue } from './queue.js';
+import { eventsRouter } from './routes/events.js';
 import { healthRouter } from './routes/health.js';
 import { jobsRouter } from './routes/jobs.js';
 import { metricsRouter } from './routes/metrics.js';
@@ -19,6 +21,8 @@ export interface AppDeps {
   redis: Redis;
   queue: PromptQueue;
   jobEvents: JobEvents;
+  /** The one reader behind every Server-Sent Events response (`LiveEvents.start`). */
+  liveEvents: LiveEvents;
   logger: Logger;
   /** Prometheus metrics served at `/metrics`. @defaultValue a new registry with process metrics */
   metrics?: ProducerMetrics;
@@ -26,7 +30,7 @@ export interface AppDeps {
 
 /** The HTTP API. Owns no connections: whoever built `deps` closes them (see main.ts). */
 export function createApp(deps: AppDeps): Express {
-  const { config, redis, queue, jobEvents, logger } = deps;
+  const { config, redis, queue, jobEvents, liveEvents, logger } = deps;
   const metrics = deps.metrics ?? new ProducerMetrics([queue]);
   const budgets = new BudgetGuard(redis, config.redis.prefix, config.tenants);
   const app = express();
@@ -40,7 +44,9 @@ export function createApp(deps: AppDeps): Express {
 
   const v1 = Router();
   v1.use(authenticate(ApiKeys.fromConfig(config)));
-  v1.use(jobsRouter({ config, store: new JobStore(config, redis, queue, { budgets, metrics }), jobEvents }));
+  const store = new JobStore(config, redis, queue, { budgets, metrics });
+  v1.use(jobsRouter({ config, store, jobEvents }));
+  v1.use(eventsRouter({ config, store, live: liveEvents }));
   v1.use(usageRouter({ redis, queue, ledger: new UsageLedger(redis, config.redis.prefix), budgets }));
   app.use('/v1', v1);
 

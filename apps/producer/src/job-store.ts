@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import {
   PromptQueueError,
+  appendJobEvents,
   assignFairPriorities,
   nanoUsdToUsd,
   nextUtcDayStartMs,
@@ -13,6 +14,7 @@ import {
   releaseBacklog,
   type BudgetGuard,
   type Config,
+  type JobEvent,
   type PriorityLevel,
   isFinished,
   jobView,
@@ -59,6 +61,11 @@ export interface JobStoreOptions {
  * shared): the backlog counters go up here, once per request, and down when a job is cancelled
  * here or finishes in the worker. A job that turns out not to be added (an idempotent replay that
  * lost a race, a failed add) gives its place back at once.
+ *
+ * New jobs get a `queued` live event (events/job-events.ts in shared), written just before the add
+ * in one pipeline per request: a worker's `active` can then never come first in the stream. The
+ * price: a failed add leaves a `queued` for a job that does not exist (the request failed, so the
+ * caller never had its id), and two identical idempotent requests racing may both write one.
  */
 export class JobStore {
   private readonly prefix: string;
@@ -90,17 +97,19 @@ export class JobStore {
       const cancelled = await this.cancelledReplay(job);
       if (cancelled) return cancelled;
     }
+    // An idempotent request for a job already in is a replay: no new job, so no `queued` event.
+    const before = idempotent ? await this.readStoredJob(job.id) : undefined;
     const overBudget = await this.overBudget(tenant);
-    if (overBudget) {
-      // A replay of a job that is already in is answered as usual: nothing new would be spent.
-      const stored = idempotent ? await this.readStoredJob(job.id) : undefined;
-      if (!stored || stored.requestHash !== job.data.requestHash) throw overBudget;
-    }
+    // A replay of a job that is already in is answered as usual: nothing new would be spent.
+    if (overBudget && (!before || before.requestHash !== job.data.requestHash)) throw overBudget;
     await putBlobs(this.redis, this.prefix, job.blobs, this.config.producer.resultTtlSeconds);
     // Beside the job, like its images: the payload carries only the secret's reference.
     await putWebhookSecrets(this.redis, this.prefix, job.webhookSecret ? [job.webhookSecret] : [], this.config.producer.resultTtlSeconds);
     const [priority] = await assignFairPriorities(this.redis, this.prefix, tenant, [level]);
-    await this.addOrGiveBack(tenant, [level], () => this.queue.add(job.data.kind, job.data, promptJobOptions(this.config, job.id, priority)));
+    await this.addOrGiveBack(tenant, [level], async () => {
+      if (!before) await this.recordQueued([job]);
+      await this.queue.add(job.data.kind, job.data, promptJobOptions(this.config, job.id, priority));
+    });
     if (!idempotent) {
       this.metrics?.jobsEnqueued(tenant, [level]);
       return { id: job.id, status: 'queued' };
@@ -165,9 +174,10 @@ export class JobStore {
     if (toAdd.length > 0) {
       const levels = toAdd.map((job) => job.data.priority);
       const priorities = await assignFairPriorities(this.redis, this.prefix, tenant, levels);
-      await this.addOrGiveBack(tenant, levels, () =>
-        this.queue.addBulk(toAdd.map((job, i) => ({ name: job.data.kind, data: job.data, opts: promptJobOptions(this.config, job.id, priorities[i]) }))),
-      );
+      await this.addOrGiveBack(tenant, levels, async () => {
+        await this.recordQueued(toAdd);
+        await this.queue.addBulk(toAdd.map((job, i) => ({ name: job.data.kind, data: job.data, opts: promptJobOptions(this.config, job.id, priorities[i]) })));
+      });
       // An idempotent job created by a concurrent request between our check and our add: ours was
       // a no-op, so its place goes back. The stored priority tells (places are unique per level).
       const lost = await Promise.all(
@@ -252,6 +262,16 @@ export class JobStore {
       throw idempotencyConflict([{ path: 'idempotencyKey', message: conflictMessage }]);
     }
     return { id: job.id, status: 'cancelled' };
+  }
+
+  /** `queued` events for jobs about to be added: one pipeline, one round trip per request. */
+  private async recordQueued(jobs: readonly PreparedJob[]): Promise<void> {
+    const at = new Date().toISOString();
+    const events = jobs.map((job): JobEvent => ({ type: 'queued', jobId: job.id, tenant: job.data.tenant, at }));
+    const pipeline = this.redis.pipeline();
+    appendJobEvents(pipeline, this.prefix, events, this.config.events.historyPerTenant);
+    const results = await pipeline.exec();
+    for (const [error] of results ?? []) if (error) throw error;
   }
 
   /** The payload fields we compare and the BullMQ priority, straight from the job hash (one HMGET, no Job object). */

@@ -12,6 +12,7 @@ import {
   waitForRedis,
 } from '@prompt-queue/shared';
 import { createApp } from './app.js';
+import { LiveEvents } from './live-events.js';
 import { ProducerMetrics } from './metrics.js';
 import { createPromptQueue } from './queue.js';
 import { JobEvents } from './wait.js';
@@ -43,8 +44,9 @@ const redis = createRedis(config.redis.url, 'producer', 'pq-producer');
 logConnectionState(redis, logger);
 const queue = createPromptQueue(config, redis, logger);
 const jobEvents = JobEvents.start(config, logger);
+const liveEvents = LiveEvents.start(config, redis, logger);
 const metrics = new ProducerMetrics([queue]);
-const server = createServer(createApp({ config, redis, queue, jobEvents, logger, metrics }));
+const server = createServer(createApp({ config, redis, queue, jobEvents, liveEvents, logger, metrics }));
 
 let shuttingDown: Promise<void> | undefined;
 const shutdown = (signal: string): Promise<void> => (shuttingDown ??= stop(signal));
@@ -67,7 +69,10 @@ if (!shuttingDown) {
   console.log(`producer listening on http://127.0.0.1:${port}`);
 }
 
-/** Ordered: stop accepting HTTP, answer long-polls, drain requests, close the queue, Redis last. */
+/**
+ * Ordered: stop accepting HTTP, answer long-polls, end event streams, drain requests, close the
+ * queue, Redis last.
+ */
 async function stop(signal: string): Promise<void> {
   logger.info('shutting down', { signal });
   const forced = setTimeout(() => {
@@ -83,6 +88,9 @@ async function stop(signal: string): Promise<void> {
   server.closeIdleConnections();
   // Wakes waiting long-polls: they answer with the job's current state instead of holding the drain.
   await step('job events', () => jobEvents.close());
+  // Event streams never end on their own: end them (clients reconnect to another instance with
+  // Last-Event-ID) so they do not hold the drain.
+  await step('live events', () => liveEvents.close());
   await step(
     'http',
     async () => {

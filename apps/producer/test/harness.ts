@@ -15,6 +15,7 @@ import {
 import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 import { startTestRedis, uniquePrefix, type TestRedis } from '@prompt-queue/shared/testing';
 import { createApp } from '../src/app.js';
+import { LiveEvents } from '../src/live-events.js';
 import { createPromptQueue, type PromptQueue } from '../src/queue.js';
 import { JobEvents } from '../src/wait.js';
 
@@ -26,6 +27,9 @@ export interface Harness {
   redis: Redis;
   queue: PromptQueue;
   jobEvents: JobEvents;
+  liveEvents: LiveEvents;
+  /** The app itself, for tests that need a real listening server (Server-Sent Events). */
+  app: ReturnType<typeof createApp>;
   http: ReturnType<typeof supertest>;
   /** A BullMQ worker on the same queue, closed with the harness. */
   startWorker(processor: Processor): Promise<Worker>;
@@ -48,7 +52,8 @@ export async function startHarness(
   await queue.waitUntilReady();
   const jobEvents = JobEvents.start(config, logger);
   await jobEvents.waitUntilReady();
-  const app = createApp({ config, redis, queue, jobEvents, logger });
+  const liveEvents = LiveEvents.start(config, redis, logger);
+  const app = createApp({ config, redis, queue, jobEvents, liveEvents, logger });
 
   const workers: { worker: Worker; connection: Redis }[] = [];
   return {
@@ -56,6 +61,8 @@ export async function startHarness(
     redis,
     queue,
     jobEvents,
+    liveEvents,
+    app,
     http: supertest(app),
     async startWorker(processor) {
       const connection = createRedis(config.redis.url, 'worker');
@@ -72,6 +79,7 @@ export async function startHarness(
         connection.disconnect();
       }
       await jobEvents.close();
+      await liveEvents.close();
       await bounded(queue.close());
       redis.disconnect();
     },

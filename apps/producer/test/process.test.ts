@@ -54,6 +54,24 @@ describe('producer process', () => {
     }
   });
 
+  it('ends open event streams on SIGTERM instead of waiting for them', async () => {
+    const producer = await startServiceProcess({ args: [main], env: env(server.url), readyLine: /producer listening on (http:\/\/\S+)/ });
+    try {
+      const api = producer.ready[1]!;
+      const headers = { authorization: 'Bearer key-a' };
+      const streams = await Promise.all([fetch(`${api}/v1/events`, { headers }), fetch(`${api}/v1/events?lastEventId=0`, { headers })]);
+      expect(streams.map((response) => response.status)).toEqual([200, 200]);
+      // Each body is read to its end: the server must end them.
+      const drained = streams.map((response) => response.text().then(() => 'ended', () => 'closed'));
+      const started = Date.now();
+      expect(await producer.stop('SIGTERM', 8_000)).toEqual({ code: 0, signal: null });
+      expect(Date.now() - started).toBeLessThan(3_000);
+      for (const outcome of await Promise.all(drained)) expect(['ended', 'closed']).toContain(outcome);
+    } finally {
+      await producer.stop('SIGKILL');
+    }
+  });
+
   it('starts without Redis, answers /healthz and 503s, and exits 0 on SIGTERM', async () => {
     const producer = await startServiceProcess({
       args: [main],
