@@ -1,6 +1,20 @@
 import express, { Router, type Express } from 'express';
 import type { Redis } from 'ioredis';
-import { BudgetGuard, UsageLedger, type Config, type Logger } from '@prompt-queue/shared';
+import {
+  auditObserver,
+  BudgetGuard,
+  eventsObserver,
+  fairnessObserver,
+  JobEndRecorder,
+  logObserver,
+  UsageLedger,
+  usageObserver,
+  WebhookOutbox,
+  webhookObserver,
+  type AuditLog,
+  type Config,
+  type Logger,
+} from '@prompt-queue/shared';
 import { accessLog } from './access-log.js';
 import { ApiKeys, authenticate } from './auth.js';
 import { errorHandler, notFound } from './http-errors.js';
@@ -26,6 +40,10 @@ export interface AppDeps {
   logger: Logger;
   /** Prometheus metrics served at `/metrics`. @defaultValue a new registry with process metrics */
   metrics?: ProducerMetrics;
+  /** Audit lines for jobs that end here (a cancel of a queued job); none when omitted. */
+  audit?: AuditLog;
+  /** Where cancelled jobs' webhooks go. @defaultValue an outbox on `redis` */
+  webhooks?: WebhookOutbox;
 }
 
 /** The HTTP API. Owns no connections: whoever built `deps` closes them (see main.ts). */
@@ -44,10 +62,24 @@ export function createApp(deps: AppDeps): Express {
 
   const v1 = Router();
   v1.use(authenticate(ApiKeys.fromConfig(config)));
-  const store = new JobStore(config, redis, queue, { budgets, metrics });
+  const ledger = new UsageLedger(redis, config.redis.prefix);
+  // A job cancelled while queued ends here: recorded by the same recorder as the worker's ends.
+  const recorder = new JobEndRecorder(
+    redis,
+    [
+      usageObserver(ledger),
+      fairnessObserver(config.redis.prefix),
+      eventsObserver(config.redis.prefix, config.events.historyPerTenant),
+      webhookObserver(deps.webhooks ?? new WebhookOutbox(redis, config)),
+      logObserver(logger),
+      ...(deps.audit ? [auditObserver(deps.audit)] : []),
+    ],
+    logger,
+  );
+  const store = new JobStore(config, redis, queue, { budgets, recorder, metrics });
   v1.use(jobsRouter({ config, store, jobEvents }));
   v1.use(eventsRouter({ config, store, live: liveEvents }));
-  v1.use(usageRouter({ redis, queue, ledger: new UsageLedger(redis, config.redis.prefix), budgets }));
+  v1.use(usageRouter({ redis, queue, ledger, budgets }));
   app.use('/v1', v1);
 
   app.use(notFound);

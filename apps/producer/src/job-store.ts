@@ -14,7 +14,9 @@ import {
   releaseBacklog,
   type BudgetGuard,
   type Config,
+  type JobEndRecorder,
   type JobEvent,
+  webhookRefSchema,
   type PriorityLevel,
   isFinished,
   jobView,
@@ -41,6 +43,7 @@ const storedJobSchema = z.object({
   requestHash: z.string().optional(),
   priority: priorityLevelSchema.optional().catch(undefined),
   metadata: z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()])).optional(),
+  webhook: webhookRefSchema.optional().catch(undefined),
 });
 type StoredJob = z.infer<typeof storedJobSchema> & {
   /** BullMQ's numeric priority of the stored job (0 when it has none). */
@@ -50,6 +53,8 @@ type StoredJob = z.infer<typeof storedJobSchema> & {
 export interface JobStoreOptions {
   /** Over-budget tenants get 402 BUDGET_EXCEEDED instead of new jobs. */
   budgets: BudgetGuard;
+  /** Where a cancelled job's end is recorded (usage, audit, fairness, event, webhook). */
+  recorder: JobEndRecorder;
   metrics?: ProducerMetrics;
 }
 
@@ -70,6 +75,7 @@ export interface JobStoreOptions {
 export class JobStore {
   private readonly prefix: string;
   private readonly budgets: BudgetGuard;
+  private readonly recorder: JobEndRecorder;
   private readonly metrics: ProducerMetrics | undefined;
 
   constructor(
@@ -80,6 +86,7 @@ export class JobStore {
   ) {
     this.prefix = config.redis.prefix;
     this.budgets = options.budgets;
+    this.recorder = options.recorder;
     this.metrics = options.metrics;
   }
 
@@ -243,10 +250,29 @@ export class JobStore {
       if (isRedisUnavailableError(error)) throw error;
       throw new PromptQueueError('JOB_NOT_CANCELLABLE', 'A worker started the job; it can no longer be cancelled.');
     }
-    // The job is gone for good; its place in the tenant's line too. Best effort: the cancel
-    // already happened, and a missed decrement is bounded drift (see fairness.ts).
-    await this.giveBack(tenant, [source.priority]);
-    return tombstoneView(tombstone);
+    // The job is gone for good: its end is recorded like every other (its place in the tenant's
+    // line goes back, usage, audit, the `cancelled` event, its webhook). Best effort: the cancel
+    // already happened; the recorder logs what it could not write.
+    const view = tombstoneView(tombstone);
+    const error = { code: 'CANCELLED' as const, message: 'The job was cancelled before a worker took it.' };
+    await this.recorder.record([
+      {
+        jobId: id,
+        tenant,
+        model: source.model,
+        priority: source.priority,
+        outcome: 'cancelled',
+        provider: 'none',
+        servedModel: source.model,
+        error,
+        latencyMs: 0,
+        attempts: job.attemptsMade,
+        view,
+        ...(source.webhook ? { webhook: source.webhook } : {}),
+        at: new Date(tombstone.cancelledAt),
+      },
+    ]);
+    return view;
   }
 
   private async findCancelled(id: string, tenant: string): Promise<JobView | undefined> {
@@ -326,7 +352,7 @@ function idempotencyConflict(issues: Issue[]): PromptQueueError {
   return new PromptQueueError('IDEMPOTENCY_CONFLICT', `Idempotency key conflict: ${issues[0]!.path} ${issues[0]!.message}`, { issues });
 }
 
-function ownedBy(data: unknown, tenant: string): (ViewSource & { requestHash?: string; priority?: PriorityLevel }) | undefined {
+function ownedBy(data: unknown, tenant: string): (ViewSource & { requestHash?: string; priority?: PriorityLevel; webhook?: StoredJob['webhook'] }) | undefined {
   const parsed = storedJobSchema.safeParse(data);
   return parsed.success && parsed.data.tenant === tenant ? parsed.data : undefined;
 }

@@ -1,5 +1,8 @@
 import { createServer } from 'node:http';
 import {
+  createAuditLog,
+  parseAuditDestination,
+  WebhookOutbox,
   DEVELOPMENT_API_KEY,
   assertProducerApiKeys,
   closeRedis,
@@ -46,7 +49,9 @@ const queue = createPromptQueue(config, redis, logger);
 const jobEvents = JobEvents.start(config, logger);
 const liveEvents = LiveEvents.start(config, redis, logger);
 const metrics = new ProducerMetrics([queue]);
-const server = createServer(createApp({ config, redis, queue, jobEvents, liveEvents, logger, metrics }));
+const audit = createAuditLog({ destination: parseAuditDestination(config.audit.destination), logPrompts: config.audit.logPrompts });
+const webhooks = new WebhookOutbox(redis, config);
+const server = createServer(createApp({ config, redis, queue, jobEvents, liveEvents, logger, metrics, audit, webhooks }));
 
 let shuttingDown: Promise<void> | undefined;
 const shutdown = (signal: string): Promise<void> => (shuttingDown ??= stop(signal));
@@ -101,6 +106,8 @@ async function stop(signal: string): Promise<void> {
   );
   clearInterval(idleSweep);
   await step('queue', () => queue.close());
+  await step('webhook outbox', () => webhooks.close());
+  await step('audit log', () => audit.close());
   await step('redis', () => closeRedis(redis));
   clearTimeout(forced);
   logger.info('stopped');

@@ -27,4 +27,5 @@ export * from './service/lifecycle.js';
 export * from './estimate/index.js';
 export * from './estimate/output-estimate.js';
 export * from './events/job-events.js';
+export * from './lifecycle/job-ends.js';
 export * from './webhooks/index.js';
