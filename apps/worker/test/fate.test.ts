@@ -151,8 +151,9 @@ describe('countsAgainstLink (the breaker filter)', () => {
     for (const make of [errors.http400, errors.rpm429, errors.rpd429]) expect(countsAgainstLink(make())).toBe(false);
   });
 
-  it('a call never sent does not count; an error that is not a ProviderError does', () => {
+  it('a call never sent or short-circuited does not count; an error that is not a ProviderError does', () => {
     expect(countsAgainstLink(errors.notSent())).toBe(false);
+    expect(countsAgainstLink(errors.breakerOpen())).toBe(false);
     expect(countsAgainstLink(errors.bug())).toBe(true);
   });
 });
@@ -169,8 +170,9 @@ describe('callMetricOutcome (the provider-call histogram label)', () => {
     expect(callMetricOutcome(errors.bug())).toBe('error');
   });
 
-  it('a short-circuit made no call: no label', () => {
+  it('a short-circuit or a call abandoned before it went out made no call: no label', () => {
     expect(callMetricOutcome(errors.breakerOpen())).toBeUndefined();
+    expect(callMetricOutcome(errors.notSent())).toBeUndefined();
   });
 });
 

@@ -74,15 +74,15 @@ export function callFate(error: unknown, context: { linkOpen: boolean }): CallFa
  * provider is up. A call abandoned before it went out learned nothing.
  */
 export function countsAgainstLink(error: unknown): boolean {
-  if (isCallNotSent(error)) return false;
+  if (isCallNotSent(error) || isBreakerOpenError(error)) return false;
   return !isProviderError(error) || error.disposition === 'backoff';
 }
 
 export type CallMetricOutcome = 'success' | 'rate_limited' | 'timeout' | 'error';
 
-/** The provider-call histogram's outcome label; undefined for a short-circuit (no call was made). */
+/** The provider-call histogram's outcome label; undefined when no call was made (short-circuit, abandoned before it went out). */
 export function callMetricOutcome(error: unknown): CallMetricOutcome | undefined {
-  if (isBreakerOpenError(error)) return undefined;
+  if (isBreakerOpenError(error) || isCallNotSent(error)) return undefined;
   if (!isProviderError(error)) return 'error';
   if (error.disposition === 'rate-limit') return 'rate_limited';
   return error.code === 'PROVIDER_TIMEOUT' ? 'timeout' : 'error';
