@@ -293,20 +293,19 @@ describe('every end path is recorded once: one audit line, one usage record, one
     // and fails it when this worker takes it, without calling our processor; the worker's `failed`
     // listener records the end.
     await startService(WORKER_MAIN, 'stall-worker-final');
-    // The code: BullMQ's reason "job stalled more than allowable limit" carries none of ours, so
-    // parseFailedReason reports it as INTERNAL.
-    const { audit, events } = await expectOneEnd(tenant, id, { outcome: 'failed', errorCode: 'INTERNAL' });
+    // The code: BullMQ's reason "job stalled more than allowable limit" is read back as JOB_STALLED.
+    const { audit, events } = await expectOneEnd(tenant, id, { outcome: 'failed', errorCode: 'JOB_STALLED' });
     const types = events.map((event) => event.type);
-    // One `active`: a job retaken after a stall has started more attempts than it made, and
-    // serve-batch's announceActive stays quiet for such a start (it takes it for a return from a wait).
-    expect(types).toEqual(['queued', 'active', 'failed']);
+    // An `active` for each worker that took it: a retake after a crash is shown, unlike a return
+    // from a wait (serve-batch's announceActive).
+    expect(types).toEqual(['queued', ...Array.from({ length: MAX_STALLED_COUNT + 1 }, () => 'active'), 'failed']);
     expect(audit.provider).toBe('none');
     const final = await view(tenant, id);
     console.log(
       '[job-ends] stall-exhausted',
       JSON.stringify({ ms: Date.now() - started, events: types, audit: { errorCode: audit.errorCode, attempt: audit.attempt }, view: final }),
     );
-    expect(final).toMatchObject({ status: 'failed', error: { code: 'INTERNAL' } });
+    expect(final).toMatchObject({ status: 'failed', error: { code: 'JOB_STALLED', retryable: true } });
     // No third call: the job never reached the processor again.
     expect((await emulator.client.counters()).byModel[model]?.calls).toBe(MAX_STALLED_COUNT + 1);
   });

@@ -36,6 +36,11 @@ export const ERROR_CATALOG = {
   PROVIDER_TIMEOUT: { httpStatus: 504, retryable: true },
   PROVIDER_NETWORK_ERROR: { httpStatus: 502, retryable: true },
   CANCELLED: { httpStatus: 409, retryable: false },
+  /**
+   * The job's worker stopped (killed, or lost its lock) more than `worker.maxStalledCount` times
+   * while serving it, and BullMQ failed it. Enqueuing it again may well succeed.
+   */
+  JOB_STALLED: { httpStatus: 503, retryable: true },
 
   // Webhooks (docs/webhooks.md).
   /** A webhook URL that is not http(s), has credentials, or reaches a non-public address (SSRF guard). */
@@ -145,12 +150,18 @@ export function formatFailedReason(code: ErrorCode, message: string): string {
   return `[${code}] ${message}`;
 }
 
+/** BullMQ's own failedReason for a job that stalled more than `maxStalledCount` times. */
+const BULLMQ_STALLED_REASON = 'job stalled more than allowable limit';
+
 export function parseFailedReason(reason: string | undefined): { code: ErrorCode; message: string; retryable: boolean } {
   const match = /^\[([A-Z_]+)\] ([\s\S]*)$/.exec(reason ?? '');
   if (match && isErrorCode(match[1]!)) {
     const code = match[1];
     return { code, message: match[2]!, retryable: ERROR_CATALOG[code].retryable };
   }
-  // A failure we did not classify (a crash, a stalled job over its limit): report it as internal.
+  if (reason === BULLMQ_STALLED_REASON) {
+    return { code: 'JOB_STALLED', message: 'The job\'s worker stopped (killed, or lost its lock) more times than worker.maxStalledCount allows.', retryable: true };
+  }
+  // A failure we did not classify (a crash): report it as internal.
   return { code: 'INTERNAL', message: reason || 'The job failed without a reason.', retryable: true };
 }

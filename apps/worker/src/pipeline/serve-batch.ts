@@ -106,11 +106,14 @@ function merge(into: Fates, from: Fates): void {
 /**
  * The live `active` event of each job starting an attempt, sent while the batch is prepared (its
  * own pipeline, in parallel). A job back from a short wait (quota, a pending cache answer) has
- * started this attempt before (BullMQ counts starts): it says nothing new, so no event.
+ * started this attempt before (BullMQ counts starts): it says nothing new, so no event. A job
+ * retaken after its worker died does get one.
  */
 async function announceActive(deps: Pick<BatchServiceDeps, 'config' | 'logger' | 'redis'>, entries: readonly JobEntry[]): Promise<void> {
   const at = new Date().toISOString();
-  const starting = entries.filter(({ job }) => (job.attemptsStarted ?? 0) <= job.attemptsMade + 1);
+  // Starts = attempts made + this one + one per stall (a retake after a crash is a start worth
+  // showing) + one per return from a wait (not worth showing).
+  const starting = entries.filter(({ job }) => (job.attemptsStarted ?? 0) - (job.stalledCounter ?? 0) <= job.attemptsMade + 1);
   if (starting.length === 0) return;
   const pipeline = deps.redis.pipeline();
   appendJobEvents(
