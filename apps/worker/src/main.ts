@@ -16,7 +16,7 @@ import {
 } from '@prompt-queue/shared';
 import { FleetHistory } from './fleet-history.js';
 import { createHealthApp } from './health.js';
-import { KeyRing } from './keys/key-ring.js';
+import { KeyRing } from './providers/gemini/key-ring.js';
 import { createWorkerMetrics, metricsHandler } from './metrics.js';
 import { statusReport } from './status.js';
 import { createWebhookWorker } from './webhooks/delivery-worker.js';

@@ -28,7 +28,7 @@ import {
 } from '@prompt-queue/shared';
 import { jitteredBackoffStrategy } from './backoff.js';
 import { ResponseCache } from './cache/response-cache.js';
-import { KeyRing } from './keys/key-ring.js';
+import { KeyRing } from './providers/gemini/key-ring.js';
 import { metricsObserver, type WorkerMetrics } from './metrics.js';
 import { createPromptProcessor, SHUTDOWN_ABORT_REASON } from './processor.js';
 import { ProviderChains, type ChainDeps } from './providers/chain.js';

@@ -3,8 +3,8 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { callSignal } from '../src/providers/call-signal.js';
-import { GeminiProvider } from '../src/providers/gemini.js';
-import { OpenAICompatibleProvider } from '../src/providers/openai-compatible.js';
+import { GeminiProvider } from '../src/providers/gemini/gemini-provider.js';
+import { OpenAICompatibleProvider } from '../src/providers/openai/openai-compatible.js';
 import type { GenerateRequest } from '../src/providers/provider.js';
 import { MODEL } from './helpers.js';
 

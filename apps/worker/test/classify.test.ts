@@ -3,7 +3,7 @@ import { GoogleGenerativeAI, GoogleGenerativeAIFetchError, type ErrorDetails, ty
 import { startEmulatorProcess, type EmulatorProcess } from '@prompt-queue/gemini-emulator';
 import { freePort } from '@prompt-queue/shared/testing';
 import type { ProviderError } from '@prompt-queue/shared';
-import { classifyProviderError, DEFAULT_RATE_LIMIT_RETRY_MS, retryDelayMs } from '../src/providers/classify.js';
+import { classifyProviderError, DEFAULT_RATE_LIMIT_RETRY_MS, retryDelayMs } from '../src/providers/gemini/classify.js';
 import { MODEL } from './helpers.js';
 
 const PROMPT = 'A prompt that must never appear in an error message: SECRET-PROMPT-42';

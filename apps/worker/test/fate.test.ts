@@ -3,7 +3,7 @@ import { GoogleGenerativeAIAbortError, GoogleGenerativeAIFetchError, type ErrorD
 import { PromptQueueError, ProviderError, type PromptJobResult } from '@prompt-queue/shared';
 import { BreakerOpenError } from '../src/providers/breaker.js';
 import { CallNotSentError } from '../src/providers/call-signal.js';
-import { classifyProviderError } from '../src/providers/classify.js';
+import { classifyProviderError } from '../src/providers/gemini/classify.js';
 import {
   attemptFacts,
   callFate,

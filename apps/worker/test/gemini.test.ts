@@ -2,7 +2,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startEmulatorProcess, type EmulatorProcess } from '@prompt-queue/gemini-emulator';
 import { isProviderError } from '@prompt-queue/shared';
 import { waitFor } from '@prompt-queue/shared/testing';
-import { GeminiProvider } from '../src/providers/gemini.js';
+import { GeminiProvider } from '../src/providers/gemini/gemini-provider.js';
 import type { GenerateRequest } from '../src/providers/provider.js';
 import { MODEL } from './helpers.js';
 

@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { ProviderError, createLogger, type Logger } from '@prompt-queue/shared';
 import { waitFor } from '@prompt-queue/shared/testing';
 import { startEmulatorProcess, type EmulatorProcess } from '@prompt-queue/gemini-emulator';
-import { KeyRing, fingerprint, parseKeyFile, rejectionReason, type KeyRejectedEvent } from '../src/keys/key-ring.js';
+import { KeyRing, fingerprint, parseKeyFile, rejectionReason, type KeyRejectedEvent } from '../src/providers/gemini/key-ring.js';
 import { MODEL } from './helpers.js';
 
 // Realistic-looking keys: the logger's AIza… pattern would hide them anyway, so the leak check

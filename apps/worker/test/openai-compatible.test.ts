@@ -2,8 +2,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startEmulatorProcess, textTokens, type EmulatorProcess } from '@prompt-queue/gemini-emulator';
 import { isProviderError } from '@prompt-queue/shared';
 import { freePort } from '@prompt-queue/shared/testing';
-import { DEFAULT_RATE_LIMIT_RETRY_MS } from '../src/providers/classify.js';
-import { classifyOpenAIError, OpenAICompatibleProvider, toOpenAIUsage } from '../src/providers/openai-compatible.js';
+import { DEFAULT_RATE_LIMIT_RETRY_MS } from '../src/providers/gemini/classify.js';
+import { classifyOpenAIError, OpenAICompatibleProvider, toOpenAIUsage } from '../src/providers/openai/openai-compatible.js';
 import type { GenerateRequest } from '../src/providers/provider.js';
 
 const MODEL = 'gpt-4o-mini';

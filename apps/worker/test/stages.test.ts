@@ -34,7 +34,7 @@ import { JobResults } from '../src/pipeline/results.js';
 import { settleBatch } from '../src/pipeline/settle.js';
 import { DEFAULT_BREAKER_OPTIONS, ProviderBreaker, type BreakerOptions } from '../src/providers/breaker.js';
 import type { Link } from '../src/providers/chain.js';
-import { classifyProviderError } from '../src/providers/classify.js';
+import { classifyProviderError } from '../src/providers/gemini/classify.js';
 import type { GenerateRequest, GenerateResult, Provider } from '../src/providers/provider.js';
 import { MODEL, promptData, testConfig } from './helpers.js';
 

@@ -12,7 +12,7 @@ import {
   type Config,
 } from '@prompt-queue/shared';
 import { startTestRedis, uniquePrefix, waitFor, type TestRedis } from '@prompt-queue/shared/testing';
-import { GeminiProvider, geminiOptionsFromConfig } from '../src/providers/gemini.js';
+import { GeminiProvider, geminiOptionsFromConfig } from '../src/providers/gemini/gemini-provider.js';
 import type { GenerateRequest, GenerateResult, Provider } from '../src/providers/provider.js';
 import { createPromptWorker, type PromptWorker } from '../src/worker.js';
 import { enqueue, MODEL, promptData, testConfig, waitForJob } from './helpers.js';

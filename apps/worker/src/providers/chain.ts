@@ -1,8 +1,8 @@
 import type { Redis } from 'ioredis';
 import type { ChainLinkSpec, Config, LimitKey, Logger, RateLimits } from '@prompt-queue/shared';
 import { ProviderBreaker, type BreakerState } from './breaker.js';
-import { GeminiProvider, type KeySource } from './gemini.js';
-import { OpenAICompatibleProvider } from './openai-compatible.js';
+import { GeminiProvider, type KeySource } from './gemini/gemini-provider.js';
+import { OpenAICompatibleProvider } from './openai/openai-compatible.js';
 import type { Provider } from './provider.js';
 
 /**

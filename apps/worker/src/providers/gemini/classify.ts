@@ -1,5 +1,6 @@
 import { GoogleGenerativeAIAbortError, GoogleGenerativeAIFetchError } from '@google/generative-ai';
 import { isProviderError, ProviderError, type ReportedQuota } from '@prompt-queue/shared';
+import { DEFAULT_RATE_LIMIT_RETRY_MS, MIN_RATE_LIMIT_RETRY_MS } from '../rate-limit.js';
 
 /**
  * THE one place where a failed provider call becomes a shared `ProviderError`, with the disposition
@@ -11,11 +12,7 @@ import { isProviderError, ProviderError, type ReportedQuota } from '@prompt-queu
  * (prompt text, images) and never a key (the SDK sends keys in a header, not the URL).
  */
 
-/** When a 429 names no delay at all. Google's RetryInfo is usually a few to ~60 seconds. */
-export const DEFAULT_RATE_LIMIT_RETRY_MS = 10_000;
-
-/** A 0 s RetryInfo would make BullMQ's `SET … PX 0` fail; wait at least this long. */
-const MIN_RATE_LIMIT_RETRY_MS = 100;
+export { DEFAULT_RATE_LIMIT_RETRY_MS };
 
 const MAX_MESSAGE_CHARS = 300;
 

@@ -5,11 +5,11 @@ import {
   type GenerationConfig as SdkGenerationConfig,
 } from '@google/generative-ai';
 import { createLogger, isProviderError, ProviderError, type Config, type TokenUsage } from '@prompt-queue/shared';
-import { KeyRing, rejectionReason } from '../keys/key-ring.js';
-import { callSignal, CallNotSentError } from './call-signal.js';
+import { KeyRing, rejectionReason } from './key-ring.js';
+import { callSignal, CallNotSentError } from '../call-signal.js';
 import { classifyProviderError } from './classify.js';
-import { checkFileUris } from './file-uris.js';
-import type { CallOptions, EmbedBatchRequest, EmbedBatchResult, GenerateRequest, GenerateResult, Provider } from './provider.js';
+import { checkFileUris } from '../file-uris.js';
+import type { CallOptions, EmbedBatchRequest, EmbedBatchResult, GenerateRequest, GenerateResult, Provider } from '../provider.js';
 
 /**
  * Finish reasons that mean the answer was withheld. The SDK's `response.text()` throws only for

@@ -1,8 +1,8 @@
 import { fileUriRefusal, isProviderError, ProviderError, withArticle, type TokenUsage } from '@prompt-queue/shared';
-import { callSignal, CallNotSentError } from './call-signal.js';
-import { DEFAULT_RATE_LIMIT_RETRY_MS } from './classify.js';
-import { fileUriNotAllowed } from './file-uris.js';
-import type { CallOptions, GenerateRequest, GenerateResult, Provider, ProviderPart } from './provider.js';
+import { callSignal, CallNotSentError } from '../call-signal.js';
+import { DEFAULT_RATE_LIMIT_RETRY_MS, MIN_RATE_LIMIT_RETRY_MS } from '../rate-limit.js';
+import { fileUriNotAllowed } from '../file-uris.js';
+import type { CallOptions, GenerateRequest, GenerateResult, Provider, ProviderPart } from '../provider.js';
 
 /**
  * An adapter for servers that speak OpenAI's `POST /chat/completions`: OpenAI, Azure OpenAI (the
@@ -71,8 +71,6 @@ interface ChatCompletionResponse {
   };
 }
 
-/** A 0 s `retry-after` would make BullMQ's `SET … PX 0` fail; wait at least this long (as classify.ts). */
-const MIN_RATE_LIMIT_RETRY_MS = 100;
 const MAX_MESSAGE_CHARS = 300;
 
 export class OpenAICompatibleProvider implements Provider {
