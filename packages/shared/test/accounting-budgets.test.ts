@@ -13,6 +13,7 @@ import {
   type BudgetReservation,
 } from '../src/index.js';
 import { startServiceProcess, startTestRedis, uniquePrefix, type TestRedis } from '../src/testing/index.js';
+import { usePrivateRedis } from './private-redis.js';
 
 const CENT = 10_000_000; // $0.01 in nano-USD
 const WORST = 400_000; // $0.0004
@@ -28,14 +29,7 @@ const granted = (decisions: BudgetDecision[]): BudgetReservation[] =>
 describe('BudgetGuard (real Redis)', () => {
   let server: TestRedis;
   let redis: Redis;
-  beforeAll(async () => {
-    server = await startTestRedis();
-    redis = new Redis(server.url);
-  });
-  afterAll(async () => {
-    redis.disconnect();
-    await server.stop();
-  });
+  usePrivateRedis((started) => ({ server, redis } = started));
 
   it('never grants more than the budget to many concurrent clients', async () => {
     const prefix = uniquePrefix();

@@ -1,7 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { usageDayKey, usageHourKey, usageMonthKey, UsageLedger, type TokenUsage, type UsageEntry } from '../src/index.js';
-import { startTestRedis, uniquePrefix, type TestRedis } from '../src/testing/index.js';
+import { uniquePrefix } from '../src/testing/index.js';
+import { usePrivateRedis } from './private-redis.js';
 
 const usage = (inputTokens: number, outputTokens: number, thoughtsTokens = 0, cachedTokens = 0): TokenUsage => ({
   inputTokens,
@@ -38,16 +39,8 @@ const T1 = new Date('2026-03-10T10:15:00Z');
 const T2 = new Date('2026-03-10T11:05:00Z');
 
 describe('UsageLedger (real Redis)', () => {
-  let server: TestRedis;
   let redis: Redis;
-  beforeAll(async () => {
-    server = await startTestRedis();
-    redis = new Redis(server.url);
-  });
-  afterAll(async () => {
-    redis.disconnect();
-    await server.stop();
-  });
+  usePrivateRedis((started) => ({ redis } = started));
 
   it('sums two batches per tenant and model to the nano-dollar', async () => {
     const ledger = new UsageLedger(redis, uniquePrefix());

@@ -1,19 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { blobKey, getBlobsBase64, isPromptQueueError, putBlobs, sha256Hex } from '../src/index.js';
-import { startTestRedis, uniquePrefix, type TestRedis } from '../src/testing/index.js';
+import { uniquePrefix } from '../src/testing/index.js';
+import { usePrivateRedis } from './private-redis.js';
 
 describe('blob store (real Redis)', () => {
-  let server: TestRedis;
   let redis: Redis;
-  beforeAll(async () => {
-    server = await startTestRedis();
-    redis = new Redis(server.url);
-  });
-  afterAll(async () => {
-    redis.disconnect();
-    await server.stop();
-  });
+  usePrivateRedis((started) => ({ redis } = started));
 
   it('stores bytes under a content-addressed key with a TTL and reads them back', async () => {
     const prefix = uniquePrefix();

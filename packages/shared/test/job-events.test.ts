@@ -1,5 +1,5 @@
 // Live job events in per-tenant Redis Streams (events/job-events.ts), against a private Redis.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import {
   appendJobEvents,
@@ -11,22 +11,15 @@ import {
   readJobEventsOfTenants,
   type JobEvent,
 } from '../src/index.js';
-import { startTestRedis, uniquePrefix, type TestRedis } from '../src/testing/index.js';
+import { uniquePrefix } from '../src/testing/index.js';
+import { usePrivateRedis } from './private-redis.js';
 
 const at = '2026-01-01T00:00:00.000Z';
 const event = (jobId: string, type: JobEvent['type'], tenant = 'acme', extra: Partial<JobEvent> = {}): JobEvent => ({ type, jobId, tenant, at, ...extra });
 
 describe('job events (real Redis)', () => {
-  let server: TestRedis;
   let redis: Redis;
-  beforeAll(async () => {
-    server = await startTestRedis();
-    redis = new Redis(server.url);
-  });
-  afterAll(async () => {
-    redis.disconnect();
-    await server.stop();
-  });
+  usePrivateRedis((started) => ({ redis } = started));
 
   async function append(prefix: string, events: JobEvent[], maxLen = 1_000): Promise<void> {
     const pipeline = redis.pipeline();

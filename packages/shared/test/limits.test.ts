@@ -1,21 +1,15 @@
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { Redis } from 'ioredis';
 import { FleetLimiter, limiterKey, type LimitKey } from '../src/index.js';
-import { startTestRedis, uniquePrefix, waitFor, type TestRedis } from '../src/testing/index.js';
+import { uniquePrefix, waitFor, type TestRedis } from '../src/testing/index.js';
+import { usePrivateRedis } from './private-redis.js';
 
 const KEY: LimitKey = { provider: 'gemini', model: 'gemini-3.6-flash' };
 
 describe('FleetLimiter (real Redis)', () => {
   let server: TestRedis;
   let redis: Redis;
-  beforeAll(async () => {
-    server = await startTestRedis();
-    redis = new Redis(server.url);
-  });
-  afterAll(async () => {
-    redis.disconnect();
-    await server.stop();
-  });
+  usePrivateRedis((started) => ({ server, redis } = started));
 
   /** Redis server time in ms: the clock the limiter uses. */
   async function serverNow(): Promise<number> {

@@ -1,19 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { DEFAULT_PRICES, highQuantile, OutputTokenEstimator, outputBoundClass, worstCaseCostNanoUsd } from '../src/index.js';
-import { startTestRedis, uniquePrefix, type TestRedis } from '../src/testing/index.js';
+import { uniquePrefix } from '../src/testing/index.js';
+import { usePrivateRedis } from './private-redis.js';
 
 describe('OutputTokenEstimator (real Redis)', () => {
-  let server: TestRedis;
   let redis: Redis;
-  beforeAll(async () => {
-    server = await startTestRedis();
-    redis = new Redis(server.url);
-  });
-  afterAll(async () => {
-    redis.disconnect();
-    await server.stop();
-  });
+  usePrivateRedis((started) => ({ redis } = started));
 
   it('errs high (the bound) until it has samples, then reserves their p95, shared by the fleet', async () => {
     const prefix = uniquePrefix();
