@@ -269,7 +269,9 @@ describe('BudgetGuard across processes', () => {
     const { BudgetGuard, createRedis } = await import(process.env.PQ_DIST);
     const redis = createRedis(process.env.REDIS_URL, 'worker');
     const guard = new BudgetGuard(redis, process.env.PREFIX, { acme: { dailyUsd: 0.02 } });
-    while (Date.now() < Number(process.env.START_AT)) await new Promise((r) => setTimeout(r, 5));
+    // A barrier, not a start time: all three begin together however slowly the machine starts them.
+    await redis.incr(process.env.PREFIX + ':started');
+    while (Number(await redis.get(process.env.PREFIX + ':started')) < 3) await new Promise((r) => setTimeout(r, 2));
     let spent = 0, grants = 0, denied = 0;
     while (denied < 40) {
       const decisions = await guard.reserve([0, 1, 2].map(() => ({ tenant: 'acme', amountNanoUsd: 400000 })));
@@ -288,7 +290,7 @@ describe('BudgetGuard across processes', () => {
 
   it('keeps the total spend of 3 worker processes within the budget', async () => {
     const prefix = uniquePrefix();
-    const env = { PQ_DIST: pathToFileURL(dist).href, REDIS_URL: server.url, PREFIX: prefix, START_AT: String(Date.now() + 2_500) };
+    const env = { PQ_DIST: pathToFileURL(dist).href, REDIS_URL: server.url, PREFIX: prefix };
     const processes = await Promise.all(
       [0, 1, 2].map(() =>
         startServiceProcess({ args: ['--input-type=module', '-e', FIXTURE], env, readyLine: /^done (\{.*\})$/m, timeoutMs: 30_000 }),
