@@ -2,6 +2,7 @@
 // (timestamp, input tokens) so the busiest sliding window can be computed exactly.
 
 import { createHash } from 'node:crypto';
+import type { BatchCounters } from './batches.js';
 
 export interface ModelCounters {
   /** Every request routed to this model, rejected ones included. */
@@ -46,7 +47,15 @@ export interface CountersSnapshot {
   byKey: Record<string, number>;
   byStatus: Record<string, number>;
   windows: Record<string, WindowStats>;
+  /** Calls per API surface: `gemini` (API key), `vertex` (Bearer token), `openai`. */
+  byApi: Record<string, number>;
+  /** Per service tier: calls that asked for it, calls it served, Flex calls shed with 503. */
+  byTier: Record<string, TierCounters>;
+  /** Batch API: batches created, requests in them, and what finished batches produced. */
+  batches: BatchCounters;
 }
+
+export interface TierCounters { calls: number; served: number; shed: number }
 
 export function keyFingerprint(key: string | undefined): string {
   if (key === undefined || key === '') return 'none';
@@ -91,6 +100,8 @@ export class Counters {
   private statuses = new Map<string, number>();
   private log: LogEntry[] = [];
   private truncated = false;
+  private apis = new Map<string, number>();
+  private tiers = new Map<string, TierCounters>();
 
   constructor(
     private readonly now: () => number = Date.now,
@@ -108,6 +119,25 @@ export class Counters {
     this.statuses.clear();
     this.log = [];
     this.truncated = false;
+    this.apis.clear();
+    this.tiers.clear();
+  }
+
+  recordApi(api: string): void {
+    this.apis.set(api, (this.apis.get(api) ?? 0) + 1);
+  }
+
+  private tier(name: string): TierCounters {
+    let t = this.tiers.get(name);
+    if (!t) this.tiers.set(name, (t = { calls: 0, served: 0, shed: 0 }));
+    return t;
+  }
+
+  /** A generate call reached the tier decision: `served` once answered, `shed` when refused with 503. */
+  recordTier(name: string, outcome: 'call' | 'served' | 'shed'): void {
+    const t = this.tier(name);
+    if (outcome === 'call') t.calls++;
+    else t[outcome]++;
   }
 
   private model(name: string): ModelCounters {
@@ -186,7 +216,7 @@ export class Counters {
     return out;
   }
 
-  snapshot(): CountersSnapshot {
+  snapshot(): Omit<CountersSnapshot, 'batches'> {
     const totals = emptyModel();
     const byModel: Record<string, ModelCounters> = {};
     for (const [name, m] of this.models) {
@@ -205,6 +235,8 @@ export class Counters {
       byKey: Object.fromEntries(this.keys),
       byStatus: Object.fromEntries(this.statuses),
       windows: this.windowStats(),
+      byApi: Object.fromEntries(this.apis),
+      byTier: Object.fromEntries([...this.tiers].map(([k, v]) => [k, { ...v }])),
     };
   }
 }

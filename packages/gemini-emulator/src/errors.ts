@@ -151,3 +151,72 @@ export function internal(
 export function deadlineExceeded(message = 'Deadline expired before operation could complete.'): ApiError {
   return googleError(504, 'DEADLINE_EXCEEDED', message);
 }
+
+/** Why a Vertex call had no valid access token. */
+export type UnauthenticatedReason = 'missing' | 'unknown' | 'expired' | 'revoked';
+
+/**
+ * Google's 401 for Vertex AI (`aiplatform.googleapis.com`): missing credentials say so, and an
+ * expired, revoked or forged token gets "invalid authentication credentials". ErrorInfo.reason
+ * tells them apart (CREDENTIALS_MISSING, ACCESS_TOKEN_EXPIRED, ACCESS_TOKEN_TYPE_UNSUPPORTED).
+ */
+export function unauthenticated(reason: UnauthenticatedReason, method: string): ApiError {
+  const missing = reason === 'missing';
+  const message = missing
+    ? 'Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.'
+    : 'Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.';
+  const errorReason = missing ? 'CREDENTIALS_MISSING' : reason === 'expired' ? 'ACCESS_TOKEN_EXPIRED' : 'ACCESS_TOKEN_TYPE_UNSUPPORTED';
+  const rpc = method.charAt(0).toUpperCase() + method.slice(1);
+  const err = googleError(401, 'UNAUTHENTICATED', message, [
+    {
+      '@type': 'type.googleapis.com/google.rpc.ErrorInfo',
+      reason: errorReason,
+      domain: 'googleapis.com',
+      metadata: { method: `google.cloud.aiplatform.v1beta1.PredictionService.${rpc}`, service: 'aiplatform.googleapis.com' },
+    },
+  ]);
+  const challenge = missing ? 'Bearer realm="https://accounts.google.com/"' : 'Bearer realm="https://accounts.google.com/", error="invalid_token"';
+  return new ApiError(err.status, err.body, { 'www-authenticate': challenge });
+}
+
+/**
+ * Vertex AI's 429 under Dynamic Shared Quota: shared capacity ran out, so there is no
+ * per-project limit to report. No QuotaFailure, no quotaValue, no RetryInfo.
+ */
+export function sharedQuotaExhausted(): ApiError {
+  const err = googleError(
+    429,
+    'RESOURCE_EXHAUSTED',
+    'Resource exhausted. Please try again later. Please refer to https://cloud.google.com/vertex-ai/generative-ai/docs/error-code-429 for more details.',
+  );
+  return new ApiError(err.status, err.body, {}, 'quota');
+}
+
+const VERTEX_QUOTA_IDS = {
+  rpm: ['aiplatform.googleapis.com/generate_content_requests_per_minute_per_project_per_base_model', 'GenerateContentRequestsPerMinutePerProjectPerBaseModel'],
+  tpm: ['aiplatform.googleapis.com/generate_content_input_tokens_per_minute_per_base_model', 'GenerateContentInputTokensPerMinutePerBaseModel'],
+  rpd: ['aiplatform.googleapis.com/generate_content_requests_per_day_per_project_per_base_model', 'GenerateContentRequestsPerDayPerProjectPerBaseModel'],
+} as const;
+
+/** Vertex AI's 429 for a per-project (non-shared) quota: QuotaFailure names aiplatform metrics and the region. */
+export function vertexQuotaExceeded(input: { model: string; location: string; kind: QuotaKind; limit: number; retryAfterMs: number }): ApiError {
+  const [quotaMetric, quotaId] = VERTEX_QUOTA_IDS[input.kind];
+  const err = googleError(
+    429,
+    'RESOURCE_EXHAUSTED',
+    `Quota exceeded for ${quotaMetric} with base model: ${input.model}. Please submit a quota increase request. https://cloud.google.com/vertex-ai/docs/generative-ai/quotas-genai.`,
+    [
+      {
+        '@type': 'type.googleapis.com/google.rpc.QuotaFailure',
+        violations: [{ quotaMetric, quotaId, quotaDimensions: { region: input.location, base_model: input.model }, quotaValue: String(input.limit) }],
+      },
+      { '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: `${retryDelaySeconds(input.retryAfterMs)}s` },
+    ],
+  );
+  return new ApiError(err.status, err.body, {}, 'quota');
+}
+
+/** A Flex-tier request shed under load: 503 UNAVAILABLE, retry on standard or later. */
+export function flexShed(): ApiError {
+  return googleError(503, 'UNAVAILABLE', 'The flex tier is at capacity and this request was shed. Please retry later or use the standard tier.');
+}

@@ -6,6 +6,7 @@ import { batchEmbedContents, embedContent } from './embeddings.js';
 import { badRequest } from './errors.js';
 import type { ModelInfo, ModelMethod } from './models.js';
 import { countInput, DEFAULT_TOKENIZER, modalityDetails, type CountOptions, type Tokenizer, type TokenCount } from './tokens.js';
+import type { ServiceTier } from './tiers.js';
 import { isRecord, lastUserText, normalizeKeys, parseGenerateRequest, Violations, type GenerateRequest } from './validate.js';
 
 /** What a model route produced, before quota and faults decide whether it is sent. */
@@ -19,6 +20,9 @@ export interface Prepared {
   /** A JSON body, or SSE events when `sse` is set. */
   body?: unknown;
   sse?: unknown[];
+  /** The service tier the request asked for (generate calls only); `tierRequested` is false when it named none. */
+  tier?: ServiceTier;
+  tierRequested?: boolean;
 }
 
 function usageMetadata(input: TokenCount, answer: Answer, candidatesSoFar: number, cached: number | undefined): Record<string, unknown> {

@@ -19,3 +19,18 @@ export { readImageSize, type ImageSize } from './image-size.js';
 export { DEFAULT_DIMENSION, embedText } from './embeddings.js';
 export { answerText } from './answers.js';
 export { readConfig, type CliConfig } from './config.js';
+export {
+  GOOGLE_TOKEN_URL, JWT_BEARER_GRANT, OAuthServer, TOKEN_PATH, publicKeyFingerprint,
+  type OAuthAccountStats, type OAuthRejection, type OAuthStats, type ServiceAccountKey, type TokenCheck,
+} from './oauth.js';
+export {
+  createServiceAccountKeyFile, emulatorGoogleAuthOptions, tokenRedirectFetch,
+  type ServiceAccountFile, type ServiceAccountFileOptions,
+} from './service-account.js';
+export { SharedQuota, type SharedQuotaConfig, type SharedQuotaUsage } from './vertex.js';
+export { DEFAULT_FLEX, SERVICE_TIERS, requestedTier, type FlexConfig, type ServiceTier } from './tiers.js';
+export {
+  BATCH_STATES, BatchStore, DEFAULT_BATCH_CONFIG,
+  type BatchConfig, type BatchCounters, type BatchRequestError, type BatchState, type BatchSummary,
+} from './batches.js';
+export type { TierCounters } from './counters.js';

@@ -89,7 +89,7 @@ export function normalizeKeys(obj: Record<string, unknown>, known: readonly stri
   return out;
 }
 
-const REQUEST_FIELDS = ['contents', 'systemInstruction', 'generationConfig', 'safetySettings', 'cachedContent', 'tools', 'toolConfig', 'model', 'labels'] as const;
+const REQUEST_FIELDS = ['contents', 'systemInstruction', 'generationConfig', 'safetySettings', 'cachedContent', 'tools', 'toolConfig', 'model', 'labels', 'serviceTier'] as const;
 const CONTENT_FIELDS = ['role', 'parts'] as const;
 const PART_FIELDS = [
   'text', 'thought', 'thoughtSignature', 'inlineData', 'fileData', 'functionCall', 'functionResponse',
