@@ -22,10 +22,12 @@ import { JobStore } from './job-store.js';
 import type { LiveEvents } from './live-events.js';
 import { ProducerMetrics } from './metrics.js';
 import type { PromptQueue } from './queue.js';
+import { ScalingReader } from './scaling/read.js';
 import { eventsRouter } from './routes/events.js';
 import { healthRouter } from './routes/health.js';
 import { jobsRouter } from './routes/jobs.js';
 import { metricsRouter } from './routes/metrics.js';
+import { scalingRouter } from './routes/scaling.js';
 import { usageRouter } from './routes/usage.js';
 import type { JobEvents } from './wait.js';
 
@@ -59,6 +61,8 @@ export function createApp(deps: AppDeps): Express {
   app.use(accessLog(logger));
   app.use(healthRouter({ redis }));
   app.use(metricsRouter({ metrics, token: config.metrics.token }));
+  // For KEDA: no tenant key, METRICS_TOKEN like /metrics.
+  app.use(scalingRouter({ redis, queue, reader: new ScalingReader(config, redis, queue), token: config.metrics.token }));
 
   const v1 = Router();
   v1.use(authenticate(ApiKeys.fromConfig(config)));
