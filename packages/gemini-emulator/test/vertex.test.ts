@@ -6,7 +6,7 @@ import { generateKeyPairSync, sign } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ApiError, GoogleGenAI } from '@google/genai';
+import { ApiError, GoogleGenAI, ServiceTier } from '@google/genai';
 import { GoogleAuth } from 'google-auth-library';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -116,9 +116,13 @@ describe('Vertex AI through @google/genai 2.32.0 with a service-account key file
     const count = await ai.models.countTokens({ model: MODEL, contents: 'hello vertex' });
     expect(count.totalTokens).toBe(r.usageMetadata?.promptTokenCount);
 
+    // Vertex says which tier served a call in usageMetadata.trafficType.
+    const flex = await ai.models.generateContent({ model: MODEL, contents: 'hello vertex', config: { serviceTier: ServiceTier.FLEX } });
+    expect(flex.usageMetadata?.trafficType).toBe('ON_DEMAND_FLEX');
+
     const counters = await client.counters();
-    expect(counters.byApi.vertex).toBe(3);
-    expect(counters.byModel[MODEL]?.byMethod).toMatchObject({ 'vertex.generateContent': 1, 'vertex.streamGenerateContent': 1, 'vertex.countTokens': 1 });
+    expect(counters.byApi.vertex).toBe(4);
+    expect(counters.byModel[MODEL]?.byMethod).toMatchObject({ 'vertex.generateContent': 2, 'vertex.streamGenerateContent': 1, 'vertex.countTokens': 1 });
     const stats = await client.oauthStats();
     expect(stats.tokensIssued).toBeGreaterThanOrEqual(1);
     expect(stats.accounts[0]).toMatchObject({ clientEmail: sa.clientEmail, keys: [{ keyId: sa.privateKeyId, revoked: false }] });
