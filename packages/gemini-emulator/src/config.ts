@@ -11,6 +11,8 @@ export interface CliConfig {
   jitterMs: number;
   quotas: Record<string, QuotaLimit>;
   tokenizer: TokenizerConfig;
+  /** Lifetime of access tokens from the OAuth endpoint, s. */
+  tokenTtlSeconds: number;
 }
 
 function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
@@ -64,5 +66,6 @@ export function readConfig(env: NodeJS.ProcessEnv): CliConfig {
     jitterMs: int(env, 'EMULATOR_JITTER_MS', 0, 0, 3_600_000),
     quotas,
     tokenizer,
+    tokenTtlSeconds: int(env, 'EMULATOR_TOKEN_TTL_SECONDS', 3600, 1, 86_400),
   };
 }

@@ -19,6 +19,7 @@ async function main(): Promise<void> {
     jitterMs: config.jitterMs,
     quotas: config.quotas,
     tokenizer: config.tokenizer,
+    tokenTtlSeconds: config.tokenTtlSeconds,
   });
   try {
     await emulator.listen(config.port, config.host);

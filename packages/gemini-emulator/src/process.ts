@@ -20,6 +20,8 @@ export interface StartEmulatorOptions {
   /** Extra latency in [0, jitterMs), passed as EMULATOR_JITTER_MS. */
   jitterMs?: number;
   apiKeys?: string[];
+  /** Lifetime of OAuth access tokens, s (EMULATOR_TOKEN_TTL_SECONDS; default 3600). */
+  tokenTtlSeconds?: number;
   /** How long to wait for the listening line (default 10000 ms). */
   startTimeoutMs?: number;
 }
@@ -52,6 +54,7 @@ export function startEmulatorProcess(opts: StartEmulatorOptions = {}): Promise<E
   if (opts.tokenizer) env.EMULATOR_TOKENIZER = JSON.stringify(opts.tokenizer);
   if (opts.latencyMs !== undefined) env.EMULATOR_LATENCY_MS = String(opts.latencyMs);
   if (opts.jitterMs !== undefined) env.EMULATOR_JITTER_MS = String(opts.jitterMs);
+  if (opts.tokenTtlSeconds !== undefined) env.EMULATOR_TOKEN_TTL_SECONDS = String(opts.tokenTtlSeconds);
   const script = mainScriptPath();
   if (!existsSync(script)) return Promise.reject(new Error(`gemini-emulator: ${script} not found; build the package first`));
 
