@@ -122,11 +122,15 @@ describe('ProviderBreaker', () => {
     await waitFor(() => breaker.state.state === 'half-open', { timeoutMs: 3_000, intervalMs: 10, what: 'half-open' });
     expect(breaker.isOpen()).toBe(false);
 
-    // While the one trial call runs, others are still short-circuited.
-    let finishTrial!: (value: string) => void;
+    // While the one trial call runs (it starts once this process holds the fleet's trial lease),
+    // others are still short-circuited.
+    let finishTrial: ((value: string) => void) | undefined;
     const trial = breaker.fire(() => new Promise<string>((resolve) => (finishTrial = resolve)));
     expect(isBreakerOpenError(await breaker.fire(() => Promise.resolve('second')).catch((e: unknown) => e))).toBe(true);
-    finishTrial('trial');
+    await waitFor(() => finishTrial !== undefined, { what: 'the trial call' });
+    expect(breaker.isOpen()).toBe(true);
+    expect(isBreakerOpenError(await breaker.fire(() => Promise.resolve('third')).catch((e: unknown) => e))).toBe(true);
+    finishTrial!('trial');
     await expect(trial).resolves.toBe('trial');
 
     expect(breaker.state.state).toBe('closed');

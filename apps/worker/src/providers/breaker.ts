@@ -1,9 +1,11 @@
+import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import CircuitBreaker from 'opossum';
 import type { Redis } from 'ioredis';
 import { breakerStatesKey, type Logger } from '@prompt-queue/shared';
 import { countsAgainstLink } from '../pipeline/fate.js';
-import { BreakerOpenError } from './call-signal.js';
+import { BreakerOpenError, isBreakerOpenError, isCallNotSent } from './call-signal.js';
+import { BreakerFeed, FleetLink, type BreakerFeedOptions, type FleetView } from './fleet-breaker.js';
 
 /**
  * A circuit breaker around one provider link (a provider + model, or whatever the caller names a
@@ -15,10 +17,17 @@ import { BreakerOpenError } from './call-signal.js';
  * come from a provider that answered, so opossum's `errorFilter` lets them through as non-failures.
  * Errors that are not ProviderErrors at all count as failures (an adapter should never throw them).
  *
- * State is per process: every worker trips its own breaker from its own calls. Each transition is
- * also published to Redis (`<prefix>:breakers`, a hash with one field per link) for the dashboard
- * and metrics. Several workers write the same field, so the hash shows the latest transition of any
- * worker (last writer wins, `workerId` says whose), not a fleet-wide vote.
+ * State is fleet-wide (fleet-breaker.ts, docs/decisions/breakers.md): opossum keeps this process's
+ * rolling window; each counted failure reports that window to the link's fleet state in Redis, which
+ * opens the link for every worker when this worker's breaker trips or the fleet's windows summed
+ * cross the thresholds. Other workers learn an open or a close by pub/sub (a 1 s re-read is the
+ * safety net) and force their opossum circuit to match. Once `retryAt` passes, one process
+ * fleet-wide wins the trial lease and calls; every other one treats the link as open. The trial's
+ * answer closes or re-opens the link for all. A closed link's successful calls touch no Redis.
+ *
+ * Each local transition is also published to `<prefix>:breakers` (a hash with one field per link)
+ * for the dashboard and metrics; every worker follows the fleet state, so they write the same
+ * state (last writer wins, `workerId` says whose).
  */
 
 export type BreakerState =
@@ -57,6 +66,12 @@ export interface BreakerOptions {
    * @defaultValue false
    */
   timeoutMs?: number | false;
+  /**
+   * How long the half-open trial lease lasts, ms: while one process's trial call runs, no other
+   * process fleet-wide calls the link; a trial that outlives it (or a process that died holding it)
+   * lets the next claimant try. @defaultValue resetTimeoutMs
+   */
+  trialLeaseMs?: number;
 }
 
 export const DEFAULT_BREAKER_OPTIONS: BreakerOptions = {
@@ -85,6 +100,11 @@ export interface ProviderBreakerDeps {
   onTransition?: (state: BreakerState) => void;
   /** Clock for `since`, `retryAt`, `updatedAt` and `isOpen()`; opossum keeps its own timers. */
   now?: () => number;
+  /**
+   * The fleet-wide state (fleet-breaker.ts); `false` keeps the breaker to this process.
+   * @defaultValue on, with the feed shared by every breaker on `redis` and `prefix`
+   */
+  fleet?: false | BreakerFeedOptions;
 }
 
 type Call = () => Promise<unknown>;
@@ -96,6 +116,21 @@ export class ProviderBreaker {
   private readonly now: () => number;
   private readonly workerId: string;
   private current: BreakerState;
+
+  private readonly fleet: FleetLink | undefined;
+  private readonly unlisten: (() => void) | undefined;
+  /** The newest fleet transition applied (FleetView.gen). */
+  private fleetGen = 0;
+  /** Set while the fleet forces the circuit open: the `open` handler takes these times. */
+  private forcedOpen: { since: number; retryAt: number } | undefined;
+  /** This process's own window tripped the circuit: reported with the next failure. */
+  private trippedHere: { openedAt: number; retryAt: number } | undefined;
+  /** A trial claim or call of this process is under way: other calls here short-circuit. */
+  private trialBusy = false;
+  /** Another process holds the trial lease until about then: the link counts as open here. */
+  private trialElsewhereUntil = 0;
+  /** Turns `open` into `half-open` at retryAt. */
+  private halfOpenTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(deps: ProviderBreakerDeps) {
     this.deps = deps;
@@ -110,61 +145,211 @@ export class ProviderBreaker {
       timeout: options.timeoutMs ?? false,
       errorThresholdPercentage: options.errorThresholdPercentage,
       volumeThreshold: options.volumeThreshold,
-      resetTimeout: options.resetTimeoutMs,
+      // The reset timer is ours (halfOpenTimer, at the fleet's retryAt); opossum's never fires.
+      resetTimeout: 2 ** 31 - 1,
       rollingCountTimeout: options.rollingCountTimeoutMs,
       rollingCountBuckets: 10,
       // We read neither latency percentiles nor snapshots: skip their work and their timer.
       rollingPercentilesEnabled: false,
       enableSnapshots: false,
-      // true = "not a failure". In half-open, such an answer also closes the breaker: the provider
-      // answered, so it is up.
+      // true = "not a failure".
       // A call abandoned before it was sent (shutdown, cancel) learned nothing about the provider.
       errorFilter: (error: unknown) => !countsAgainstLink(error),
     });
 
     this.circuit.on('open', () => {
-      const since = this.now();
-      this.transition({ state: 'open', since, retryAt: since + options.resetTimeoutMs });
+      const forced = this.forcedOpen;
+      this.forcedOpen = undefined;
+      const since = forced?.since ?? this.now();
+      const retryAt = forced?.retryAt ?? since + options.resetTimeoutMs;
+      if (!forced) this.trippedHere = { openedAt: since, retryAt };
+      this.transition({ state: 'open', since, retryAt });
     });
-    this.circuit.on('halfOpen', () => this.transition({ state: 'half-open', since: this.now() }));
     this.circuit.on('close', () => this.transition({ state: 'closed', since: this.now() }));
+
+    if (deps.fleet !== false) {
+      this.fleet = new FleetLink(deps.redis, deps.prefix, deps.link, this.workerId);
+      this.unlisten = BreakerFeed.acquire(deps.redis, deps.prefix, deps.logger, deps.fleet ?? {}).listen(this.fleet, (view) => this.applyFleet(view));
+    }
   }
 
   get state(): BreakerState {
     return { ...this.current };
   }
 
-  /** true while calls should skip this link (open and resetTimeout not yet elapsed). */
+  /**
+   * true while calls should skip this link: open and its retryAt not reached, or half-open with
+   * the trial call in flight (here or, holding the fleet's lease, in another process).
+   */
   isOpen(): boolean {
-    return this.current.state === 'open' && this.now() < this.current.retryAt;
+    const now = this.now();
+    if (this.current.state === 'closed') return false;
+    if (this.current.state === 'open' && now < this.current.retryAt) return true;
+    return this.trialBusy || now < this.trialElsewhereUntil;
   }
 
   /**
    * Runs the call through the breaker. Rejects with the call's own error, or, when short-circuited
-   * (open, or half-open with its one trial call still running), with a `BreakerOpenError`: a
-   * `PROVIDER_UNAVAILABLE` ProviderError with disposition `backoff` and `breakerOpen = true`.
+   * (open, or half-open with the fleet's one trial call running elsewhere), with a
+   * `BreakerOpenError`: a `PROVIDER_UNAVAILABLE` ProviderError with disposition `backoff` and
+   * `breakerOpen = true`. Half-open, the process that wins the fleet's trial lease makes the call.
    */
   async fire<T>(call: () => Promise<T>): Promise<T> {
+    if (this.current.state !== 'closed') {
+      const now = this.now();
+      if (this.current.state === 'open' && now < this.current.retryAt) throw this.shortCircuit();
+      if (this.trialBusy || now < this.trialElsewhereUntil) throw this.shortCircuit();
+      return this.trial(call);
+    }
+    return this.callClosed(call);
+  }
+
+  /** Stops opossum's timers and leaves the fleet feed; later `fire` calls reject. Published state is left as it is. */
+  shutdown(): void {
+    this.unlisten?.();
+    clearTimeout(this.halfOpenTimer);
+    this.circuit.shutdown();
+    this.circuit.removeAllListeners();
+  }
+
+  private async callClosed<T>(call: () => Promise<T>): Promise<T> {
     try {
       return (await this.circuit.fire(call)) as T;
     } catch (error) {
-      if ((error as { code?: unknown } | null)?.code === 'EOPENBREAKER') {
-        const retryAfterMs = this.current.state === 'open' ? Math.max(0, this.current.retryAt - this.now()) : undefined;
-        throw new BreakerOpenError(this.link, retryAfterMs, error);
-      }
+      if ((error as { code?: unknown } | null)?.code === 'EOPENBREAKER') throw this.shortCircuit(error);
+      if (countsAgainstLink(error)) this.reportFailure();
       throw error;
     }
   }
 
-  /** Stops opossum's timers; later `fire` calls reject. Published state is left as it is. */
-  shutdown(): void {
-    this.circuit.shutdown();
-    this.circuit.removeAllListeners();
+  /**
+   * Half-open: claim the fleet's trial lease (one per process at a time), make the trial call if
+   * it is ours, and settle the fleet state with its answer.
+   */
+  private async trial<T>(call: () => Promise<T>): Promise<T> {
+    if (!this.fleet) return this.localTrial(call);
+    const token = randomUUID();
+    const leaseMs = this.deps.options.trialLeaseMs ?? this.deps.options.resetTimeoutMs;
+    this.trialBusy = true;
+    try {
+      let claim;
+      try {
+        claim = await this.fleet.claimTrial(this.now(), token, leaseMs);
+      } catch (error) {
+        // Redis is down: this process decides alone, as before fleet-wide breakers.
+        this.warn('cannot claim the fleet trial call', error);
+        return await this.localTrial(call);
+      }
+      if (claim.kind === 'held') {
+        this.trialElsewhereUntil = this.now() + Math.max(1, claim.pttlMs);
+        throw this.shortCircuit();
+      }
+      if (claim.kind === 'state') {
+        this.applyFleet(claim.view, claim.view.state === 'closed');
+        if (claim.view.state === 'closed') return await this.callClosed(call);
+        throw this.shortCircuit();
+      }
+      let outcome: 'closed' | 'open' | 'release';
+      let result: { value: T } | { error: unknown };
+      try {
+        result = { value: await call() };
+        outcome = 'closed';
+      } catch (error) {
+        result = { error };
+        // Any answer says the provider is up (a 4xx, a 429); a call that never went out says nothing.
+        outcome = countsAgainstLink(error) ? 'open' : isCallNotSent(error) || isBreakerOpenError(error) ? 'release' : 'closed';
+      }
+      const now = this.now();
+      const retryAt = now + this.deps.options.resetTimeoutMs;
+      if (outcome === 'open') this.openHere(now, retryAt);
+      else if (outcome === 'closed') this.circuit.close();
+      try {
+        this.applyFleet(await this.fleet.settleTrial(now, token, outcome, retryAt));
+      } catch (error) {
+        this.warn('cannot settle the fleet trial call', error);
+      }
+      if ('error' in result) throw result.error;
+      return result.value;
+    } finally {
+      this.trialBusy = false;
+    }
+  }
+
+  /** The trial as one process decides it: its answer closes or re-opens this process's circuit. */
+  private async localTrial<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      const value = await call();
+      this.circuit.close();
+      return value;
+    } catch (error) {
+      const now = this.now();
+      if (countsAgainstLink(error)) this.openHere(now, now + this.deps.options.resetTimeoutMs);
+      else if (!isCallNotSent(error) && !isBreakerOpenError(error)) this.circuit.close();
+      throw error;
+    }
+  }
+
+  /** Opens (or re-opens: half-open, after a failed trial) the circuit with these times. */
+  private openHere(since: number, retryAt: number): void {
+    if (this.circuit.isShutdown) return;
+    if (this.circuit.opened) {
+      if (this.current.state !== 'open' || this.current.since !== since || this.current.retryAt !== retryAt) this.transition({ state: 'open', since, retryAt });
+      return;
+    }
+    this.forcedOpen = { since, retryAt };
+    this.circuit.open();
+  }
+
+  /**
+   * A fleet transition (a script's answer, a message, a re-read): newer ones win, older ones are
+   * ignored. `force`: a claim found the link closed in Redis, whatever this process last saw (its
+   * own open may never have reached Redis).
+   */
+  private applyFleet(view: FleetView, force = false): void {
+    if (view.gen <= this.fleetGen && !force) return;
+    this.fleetGen = Math.max(this.fleetGen, view.gen);
+    this.trialElsewhereUntil = 0;
+    if (view.state === 'closed') {
+      if (!this.circuit.closed && !this.circuit.isShutdown) this.circuit.close();
+      return;
+    }
+    this.openHere(view.openedAt, view.retryAt);
+  }
+
+  /** Reports this process's window after a counted failure (fire-and-forget: never slows or fails a call). */
+  private reportFailure(): void {
+    if (!this.fleet) return;
+    const tripped = this.trippedHere;
+    this.trippedHere = undefined;
+    if (!tripped && this.current.state !== 'closed') return; // the fleet already knows
+    const { failures, fires } = this.circuit.stats;
+    const { options } = this.deps;
+    this.fleet
+      .failure(this.now(), { failures, calls: fires }, options, tripped, options.resetTimeoutMs)
+      .then((view) => this.applyFleet(view))
+      .catch((error: unknown) => this.warn('cannot report a failure to the fleet breaker', error));
+  }
+
+  private shortCircuit(cause?: unknown): BreakerOpenError {
+    const now = this.now();
+    const retryAfterMs = this.current.state === 'open' && now < this.current.retryAt ? this.current.retryAt - now : undefined;
+    return new BreakerOpenError(this.link, retryAfterMs, cause);
+  }
+
+  private warn(message: string, error: unknown): void {
+    this.deps.logger.warn(message, { link: this.link, error: String(error) });
   }
 
   private transition(next: BreakerState): void {
     const from = this.current.state;
     this.current = next;
+    clearTimeout(this.halfOpenTimer);
+    if (next.state === 'open') {
+      this.halfOpenTimer = setTimeout(() => {
+        if (this.current === next) this.transition({ state: 'half-open', since: this.now() });
+      }, Math.max(0, next.retryAt - this.now()));
+      this.halfOpenTimer.unref?.();
+    }
     const meta = { link: this.link, from, to: next.state };
     if (next.state === 'open') this.deps.logger.warn('provider breaker opened', { ...meta, retryAt: new Date(next.retryAt).toISOString() });
     else this.deps.logger.info(`provider breaker ${next.state === 'closed' ? 'closed' : 'half-open'}`, meta);

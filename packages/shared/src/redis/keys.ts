@@ -98,6 +98,21 @@ export function breakerStatesKey(prefix: string): string {
 }
 
 /**
+ * One link's fleet-wide circuit breaker (apps/worker/src/providers/fleet-breaker.ts), tagged by the
+ * link id so that one script touches all its parts in one slot: `state` (hash: `state`, `gen`,
+ * `openedAt`, `retryAt`, `updatedAt`, `workerId`), `votes` (hash: worker id → its rolling window
+ * `failures:calls:at`), `trial` (the half-open trial lease, SET NX PX).
+ */
+export function breakerFleetKey(prefix: string, link: string, part: 'state' | 'votes' | 'trial'): string {
+  return `${breakerStatesKey(prefix)}:{${link}}:${part}`;
+}
+
+/** Pub/sub channel of fleet-wide breaker transitions, every link (a message is JSON with its `link`). */
+export function breakerChannel(prefix: string): string {
+  return `${breakerStatesKey(prefix)}:events`;
+}
+
+/**
  * Recent output + thinking token counts of one model's calls whose output bound falls in one
  * power-of-two class (a list, newest first): the budget's output estimate (estimate/output-estimate.ts).
  */
