@@ -49,7 +49,8 @@ const SWEEP_LUA = `
 /**
  * Reserves estimated costs for a batch, all or nothing per request.
  *
- * KEYS: 4 per tenant group g (1-based), at 4(g-1)+1…4(g-1)+4:
+ * KEYS: 4 per tenant group g (1-based), at 4(g-1)+1…4(g-1)+4 (BudgetGuard passes one tenant per
+ *   call, whose keys share one Redis Cluster slot; several groups work on a single Redis):
  *   reserved (string: nano-USD held by open reservations), reservations (zset: member `<id>:<nano>`,
  *   score = expiry epoch ms), day spent (string), month spent (string).
  * ARGV[1] now (epoch ms), ARGV[2] expiry of new reservations (epoch ms), ARGV[3] TTL of the
@@ -112,7 +113,8 @@ return out
  * was swept (SWEEP_LUA): then only the part of the actual cost above that amount is added, so a
  * slow holder is never charged twice.
  *
- * KEYS: 4 per item i (1-based), at 4(i-1)+1…: reserved, reservations, day spent, month spent.
+ * KEYS: 4 per item i (1-based), at 4(i-1)+1…: reserved, reservations, day spent, month spent
+ *   (all items of one tenant per call, for Redis Cluster).
  * ARGV[1] day-spent TTL (s), ARGV[2] month-spent TTL (s); then 3 per item: member, reserved
  *   amount (nano), actual cost (nano; 0 for a release).
  * Returns the number of reservations that were still open.

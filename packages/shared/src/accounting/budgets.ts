@@ -124,7 +124,8 @@ interface Limits {
  * provider, which bills it) and freed, by the next reserve or `remaining` read. If its worker was
  * only slow and settles later, only the actual cost above that amount is added.
  *
- * Keys of several tenants are touched by one script: on Redis Cluster the prefix needs a hash tag.
+ * Each script call covers one tenant, whose keys share its hash tag (`{<tenant>}`): a batch of
+ * several tenants makes one call per tenant, sent together, so it works on Redis Cluster.
  * Times come from the caller's clock (`now`): fine for day boundaries and minute-long TTLs.
  */
 export class BudgetGuard {
@@ -162,20 +163,20 @@ export class BudgetGuard {
   }
 
   /**
-   * Reserves each request's estimated cost (nano-USD), in order, in one script call for the whole
-   * batch. Tenants without a budget are granted without touching Redis. Never throws for one
-   * request's amount: it is saturated to an integer in [0, 2^53) (a non-number counts as the
-   * maximum, so a budgeted tenant is refused and an unbudgeted one is unaffected).
+   * Reserves each request's estimated cost (nano-USD), in order: one script call per tenant of the
+   * batch (a tenant's keys share its hash tag, so each call stays in one Redis Cluster slot), all
+   * sent at once: one round trip. Tenants without a budget are granted without touching Redis.
+   * Never throws for one request's amount: it is saturated to an integer in [0, 2^53) (a
+   * non-number counts as the maximum, so a budgeted tenant is refused and an unbudgeted one is
+   * unaffected).
    */
   async reserve(requests: { tenant: string; amountNanoUsd: number }[], now: Date = new Date()): Promise<BudgetDecision[]> {
     const day = utcDay(now);
     const month = utcMonth(now);
     const expiresAtMs = now.getTime() + this.reservationTtlMs;
     const decisions: BudgetDecision[] = new Array<BudgetDecision>(requests.length);
-    const groups = new Map<string, number>();
-    const keys: string[] = [];
-    const args: (string | number)[] = [now.getTime(), expiresAtMs, this.keyTtlMs(), this.daySpentTtlSeconds, this.monthSpentTtlSeconds];
-    const pending: { index: number; reservation: BudgetReservation; limits: Limits }[] = [];
+    const common: (string | number)[] = [now.getTime(), expiresAtMs, this.keyTtlMs(), this.daySpentTtlSeconds, this.monthSpentTtlSeconds];
+    const byTenant = new Map<string, { args: (string | number)[]; pending: { index: number; reservation: BudgetReservation; limits: Limits }[] }>();
 
     requests.forEach(({ tenant, amountNanoUsd: asked }, index) => {
       const amountNanoUsd = saturatedNanoUsd(asked, Number.MAX_SAFE_INTEGER);
@@ -193,23 +194,23 @@ export class BudgetGuard {
         decisions[index] = { ok: true, reservation };
         return;
       }
-      let group = groups.get(tenant);
-      if (group === undefined) {
-        group = groups.size + 1;
-        groups.set(tenant, group);
-        keys.push(...this.tenantKeys(tenant, day, month));
-      }
-      args.push(group, amountNanoUsd, limits.dailyNanoUsd ?? -1, limits.monthlyNanoUsd ?? -1, member(reservation));
-      pending.push({ index, reservation, limits });
+      let group = byTenant.get(tenant);
+      if (!group) byTenant.set(tenant, (group = { args: [...common], pending: [] }));
+      // Group 1: each call carries one tenant's keys.
+      group.args.push(1, amountNanoUsd, limits.dailyNanoUsd ?? -1, limits.monthlyNanoUsd ?? -1, member(reservation));
+      group.pending.push({ index, reservation, limits });
     });
-    if (pending.length === 0) return decisions;
+    if (byTenant.size === 0) return decisions;
 
-    const out = (await runScript(this.redis, RESERVE_SCRIPT, keys, args)) as number[];
-    pending.forEach(({ index, reservation, limits }, i) => {
-      const [code, spentNanoUsd, reservedNanoUsd] = [Number(out[3 * i]), Number(out[3 * i + 1]), Number(out[3 * i + 2])];
+    const calls = [...byTenant].map(async ([tenant, { args, pending }]) => {
+      const out = (await runScript(this.redis, RESERVE_SCRIPT, this.tenantKeys(tenant, day, month), args)) as number[];
+      return pending.map((item, i) => ({ ...item, out: [Number(out[3 * i]), Number(out[3 * i + 1]), Number(out[3 * i + 2])] as const }));
+    });
+    for (const { index, reservation, limits, out } of (await Promise.all(calls)).flat()) {
+      const [code, spentNanoUsd, reservedNanoUsd] = out;
       if (code === 0) {
         decisions[index] = { ok: true, reservation };
-        return;
+        continue;
       }
       const scope: BudgetScope = code === 2 || code === 4 ? 'monthly' : 'daily';
       const limitNanoUsd = (scope === 'daily' ? limits.dailyNanoUsd : limits.monthlyNanoUsd)!;
@@ -224,24 +225,26 @@ export class BudgetGuard {
         wantNanoUsd: reservation.amountNanoUsd,
         exceedsLimit: reservation.amountNanoUsd > limitNanoUsd,
       };
-    });
+    }
     return decisions;
   }
 
   /**
    * Replaces reservations with their actual costs (integer nano-USD; 0 for a response-cache hit or
-   * a call that was never made), charged to the reservation's day and month. One round trip.
+   * a call that was never made), charged to the reservation's day and month. One script call per
+   * tenant, sent at once: one round trip.
    */
   async settle(items: { reservation: BudgetReservation; actualNanoUsd: number }[]): Promise<void> {
-    const keys: string[] = [];
-    const args: (string | number)[] = [this.daySpentTtlSeconds, this.monthSpentTtlSeconds];
+    const byTenant = new Map<string, { keys: string[]; args: (string | number)[] }>();
     for (const { reservation, actualNanoUsd } of items) {
       if (!reservation.tracked) continue;
-      keys.push(...this.tenantKeys(reservation.tenant, reservation.day, reservation.month));
+      let call = byTenant.get(reservation.tenant);
+      if (!call) byTenant.set(reservation.tenant, (call = { keys: [], args: [this.daySpentTtlSeconds, this.monthSpentTtlSeconds] }));
+      call.keys.push(...this.tenantKeys(reservation.tenant, reservation.day, reservation.month));
       // Saturated, never thrown: one odd figure must not lose the whole batch's settle.
-      args.push(member(reservation), reservation.amountNanoUsd, saturatedNanoUsd(actualNanoUsd, 0));
+      call.args.push(member(reservation), reservation.amountNanoUsd, saturatedNanoUsd(actualNanoUsd, 0));
     }
-    if (keys.length > 0) await runScript(this.redis, SETTLE_SCRIPT, keys, args);
+    await Promise.all([...byTenant.values()].map(({ keys, args }) => runScript(this.redis, SETTLE_SCRIPT, keys, args)));
   }
 
   /**
@@ -249,15 +252,16 @@ export class BudgetGuard {
    * holder is alive. One round trip. Returns how many were still open (a swept one stays charged).
    */
   async renew(reservations: BudgetReservation[], now: Date = new Date()): Promise<number> {
-    const keys: string[] = [];
-    const args: (string | number)[] = [now.getTime() + this.reservationTtlMs, this.keyTtlMs()];
+    const byTenant = new Map<string, { keys: string[]; args: (string | number)[] }>();
     for (const reservation of reservations) {
       if (!reservation.tracked) continue;
-      keys.push(budgetReservedKey(this.prefix, reservation.tenant), budgetReservationsKey(this.prefix, reservation.tenant));
-      args.push(member(reservation));
+      let call = byTenant.get(reservation.tenant);
+      if (!call) byTenant.set(reservation.tenant, (call = { keys: [], args: [now.getTime() + this.reservationTtlMs, this.keyTtlMs()] }));
+      call.keys.push(budgetReservedKey(this.prefix, reservation.tenant), budgetReservationsKey(this.prefix, reservation.tenant));
+      call.args.push(member(reservation));
     }
-    if (keys.length === 0) return 0;
-    return Number(await runScript(this.redis, RENEW_SCRIPT, keys, args));
+    const renewed = await Promise.all([...byTenant.values()].map(({ keys, args }) => runScript(this.redis, RENEW_SCRIPT, keys, args)));
+    return renewed.reduce<number>((sum, count) => sum + Number(count), 0);
   }
 
   /** Frees reservations whose requests were not sent (or whose cost is unknown and deemed 0). */

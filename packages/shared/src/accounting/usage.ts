@@ -7,6 +7,7 @@ import {
   usageMonthKey,
 } from '../redis/keys.js';
 import { lastUtcDays, lastUtcHours, utcDay, utcHour, utcMonth } from './periods.js';
+import { slotPipeline } from '../redis/cluster.js';
 
 /**
  * Per-tenant usage aggregates in Redis, written by the worker once per batch and read by the
@@ -134,10 +135,13 @@ export class UsageLedger {
   }
 
   /**
-   * Adds one batch of entries in a single MULTI (one round trip, all or nothing). Entries of the
-   * same tenant and model are summed in memory first, so a batch of 50 jobs of one tenant costs
-   * ~20 HINCRBYs, not 1,000. Not idempotent: call it once per settled batch. Throws (before
-   * writing anything) on a count that is not a non-negative integer.
+   * Adds one batch of entries in one round trip. Entries of the same tenant and model are summed
+   * in memory first, so a batch of 50 jobs of one tenant costs ~20 HINCRBYs, not 1,000. On a single
+   * Redis one MULTI writes everything, all or nothing; on a Cluster there is one MULTI per slot
+   * touched, sent at once: a tenant's day and month hashes (tagged `{<tenant>}`) are written all or
+   * nothing together, the fleet-wide hour hash and index sets in their own. Not idempotent: call it
+   * once per settled batch. Throws (before writing anything) on a count that is not a non-negative
+   * integer.
    */
   async record(entries: UsageEntry[], now: Date = new Date()): Promise<void> {
     if (entries.length === 0) return;
@@ -155,7 +159,7 @@ export class UsageLedger {
     const day = utcDay(now);
     const month = utcMonth(now);
     const hourKey = usageHourKey(this.prefix, utcHour(now));
-    const tx = this.redis.multi();
+    const tx = slotPipeline(this.redis, { transaction: true });
     const dayKeys = new Set<string>();
     const monthKeys = new Set<string>();
     for (const { tenant, model, counters } of groups.values()) {
@@ -192,8 +196,7 @@ export class UsageLedger {
   async tenantUsage(tenant: string, now: Date = new Date()): Promise<TenantUsage> {
     const day = utcDay(now);
     const monthKey = utcMonth(now);
-    const results = await this.redis
-      .pipeline()
+    const results = await slotPipeline(this.redis)
       .hgetall(usageDayKey(this.prefix, day, tenant))
       .hgetall(usageMonthKey(this.prefix, monthKey, tenant))
       .exec();
@@ -212,7 +215,7 @@ export class UsageLedger {
     const monthKey = utcMonth(now);
     const hours = lastUtcHours(now, HOURS_IN_OVERVIEW);
 
-    const first = this.redis.pipeline();
+    const first = slotPipeline(this.redis);
     for (const day of days) first.smembers(usageIndexKey(this.prefix, 'day', day, 'tenants'));
     first.smembers(usageIndexKey(this.prefix, 'month', monthKey, 'tenants'));
     for (const { hour } of hours) first.hgetall(usageHourKey(this.prefix, hour));
@@ -221,7 +224,7 @@ export class UsageLedger {
     const monthTenants = firstResults[days.length] as string[];
     const hourHashes = firstResults.slice(days.length + 1) as Record<string, string>[];
 
-    const second = this.redis.pipeline();
+    const second = slotPipeline(this.redis);
     days.forEach((day, i) => dayTenants[i]!.forEach((tenant) => second.hgetall(usageDayKey(this.prefix, day, tenant))));
     for (const tenant of monthTenants) second.hgetall(usageMonthKey(this.prefix, monthKey, tenant));
     const total = dayTenants.reduce((sum, list) => sum + list.length, 0) + monthTenants.length;

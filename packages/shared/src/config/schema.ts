@@ -26,6 +26,17 @@ const apiKeyEntry = z.strictObject({
   key: z.string().min(1),
 });
 
+/**
+ * `redis.url` pointed at Cluster seed nodes: its scheme and credentials, the nodes' addresses.
+ * loadConfig applies it, so every connection reads `redis.url` alone.
+ */
+export function clusterUrl(url: string, nodes: readonly string[]): string {
+  const match = /^(rediss?)(?:\+cluster)?:\/\/(?:([^@/]*)@)?/.exec(url);
+  const scheme = match?.[1] ?? 'redis';
+  const auth = match?.[2] !== undefined ? `${match[2]}@` : '';
+  return `${scheme}+cluster://${auth}${nodes.join(',')}`;
+}
+
 /** The spellings of a boolean the environment may use. */
 export const BOOLEAN_FLAG_VALUES = ['true', 'false', '1', '0', 'yes', 'no'] as const;
 
@@ -141,9 +152,43 @@ export const configSchema = z.strictObject({
   logLevel: z.enum(['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly']).default('info'),
   redis: z
     .strictObject({
-      url: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://').default('redis://127.0.0.1:6379'),
-      /** Prefix of every Redis key we write, BullMQ's included. */
-      prefix: z.string().regex(/^[A-Za-z0-9_{}-]+$/).default('pq'),
+      /**
+       * One Redis (`redis://`, `rediss://` for TLS), or a Redis Cluster by its seed nodes
+       * (`redis+cluster://host:port,host:port`, `rediss+cluster://…`; credentials as in a URL).
+       */
+      url: z
+        .string()
+        .regex(/^rediss?(\+cluster)?:\/\//, 'must start with redis://, rediss://, redis+cluster:// or rediss+cluster://')
+        .default('redis://127.0.0.1:6379'),
+      /**
+       * Seed nodes of a Redis Cluster (`host:port`, comma-separated in REDIS_CLUSTER_NODES): when
+       * set, the connection is a Cluster over these, with the credentials and TLS of `url`.
+       * @defaultValue none (the `url` decides)
+       */
+      clusterNodes: z.array(z.string().regex(/^[^\s,/]+:\d+$/, 'host:port')).default([]),
+      /**
+       * Prefix of every Redis key we write, BullMQ's included: BullMQ's keys under `{<prefix>}` (one
+       * slot on a Cluster, as BullMQ needs), ours under `<prefix>:` tagged per tenant and scope
+       * (docs/decisions/redis-cluster.md). `pq` and `{pq}` mean the same; read as `{pq}`.
+       */
+      prefix: z
+        .string()
+        .regex(
+          /^\{?[A-Za-z0-9_-]+\}?$/,
+          'letters, digits, _ and - (optionally in one {…}): a hash tag anywhere else would put keys of different tenants and scopes in one Redis Cluster slot, or split BullMQ\'s',
+        )
+        .refine((prefix) => prefix.startsWith('{') === prefix.endsWith('}'), 'an unbalanced { or }')
+        .transform((prefix) => `{${prefix.replace(/^\{|\}$/g, '')}}`)
+        .default('{pq}'),
+      /**
+       * Replicas that must confirm the producer's writes before it answers 202 (Redis `WAIT`), so
+       * an accepted job survives a failover to a replica; 0 = answer at once (asynchronous
+       * replication: a master that dies right after may take the last jobs with it).
+       * @defaultValue 0
+       */
+      waitReplicas: nonNegativeInt.default(0),
+      /** How long the producer waits for those replicas, ms; fewer in time answers 503. @defaultValue 1000 */
+      waitTimeoutMs: positiveInt.default(1_000),
     })
     .prefault({}),
   gemini: z

@@ -6,6 +6,7 @@ import {
   type Calibration, type CalibrationStats,
 } from './calibration.js';
 import type { PromptFeatures } from './features.js';
+import { slotPipeline } from '../redis/cluster.js';
 
 /** The hash fields of one scope's statistics, in the order the script reads and returns them. */
 const FIELDS = [
@@ -161,7 +162,7 @@ export class TokenEstimator {
       byScope.set(id, args);
     }
     if (byScope.size === 0) return;
-    const pipeline = this.redis.pipeline() as ReturnType<Redis['pipeline']> & { pqCalibrationRecord(key: string, ...args: (string | number)[]): unknown };
+    const pipeline = slotPipeline(this.redis) as ReturnType<Redis['pipeline']> & { pqCalibrationRecord(key: string, ...args: (string | number)[]): unknown };
     const ids = [...byScope.keys()];
     for (const id of ids) pipeline.pqCalibrationRecord(id, this.decay, this.ttlMs, ...byScope.get(id)!);
     const results = (await pipeline.exec()) ?? [];

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { outputSamplesKey } from '../redis/keys.js';
+import { slotPipeline } from '../redis/cluster.js';
 
 /**
  * The fleet's estimate of a call's output + thinking tokens, per model, for budget reservations.
@@ -115,7 +116,7 @@ export class OutputTokenEstimator {
       byId.set(id, [...(byId.get(id) ?? []), Math.round(tokens)]);
     }
     if (byId.size === 0) return;
-    const pipeline = this.redis.pipeline();
+    const pipeline = slotPipeline(this.redis);
     const ids = [...byId.keys()];
     for (const id of ids) {
       pipeline.lpush(id, ...byId.get(id)!);

@@ -1,6 +1,7 @@
 import type { ChainableCommander, Redis } from 'ioredis';
 import { jobEventsKey } from '../redis/keys.js';
 import type { JobView } from '../queue/job-view.js';
+import { isCluster, keySlot } from '../redis/cluster.js';
 
 /**
  * Live job events: what happened to a tenant's jobs, in order, for `GET /v1/jobs/:id/events` and
@@ -71,10 +72,20 @@ export async function lastJobEventId(redis: Redis, prefix: string, tenant: strin
 }
 
 /**
+ * How often a Cluster reader looks again when its tenants' streams are in several slots, ms (one
+ * blocking XREAD cannot wait on several slots, and blocking reads on one connection would queue).
+ */
+export const CLUSTER_EVENTS_POLL_MS = 200;
+
+/**
  * One XREAD over several tenants' streams, each after its own id (exclusive), at most `count`
  * events per tenant; with `blockMs`, waits up to that long for the first new event. Tenants with
- * nothing new are absent from the answer. On Redis Cluster every stream must share a slot (a
- * hash-tagged prefix).
+ * nothing new are absent from the answer.
+ *
+ * Redis Cluster: each tenant's stream is in its tenant's slot, and one XREAD may only name streams
+ * of one slot. Streams of one slot: the same blocking XREAD. Several: one non-blocking XREAD per
+ * slot, all at once; with `blockMs` and nothing new, the call waits {@link CLUSTER_EVENTS_POLL_MS}
+ * (at most `blockMs`) before answering, so the caller's loop polls instead of blocking.
  */
 export async function readJobEventsOfTenants(
   redis: Redis,
@@ -85,15 +96,27 @@ export async function readJobEventsOfTenants(
   const read = new Map<string, StoredJobEvent[]>();
   if (after.size === 0) return read;
   const tenants = [...after.keys()];
-  const keys = tenants.map((tenant) => jobEventsKey(prefix, tenant));
-  const ids = tenants.map((tenant) => after.get(tenant)!);
-  const reply =
-    options.blockMs === undefined
-      ? await redis.xread('COUNT', options.count, 'STREAMS', ...keys, ...ids)
-      : await redis.xread('COUNT', options.count, 'BLOCK', options.blockMs, 'STREAMS', ...keys, ...ids);
-  for (const [key, entries] of reply ?? []) {
-    const tenant = tenants[keys.indexOf(key)];
-    if (tenant !== undefined) read.set(tenant, parseEntries(entries, tenant));
+  const bySlot = new Map<number, string[]>();
+  for (const tenant of tenants) {
+    const slot = isCluster(redis) ? keySlot(jobEventsKey(prefix, tenant)) : 0;
+    bySlot.set(slot, [...(bySlot.get(slot) ?? []), tenant]);
+  }
+  const block = bySlot.size === 1 ? options.blockMs : undefined;
+  const readSlot = async (group: string[]): Promise<void> => {
+    const keys = group.map((tenant) => jobEventsKey(prefix, tenant));
+    const ids = group.map((tenant) => after.get(tenant)!);
+    const reply =
+      block === undefined
+        ? await redis.xread('COUNT', options.count, 'STREAMS', ...keys, ...ids)
+        : await redis.xread('COUNT', options.count, 'BLOCK', block, 'STREAMS', ...keys, ...ids);
+    for (const [key, entries] of reply ?? []) {
+      const tenant = group[keys.indexOf(key)];
+      if (tenant !== undefined) read.set(tenant, parseEntries(entries, tenant));
+    }
+  };
+  await Promise.all([...bySlot.values()].map(readSlot));
+  if (read.size === 0 && block === undefined && options.blockMs !== undefined) {
+    await new Promise((resolve) => setTimeout(resolve, Math.min(options.blockMs!, CLUSTER_EVENTS_POLL_MS)));
   }
   return read;
 }

@@ -7,6 +7,7 @@ import type { Logger } from '../logging/logger.js';
 import { appendBacklogDone } from '../queue/fairness.js';
 import type { JobView } from '../queue/job-view.js';
 import type { PriorityLevel, PromptJobData, PromptJobResult } from '../queue/payloads.js';
+import { slotPipeline } from '../redis/cluster.js';
 
 /**
  * THE place where a job's end is recorded. Every way a job ends comes through `JobEndRecorder.record`:
@@ -77,7 +78,7 @@ export class JobEndRecorder {
    * `append` adds to the pipeline, `alongside` are awaited with it, so the step stays one round trip.
    */
   async record(ends: readonly JobEnd[], step: { append?: (pipeline: ChainableCommander) => void; alongside?: readonly Promise<unknown>[] } = {}): Promise<void> {
-    const pipeline = this.redis.pipeline();
+    const pipeline = slotPipeline(this.redis);
     const pending: Promise<unknown>[] = [...(step.alongside ?? [])];
     step.append?.(pipeline);
     if (ends.length > 0) {

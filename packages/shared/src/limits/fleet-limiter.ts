@@ -19,6 +19,7 @@ import type {
   ReserveResult,
   SettleItem,
 } from './types.js';
+import { slotPipeline } from '../redis/cluster.js';
 
 type Arg = string | number;
 type Run<R> = (...args: Arg[]) => R;
@@ -244,7 +245,7 @@ export class FleetLimiter {
     add: (pipeline: LimiterPipeline, key: LimitKey, args: Arg[]) => void,
   ): Promise<void> {
     if (groups.size === 0) return;
-    const pipeline = this.redis.pipeline() as LimiterPipeline;
+    const pipeline = slotPipeline(this.redis) as LimiterPipeline;
     for (const { key, args } of groups.values()) add(pipeline, key, args);
     const results = await pipeline.exec();
     for (const [error] of results ?? []) if (error) throw error;

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { PromptQueueError } from '../errors.js';
 import { blobKey } from '../redis/keys.js';
+import { slotPipeline, getManyBuffers } from '../redis/cluster.js';
 
 export interface StoredBlob {
   mimeType: string;
@@ -25,7 +26,7 @@ export async function putBlobs(
 ): Promise<StoredBlob[]> {
   if (blobs.length === 0) return [];
   const refs = blobs.map((blob) => ({ mimeType: blob.mimeType, sha256: sha256Hex(blob.data), bytes: blob.data.length }));
-  const pipeline = redis.pipeline();
+  const pipeline = slotPipeline(redis);
   blobs.forEach((blob, i) => pipeline.set(blobKey(prefix, refs[i]!.sha256), blob.data, 'EX', ttlSeconds));
   const results = await pipeline.exec();
   for (const [error] of results ?? []) if (error) throw error;
@@ -35,7 +36,7 @@ export async function putBlobs(
 /** Reads blobs back as base64, in order; a missing one (expired) is a non-retryable failure. */
 export async function getBlobsBase64(redis: Redis, prefix: string, shas: string[]): Promise<string[]> {
   if (shas.length === 0) return [];
-  const values = await redis.mgetBuffer(...shas.map((sha) => blobKey(prefix, sha)));
+  const values = await getManyBuffers(redis, shas.map((sha) => blobKey(prefix, sha)));
   return values.map((value, i) => {
     if (!value) throw new PromptQueueError('IMAGE_EXPIRED', `Image ${shas[i]!.slice(0, 12)} is no longer stored`);
     return value.toString('base64');

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { ChainableCommander, Redis } from 'ioredis';
 import { fairBacklogKey } from '../redis/keys.js';
 import type { PriorityLevel } from './payloads.js';
+import { slotPipeline } from '../redis/cluster.js';
 
 /**
  * Fairness between tenants with plain BullMQ priorities (BullMQ's groups are a paid feature).
@@ -181,7 +182,7 @@ export function appendBacklogDone(
 /** `appendBacklogDone` in a pipeline of its own (the producer's cancel). One round trip. */
 export async function releaseBacklog(redis: Redis, prefix: string, items: readonly BacklogItem[], options: { backlogTtlMs?: number } = {}): Promise<void> {
   if (items.length === 0) return;
-  const results = await appendBacklogDone(redis.pipeline(), prefix, items, options).exec();
+  const results = await appendBacklogDone(slotPipeline(redis), prefix, items, options).exec();
   for (const [error] of results ?? []) if (error) throw error;
 }
 

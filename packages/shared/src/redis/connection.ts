@@ -1,4 +1,4 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 
 /**
  * - `worker`: blocking commands (BullMQ Worker, QueueEvents) need `maxRetriesPerRequest: null`, and
@@ -14,6 +14,16 @@ export type RedisRole = 'worker' | 'producer' | 'reader';
 /** How long a read that answers a person (dashboard, the worker's /status and /metrics) waits for Redis, ms. */
 export const READ_TIMEOUT_MS = 1_500;
 
+/**
+ * A connection for `role`. `url` is one Redis (`redis://`, `rediss://`) or a Redis Cluster by its
+ * seed nodes (`redis+cluster://[user:pass@]host:port,host:port`, `rediss+cluster://` for TLS;
+ * `redis.clusterNodes` is turned into such a URL by the config): then an ioredis `Cluster`.
+ *
+ * The Cluster is returned typed as `Redis`: it has the same command surface for everything we use
+ * (commands, pipelines, MULTI, `defineCommand`, events, `status`, `quit`), and BullMQ takes either.
+ * Code that must know (multi-key commands, pipelines over several slots, XREAD over several
+ * streams) asks {@link isCluster} and goes through redis/cluster.ts.
+ */
 export function createRedis(url: string, role: RedisRole, connectionName?: string): Redis {
   const common: RedisOptions = {
     connectionName,
@@ -27,7 +37,49 @@ export function createRedis(url: string, role: RedisRole, connectionName?: strin
       : role === 'producer'
         ? { ...common, ...failFast }
         : { ...common, ...failFast, commandTimeout: READ_TIMEOUT_MS };
-  return new Redis(url, options);
+  const cluster = parseClusterUrl(url);
+  if (!cluster) return new Redis(url, options);
+  // BullMQ reads `maxRetriesPerRequest: null` (required for its workers) from the node options.
+  const { enableOfflineQueue, ...nodeOptions } = options;
+  const clusterOptions: ClusterOptions = {
+    redisOptions: {
+      ...nodeOptions,
+      ...(cluster.username !== undefined ? { username: cluster.username } : {}),
+      ...(cluster.password !== undefined ? { password: cluster.password } : {}),
+      ...(cluster.tls ? { tls: {} } : {}),
+    },
+    // Through a failover a command is redirected (MOVED), or waits for the new master's slots.
+    clusterRetryStrategy: (times) => Math.min(times * 100, 2_000),
+    retryDelayOnFailover: 200,
+    retryDelayOnClusterDown: 200,
+    retryDelayOnTryAgain: 200,
+    slotsRefreshTimeout: 2_000,
+    // The offline queue holds commands until the slots are known: a `producer` still fails fast
+    // afterwards, because each node connection keeps `maxRetriesPerRequest: 1`.
+    enableOfflineQueue: role === 'worker' ? true : enableOfflineQueue !== false,
+    enableReadyCheck: true,
+  };
+  return new Cluster(cluster.nodes, clusterOptions) as unknown as Redis;
+}
+
+/** The seed nodes and credentials of a `redis+cluster://` / `rediss+cluster://` URL; undefined for any other URL. */
+export function parseClusterUrl(url: string): { nodes: { host: string; port: number }[]; username?: string; password?: string; tls: boolean } | undefined {
+  const match = /^(rediss?)\+cluster:\/\/(?:([^@/]*)@)?([^/?#]+)/.exec(url);
+  if (!match) return undefined;
+  const [, scheme, auth, hosts] = match;
+  const nodes = hosts!.split(',').filter(Boolean).map((node) => {
+    const colon = node.lastIndexOf(':');
+    return colon > 0 ? { host: node.slice(0, colon), port: Number(node.slice(colon + 1)) } : { host: node, port: 6379 };
+  });
+  const out: { nodes: { host: string; port: number }[]; username?: string; password?: string; tls: boolean } = { nodes, tls: scheme === 'rediss' };
+  if (auth !== undefined) {
+    const colon = auth.indexOf(':');
+    const user = decodeURIComponent(colon >= 0 ? auth.slice(0, colon) : '');
+    const password = decodeURIComponent(colon >= 0 ? auth.slice(colon + 1) : auth);
+    if (user) out.username = user;
+    if (password) out.password = password;
+  }
+  return out;
 }
 
 /** The error of a read that {@link within} gave up on. */
@@ -82,6 +134,12 @@ const CONNECTION_MESSAGES = [
   'Command timed out', // commandTimeout (`reader`)
   'Redis is loading the dataset',
   'LOADING',
+  // Redis Cluster: no node reachable, slots not (yet) served, a failover in progress.
+  'CLUSTERDOWN',
+  "Cluster isn't ready",
+  'None of startup nodes is available',
+  'Failed to refresh slots cache',
+  'TRYAGAIN',
 ];
 
 /**

@@ -1,4 +1,5 @@
 export { startTestRedis, freePort, type TestRedis } from './redis-server.js';
+export { startTestRedisCluster, type TestRedisCluster, type TestClusterNode, type TestRedisClusterOptions } from './redis-cluster.js';
 export { startServiceProcess, type ServiceProcess } from './process.js';
 
 let counter = 0;

@@ -39,6 +39,12 @@ export async function freePort(): Promise<number> {
  * by key prefix). `appendOnly` turns on AOF (everysec) for restart tests.
  */
 export async function startTestRedis(options: { appendOnly?: boolean } = {}): Promise<TestRedis> {
+  // The whole-stack suite's Cluster run (`npm run test:cluster -w tests`): same tests, a private
+  // 3-master Redis Cluster (no restart or pause: the tests that need those stay single-node).
+  if (process.env.PQ_TEST_REDIS === 'cluster') {
+    const { startTestRedisCluster } = await import('./redis-cluster.js');
+    return startTestRedisCluster({ appendOnly: options.appendOnly ?? false });
+  }
   if (process.env.TEST_REDIS_URL) {
     const url = process.env.TEST_REDIS_URL;
     return { url, port: Number(new URL(url).port || 6379), stop: async () => {} };

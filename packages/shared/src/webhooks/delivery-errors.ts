@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { ErrorCode } from '../errors.js';
 import { webhookErrorTenantsKey, webhookErrorsKey } from '../redis/keys.js';
+import { slotPipeline } from '../redis/cluster.js';
 
 /**
  * The last delivery errors of each tenant, for the dashboard: a capped list per tenant (newest
@@ -27,8 +28,8 @@ const ERRORS_TTL_SECONDS = 7 * 86_400;
 
 export async function recordWebhookDeliveryError(redis: Redis, prefix: string, tenant: string, entry: WebhookDeliveryError, keep: number): Promise<void> {
   const key = webhookErrorsKey(prefix, tenant);
-  await redis
-    .multi()
+  // The tenant's list and the fleet's index are in different Cluster slots: one MULTI each.
+  await slotPipeline(redis, { transaction: true })
     .lpush(key, JSON.stringify(entry))
     .ltrim(key, 0, keep - 1)
     .expire(key, ERRORS_TTL_SECONDS)
@@ -44,7 +45,7 @@ export async function readWebhookDeliveryErrors(
 ): Promise<{ tenant: string; errors: WebhookDeliveryError[] }[]> {
   const tenants = (await redis.smembers(webhookErrorTenantsKey(prefix))).sort().slice(0, maxTenants);
   if (tenants.length === 0) return [];
-  const pipeline = redis.pipeline();
+  const pipeline = slotPipeline(redis);
   for (const tenant of tenants) pipeline.lrange(webhookErrorsKey(prefix, tenant), 0, perTenant - 1);
   const results = (await pipeline.exec()) ?? [];
   return tenants.flatMap((tenant, i) => {

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { webhookSecretKey } from '../redis/keys.js';
+import { slotPipeline } from '../redis/cluster.js';
 
 /**
  * A job's own webhook secret. The job's payload carries only `secretRef`, a random reference; the
@@ -20,7 +21,7 @@ export function newWebhookSecretRef(): string {
 /** Stores the secrets of one request in one round trip. */
 export async function putWebhookSecrets(redis: Redis, prefix: string, secrets: readonly JobWebhookSecret[], ttlSeconds: number): Promise<void> {
   if (secrets.length === 0) return;
-  const pipeline = redis.pipeline();
+  const pipeline = slotPipeline(redis);
   for (const { ref, secret } of secrets) pipeline.set(webhookSecretKey(prefix, ref), secret, 'EX', ttlSeconds);
   const results = (await pipeline.exec()) ?? [];
   const failed = results.find(([error]) => error);
