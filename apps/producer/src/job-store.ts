@@ -24,6 +24,8 @@ import {
   type JobStatus,
   type JobView,
   type ViewSource,
+  slotPipeline,
+  waitForReplicas,
 } from '@prompt-queue/shared';
 import type { ProducerMetrics } from './metrics.js';
 import type { PromptQueue } from './queue.js';
@@ -117,6 +119,7 @@ export class JobStore {
       if (!before) await this.recordQueued([job]);
       await this.queue.add(job.data.kind, job.data, promptJobOptions(this.config, job.id, priority));
     });
+    await this.confirmReplicated();
     if (!idempotent) {
       this.metrics?.jobsEnqueued(tenant, [level]);
       return { id: job.id, status: 'queued' };
@@ -185,6 +188,7 @@ export class JobStore {
         await this.recordQueued(toAdd);
         await this.queue.addBulk(toAdd.map((job, i) => ({ name: job.data.kind, data: job.data, opts: promptJobOptions(this.config, job.id, priorities[i]) })));
       });
+      await this.confirmReplicated();
       // An idempotent job created by a concurrent request between our check and our add: ours was
       // a no-op, so its place goes back. The stored priority tells (places are unique per level).
       const lost = await Promise.all(
@@ -290,11 +294,27 @@ export class JobStore {
     return { id: job.id, status: 'cancelled' };
   }
 
+  /**
+   * With `redis.waitReplicas` (REDIS_WAIT_REPLICAS), waits until that many replicas hold the
+   * queue's writes (Redis WAIT on the queue's master), so a job answered 202 survives a failover;
+   * fewer within `waitTimeoutMs` is a 503: the job may still run, and a retry with the same
+   * idempotency key finds it. Covers the queue's slot (the job, its state); a job's images live in
+   * other slots and are not waited for (docs/decisions/redis-cluster.md).
+   */
+  private async confirmReplicated(): Promise<void> {
+    const { waitReplicas, waitTimeoutMs } = this.config.redis;
+    if (waitReplicas === 0) return;
+    const acked = await waitForReplicas(this.redis, this.queue.keys.id!, waitReplicas, waitTimeoutMs);
+    if (acked < waitReplicas) {
+      throw new PromptQueueError('REDIS_UNAVAILABLE', `Only ${acked} of ${waitReplicas} Redis replicas confirmed the job within ${waitTimeoutMs} ms; retry with the same idempotencyKey.`);
+    }
+  }
+
   /** `queued` events for jobs about to be added: one pipeline, one round trip per request. */
   private async recordQueued(jobs: readonly PreparedJob[]): Promise<void> {
     const at = new Date().toISOString();
     const events = jobs.map((job): JobEvent => ({ type: 'queued', jobId: job.id, tenant: job.data.tenant, at }));
-    const pipeline = this.redis.pipeline();
+    const pipeline = slotPipeline(this.redis);
     appendJobEvents(pipeline, this.prefix, events, this.config.events.historyPerTenant);
     const results = await pipeline.exec();
     for (const [error] of results ?? []) if (error) throw error;

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { ChainableCommander, Redis } from 'ioredis';
 import { z } from 'zod';
-import { canonicalJson, responseCacheKey, usageSchema, type PromptJobData, type TokenUsage } from '@prompt-queue/shared';
+import { canonicalJson, getMany, responseCacheKey, slotPipeline, usageSchema, type PromptJobData, type TokenUsage } from '@prompt-queue/shared';
 
 /**
  * The response cache: a repeated request is answered from Redis instead of the provider, for every
@@ -158,13 +158,14 @@ export class ResponseCache {
   }
 
   /**
-   * Answers for a batch's keys, in order, with ONE MGET (no command at all when every key is
-   * null). null = a miss (absent, expired, unreadable) or a null key.
+   * Answers for a batch's keys, in order, in one round trip: one MGET on a single Redis, GETs
+   * pipelined per slot on a Cluster (each digest is its own hash tag); no command at all when every
+   * key is null. null = a miss (absent, expired, unreadable) or a null key.
    */
   async lookup(keys: readonly (string | null)[]): Promise<(CachedAnswer | null)[]> {
     const present = keys.filter((key): key is string => key !== null);
     if (present.length === 0) return keys.map(() => null);
-    const values = await this.redis.mget(...present.map((key) => responseCacheKey(this.prefix, key)));
+    const values = await getMany(this.redis, present.map((key) => responseCacheKey(this.prefix, key)));
     let next = 0;
     return keys.map((key) => (key === null ? null : parseAnswer(values[next++] ?? null)));
   }
@@ -181,17 +182,19 @@ export class ResponseCache {
   async lookupAndClaim(keys: readonly (string | null)[], claims: readonly Claim[], ttlMs: number): Promise<LookupResult> {
     const present = keys.filter((key): key is string => key !== null);
     if (present.length === 0 && claims.length === 0) return { answers: keys.map(() => null), claimed: [] };
-    const pipeline = this.redis.pipeline();
-    if (present.length > 0) pipeline.mget(...present.map((key) => responseCacheKey(this.prefix, key)));
+    // One GET per entry (entries of a batch are in different Cluster slots), split per slot by
+    // slotPipeline: one round trip in time either way.
+    const pipeline = slotPipeline(this.redis);
+    for (const key of present) pipeline.get(responseCacheKey(this.prefix, key));
     const ttl = Math.max(1, Math.round(ttlMs));
     // SET NX, then GET: who holds the claim now (us, or someone else), in the same round trip.
     for (const { digest, holder } of claims) pipeline.set(pendingKey(this.prefix, digest), holder, 'PX', ttl, 'NX').get(pendingKey(this.prefix, digest));
     const results = (await pipeline.exec()) ?? [];
     for (const [error] of results) if (error) throw error;
-    const values = present.length > 0 ? (results[0]![1] as (string | null)[]) : [];
+    const values = results.slice(0, present.length).map(([, value]) => value as string | null);
     let next = 0;
     const answers = keys.map((key) => (key === null ? null : parseAnswer(values[next++] ?? null)));
-    const offset = present.length > 0 ? 1 : 0;
+    const offset = present.length;
     const claimed = claims.map(({ holders }, i) => {
       const [[, set], [, current]] = [results[offset + 2 * i]!, results[offset + 2 * i + 1]!];
       // A claim left by an earlier attempt of one of our own jobs (its worker died) is ours again.
@@ -200,9 +203,9 @@ export class ResponseCache {
     return { answers, claimed };
   }
 
-  /** Deletes in-flight claims, appended to the caller's pipeline (after its `appendStore`). */
+  /** Deletes in-flight claims, appended to the caller's pipeline (after its `appendStore`): one DEL per claim (one slot each). */
   appendRelease(pipeline: ChainableCommander, claims: readonly string[]): void {
-    if (claims.length > 0) pipeline.del(...claims.map((digest) => pendingKey(this.prefix, digest)));
+    for (const digest of claims) pipeline.del(pendingKey(this.prefix, digest));
   }
 
   /**
@@ -213,7 +216,7 @@ export class ResponseCache {
    */
   async store(entries: readonly CacheEntry[]): Promise<StoreSummary> {
     if (!entries.some((entry) => isCacheable(entry.answer))) return { stored: 0, refused: entries.length };
-    const pipeline = this.redis.pipeline();
+    const pipeline = slotPipeline(this.redis);
     const summary = this.appendStore(pipeline, entries);
     const results = await pipeline.exec();
     const failed = results?.find(([error]) => error !== null);

@@ -9,6 +9,7 @@ import {
   type OutputTokenEstimator,
   type PromptJobResult,
   type TokenEstimator,
+  slotPipeline,
 } from '@prompt-queue/shared';
 import type { Outcome } from '../batching/batcher.js';
 import type { ResponseCache } from '../cache/response-cache.js';
@@ -115,7 +116,7 @@ async function announceActive(deps: Pick<BatchServiceDeps, 'config' | 'logger' |
   // showing) + one per return from a wait (not worth showing).
   const starting = entries.filter(({ job }) => (job.attemptsStarted ?? 0) - (job.stalledCounter ?? 0) <= job.attemptsMade + 1);
   if (starting.length === 0) return;
-  const pipeline = deps.redis.pipeline();
+  const pipeline = slotPipeline(deps.redis);
   appendJobEvents(
     pipeline,
     deps.config.redis.prefix,
