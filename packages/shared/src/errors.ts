@@ -1,3 +1,5 @@
+import { z } from 'zod';
+
 /**
  * Every error code prompt-queue reports, in one place. The producer answers with them, the worker
  * fails jobs with them, and the dashboard groups failures by them. `retryable` says whether a
@@ -52,6 +54,9 @@ export const ERROR_CATALOG = {
 } as const satisfies Record<string, { httpStatus: number; retryable: boolean }>;
 
 export type ErrorCode = keyof typeof ERROR_CATALOG;
+
+/** Every code of the catalogue, as a schema: the `code` enum of error answers and failed jobs (OpenAPI). */
+export const errorCodeSchema = z.enum(Object.keys(ERROR_CATALOG) as [ErrorCode, ...ErrorCode[]]).meta({ id: 'ErrorCode' });
 
 export function isErrorCode(value: string): value is ErrorCode {
   return Object.prototype.hasOwnProperty.call(ERROR_CATALOG, value);

@@ -1,6 +1,7 @@
 import type { ChainableCommander, Redis } from 'ioredis';
+import { z } from 'zod';
 import { jobEventsKey } from '../redis/keys.js';
-import type { JobView } from '../queue/job-view.js';
+import { jobViewSchema } from '../queue/job-view.js';
 import { isCluster, keySlot } from '../redis/cluster.js';
 
 /**
@@ -17,22 +18,24 @@ import { isCluster, keySlot } from '../redis/cluster.js';
 export const JOB_EVENT_TYPES = ['queued', 'active', 'retrying', 'waiting', 'completed', 'failed', 'cancelled'] as const;
 export type JobEventType = (typeof JOB_EVENT_TYPES)[number];
 
-export interface JobEvent {
-  type: JobEventType;
-  jobId: string;
-  tenant: string;
+export const jobEventSchema = z.object({
+  type: z.enum(JOB_EVENT_TYPES),
+  jobId: z.string(),
+  tenant: z.string(),
   /** ISO time the event happened */
-  at: string;
-  /** 1-based attempt, when known */
-  attempt?: number;
+  at: z.iso.datetime().describe('When the event happened.'),
+  /** 1-based attempt, when known; 0 when none was made (a job cancelled while queued) */
+  attempt: z.number().int().nonnegative().optional().describe('1-based attempt, when known; 0 when none was made (a job cancelled while queued).'),
   /** waiting: why (quota, rate-limited, daily-quota, budget, …) and until when (ISO) */
-  reason?: string;
-  until?: string;
+  reason: z.string().optional().describe('waiting: why (quota, rate-limited, daily-quota, budget, …).'),
+  until: z.string().optional().describe('waiting: until when (ISO 8601).'),
   /** failed / retrying: the error code */
-  code?: string;
+  code: z.string().optional().describe('failed / retrying: the error code.'),
   /** final events (completed, failed, cancelled): the job view as GET /v1/jobs/:id shows it */
-  view?: JobView;
-}
+  view: jobViewSchema.optional(),
+}).meta({ id: 'JobEvent' });
+/** The type is inferred from the schema, which is also the documented `data:` of an SSE event. */
+export type JobEvent = z.infer<typeof jobEventSchema>;
 
 /** A stored event with its stream id (`<ms>-<seq>`), the SSE `id:`. */
 export type StoredJobEvent = JobEvent & { id: string };

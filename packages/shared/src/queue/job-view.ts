@@ -1,42 +1,67 @@
 import type { Job, JobState } from 'bullmq';
-import { ERROR_CATALOG, parseFailedReason, type ErrorCode } from '../errors.js';
+import { z } from 'zod';
+import { ERROR_CATALOG, errorCodeSchema, parseFailedReason, type ErrorCode } from '../errors.js';
 import { promptJobResultSchema, type PromptJobResult } from './payloads.js';
 
 /**
  * What `GET /v1/jobs/:id` answers. BullMQ's states are an implementation detail; clients see five
- * statuses, and finished jobs carry either `result` or `error`.
+ * statuses, and finished jobs carry either `result` or `error`. The schema is the contract: the
+ * type is inferred from it, and the producer's OpenAPI document is generated from it, so the
+ * documented view cannot drift from the one we build.
  */
-export type JobStatus = 'queued' | 'active' | 'completed' | 'failed' | 'cancelled';
+export const jobStatusSchema = z.enum(['queued', 'active', 'completed', 'failed', 'cancelled']);
+export type JobStatus = z.infer<typeof jobStatusSchema>;
 
-export interface JobView {
-  id: string;
-  status: JobStatus;
-  model: string;
+const usageViewSchema = z.object({
+  inputTokens: z.number().int().nonnegative(),
+  outputTokens: z.number().int().nonnegative(),
+  thoughtsTokens: z.number().int().nonnegative(),
+  cachedTokens: z.number().int().nonnegative(),
+  totalTokens: z.number().int().nonnegative(),
+});
+
+export const jobViewSchema = z.object({
+  id: z.string(),
+  status: jobStatusSchema,
+  model: z.string(),
   /** BullMQ's attemptsMade: provider attempts that ended (retries included). */
-  attempts: number;
-  createdAt: string;
-  finishedAt: string | null;
-  metadata?: Record<string, string | number | boolean | null>;
+  attempts: z.number().int().nonnegative().describe('Provider attempts that ended (retries included).'),
+  createdAt: z.iso.datetime(),
+  finishedAt: z.iso.datetime().nullable(),
+  metadata: z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()])).optional(),
   /**
    * A queued job held back for hours, and why: `daily-quota` (every link's requests-per-day quota is
    * spent until Google's reset) or `budget` (the tenant's budget, until its period ends).
    */
-  waiting?: { reason: string; until: string };
-  result?: {
-    text: string;
-    finishReason: string;
-    provider: string;
-    model: string;
-    cached: boolean;
-    usage: { inputTokens: number; outputTokens: number; thoughtsTokens: number; cachedTokens: number; totalTokens: number };
-    costUsd: number | null;
-    /** Exact cost, integer nano-USD (1e-9 USD); sum these, never costUsd. 0 for cache hits. */
-    costNanoUsd: number | null;
-    /** Embed jobs: the embedding vector (`text` is then ''). */
-    embedding?: number[];
-  };
-  error?: { code: ErrorCode; message: string; retryable: boolean };
-}
+  waiting: z
+    .object({ reason: z.string(), until: z.string() })
+    .optional()
+    .describe("A queued job held back for hours, and why: `daily-quota` (until Google's reset) or `budget` (until the period ends)."),
+  /**
+   * The service tier: of a finished job, the one that answered; of a queued job, the one it waits
+   * in (`batch` with `waiting.reason` `waiting-in-batch`). Absent: standard.
+   */
+  tier: z.enum(['standard', 'flex', 'batch']).optional().describe('The service tier that answered (or, queued, the one the job waits in); absent: standard.'),
+  result: z
+    .object({
+      text: z.string(),
+      finishReason: z.string(),
+      provider: z.string(),
+      model: z.string(),
+      cached: z.boolean(),
+      usage: usageViewSchema,
+      costUsd: z.number().nullable().describe('USD, for display; null when the model has no known price.'),
+      /** Exact cost, integer nano-USD (1e-9 USD); sum these, never costUsd. 0 for cache hits. */
+      costNanoUsd: z.number().int().nullable().describe('Exact cost in integer nano-USD (1e-9 USD); sum these, never costUsd. 0 for cache hits.'),
+      /** Embed jobs: the embedding vector (`text` is then ''). */
+      embedding: z.array(z.number()).optional().describe("Embed jobs: the embedding vector (`text` is then '')."),
+    })
+    .optional(),
+  error: z.object({ code: errorCodeSchema, message: z.string(), retryable: z.boolean() }).optional(),
+})
+  // Its name in JSON Schema and OpenAPI documents: wherever it is nested, it is one `$ref`.
+  .meta({ id: 'JobView' });
+export type JobView = z.infer<typeof jobViewSchema>;
 
 export function isFinished(status: JobStatus): boolean {
   return status === 'completed' || status === 'failed' || status === 'cancelled';
@@ -75,10 +100,13 @@ export function jobView(job: Job, status: JobStatus, source: ViewSource): JobVie
   };
   const waiting = waitingOf(job.progress);
   if (status === 'queued' && waiting) view.waiting = waiting;
+  const waitingTier = tierOf(job.progress);
+  if (status === 'queued' && waitingTier) view.tier = waitingTier;
   if (status === 'completed') {
     const parsed = promptJobResultSchema.safeParse(job.returnvalue);
     if (parsed.success) {
       view.result = resultView(parsed.data);
+      if (parsed.data.tier !== undefined) view.tier = parsed.data.tier;
     } else {
       view.error = { code: 'INTERNAL', message: 'The job completed but its result could not be read.', retryable: false };
     }
@@ -115,6 +143,7 @@ export function endedJobView(end: {
     ...(end.metadata ? { metadata: end.metadata } : {}),
   };
   if (end.outcome === 'completed' && end.result) view.result = resultView(end.result);
+  if (end.outcome === 'completed' && end.result?.tier !== undefined) view.tier = end.result.tier;
   if (end.outcome === 'failed' && end.error) view.error = { ...end.error, retryable: ERROR_CATALOG[end.error.code].retryable };
   return view;
 }
@@ -131,6 +160,13 @@ function waitingOf(progress: unknown): JobView['waiting'] {
   if (typeof waiting !== 'object' || waiting === null) return undefined;
   const { reason, until } = waiting as { reason?: unknown; until?: unknown };
   return typeof reason === 'string' && typeof until === 'string' ? { reason, until } : undefined;
+}
+
+/** The tier a queued job waits in (the worker's `{ tier }` progress note). */
+function tierOf(progress: unknown): JobView['tier'] {
+  if (typeof progress !== 'object' || progress === null) return undefined;
+  const tier = (progress as { tier?: unknown }).tier;
+  return tier === 'batch' || tier === 'flex' || tier === 'standard' ? tier : undefined;
 }
 
 function isoOrNull(epochMs: number | undefined): string | null {

@@ -1,7 +1,7 @@
 import type { JobsOptions } from 'bullmq';
 import { z } from 'zod';
 import type { Config } from '../config/schema.js';
-import type { JobView } from '../queue/job-view.js';
+import { jobViewSchema, type JobView } from '../queue/job-view.js';
 
 /**
  * The payload of a job in the `webhooks` queue (QueueName.Webhooks): one delivery of one event.
@@ -11,15 +11,19 @@ import type { JobView } from '../queue/job-view.js';
  */
 export const webhookEventTypeSchema = z.enum(['job.completed', 'job.failed', 'job.cancelled']);
 
-/** The request body of a delivery. `data` is the job's view, exactly GET /v1/jobs/:id's body. */
-export interface WebhookEvent {
+/**
+ * The request body of a delivery. `data` is the job's view, exactly GET /v1/jobs/:id's body. The
+ * type is inferred from the schema, which is also the `webhooks` section of the OpenAPI document.
+ */
+export const webhookEventSchema = z.object({
   /** `${jobId}.${type}`: the same for every attempt, so receivers deduplicate on it. */
-  id: string;
-  type: z.infer<typeof webhookEventTypeSchema>;
+  id: z.string().describe('`<jobId>.<type>`: the same for every attempt, so receivers deduplicate on it.'),
+  type: webhookEventTypeSchema,
   /** When the job's end was recorded, ISO 8601. */
-  createdAt: string;
-  data: JobView;
-}
+  createdAt: z.iso.datetime().describe("When the job's end was recorded."),
+  data: jobViewSchema,
+}).meta({ id: 'WebhookEvent' });
+export type WebhookEvent = z.infer<typeof webhookEventSchema>;
 
 export const webhookDeliverySchema = z.object({
   v: z.literal(1),
