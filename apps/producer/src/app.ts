@@ -27,6 +27,7 @@ import { eventsRouter } from './routes/events.js';
 import { healthRouter } from './routes/health.js';
 import { jobsRouter } from './routes/jobs.js';
 import { metricsRouter } from './routes/metrics.js';
+import { openApiRouter } from './routes/openapi.js';
 import { scalingRouter } from './routes/scaling.js';
 import { usageRouter } from './routes/usage.js';
 import type { JobEvents } from './wait.js';
@@ -60,6 +61,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(metrics.middleware());
   app.use(accessLog(logger));
   app.use(healthRouter({ redis }));
+  app.use(openApiRouter({ config }));
   app.use(metricsRouter({ metrics, token: config.metrics.token }));
   // For KEDA: no tenant key, METRICS_TOKEN like /metrics.
   app.use(scalingRouter({ redis, queue, reader: new ScalingReader(config, redis, queue), token: config.metrics.token }));

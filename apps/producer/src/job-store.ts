@@ -31,12 +31,8 @@ import type { ProducerMetrics } from './metrics.js';
 import type { PromptQueue } from './queue.js';
 import { assertRedisAvailable, isRedisUnavailableError } from './redis-availability.js';
 import type { Issue, PreparedJob } from './requests.js';
+import type { Accepted } from './responses.js';
 import { deleteTombstone, readTombstone, tombstoneView, writeTombstone, type Tombstone } from './tombstones.js';
-
-export interface Accepted {
-  id: string;
-  status: JobStatus;
-}
 
 /** The part of a stored payload the producer reads back; lenient, so newer payload versions still show. */
 const storedJobSchema = z.object({

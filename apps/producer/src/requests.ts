@@ -138,7 +138,11 @@ export const jobRequestSchema = z
   });
 export type JobRequest = z.infer<typeof jobRequestSchema>;
 
-const bulkRequestSchema = z.strictObject({
+/**
+ * Items are `unknown` here and parsed one by one with `jobRequestSchema` (prepareBulkRequest), so
+ * every item's issues are reported under `jobs[i]`; the OpenAPI document shows them as JobRequest.
+ */
+export const bulkRequestSchema = z.strictObject({
   jobs: z.array(z.unknown()).min(1, 'needs at least one job').max(MAX_BULK_JOBS, `at most ${MAX_BULK_JOBS} jobs`),
 });
 

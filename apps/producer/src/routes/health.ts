@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import type { Redis } from 'ioredis';
-import { sendError, tagRoute } from '../http-errors.js';
+import { methodNotAllowed, sendError, tagRoute } from '../http-errors.js';
 
 const PING_TIMEOUT_MS = 1_000;
 
@@ -10,13 +10,21 @@ const PING_TIMEOUT_MS = 1_000;
  */
 export function healthRouter({ redis }: { redis: Redis }): Router {
   const router = Router();
-  router.get('/healthz', tagRoute, (_req, res) => {
-    res.json({ status: 'ok' });
-  });
-  router.get('/readyz', tagRoute, async (_req, res) => {
-    if (await pings(redis)) res.json({ status: 'ready' });
-    else sendError(res, 503, 'REDIS_UNAVAILABLE', `Redis did not answer PING within ${PING_TIMEOUT_MS} ms.`);
-  });
+  router
+    .route('/healthz')
+    .all(tagRoute)
+    .get((_req, res) => {
+      res.json({ status: 'ok' });
+    })
+    .all(methodNotAllowed(['GET']));
+  router
+    .route('/readyz')
+    .all(tagRoute)
+    .get(async (_req, res) => {
+      if (await pings(redis)) res.json({ status: 'ready' });
+      else sendError(res, 503, 'REDIS_UNAVAILABLE', `Redis did not answer PING within ${PING_TIMEOUT_MS} ms.`);
+    })
+    .all(methodNotAllowed(['GET']));
   return router;
 }
 

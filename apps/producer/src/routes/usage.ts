@@ -12,44 +12,7 @@ import { tenantOf } from '../auth.js';
 import { methodNotAllowed, tagRoute } from '../http-errors.js';
 import { assertRedisAvailable } from '../redis-availability.js';
 import type { PromptQueue } from '../queue.js';
-
-/** One period's usage as `GET /v1/usage` shows it. Costs in USD are derived from integer nano-USD sums. */
-export interface UsageView {
-  jobs: number;
-  failures: number;
-  inputTokens: number;
-  outputTokens: number;
-  thoughtsTokens: number;
-  cachedTokens: number;
-  costUsd: number;
-  costNanoUsd: number;
-  cacheHits: number;
-  savedUsd: number;
-  savedNanoUsd: number;
-  /** Jobs of models without a price: their cost counts as 0. */
-  unpricedJobs: number;
-}
-
-export interface BudgetView {
-  limitUsd: number;
-  spentUsd: number;
-  reservedUsd: number;
-  remainingUsd: number;
-  /** ISO time the period ends (UTC midnight, or the first of next month). */
-  resetsAt: string;
-}
-
-export interface UsageResponse {
-  tenant: string;
-  /** UTC day, `YYYY-MM-DD`. */
-  day: string;
-  /** UTC month, `YYYY-MM`. */
-  month: string;
-  today: UsageView & { byModel: Record<string, UsageView> };
-  thisMonth: UsageView & { byModel: Record<string, UsageView> };
-  /** `null` when the tenant has no budget. */
-  budget: { daily?: BudgetView; monthly?: BudgetView } | null;
-}
+import type { BudgetView, UsageResponse, UsageView } from '../responses.js';
 
 /** `GET /v1/usage`: the caller's own usage today and this month, and its budget (two reads, in parallel). */
 export function usageRouter(deps: { redis: Redis; queue: PromptQueue; ledger: UsageLedger; budgets: BudgetGuard }): Router {
