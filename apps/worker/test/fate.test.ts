@@ -88,6 +88,21 @@ describe('callFate: a failed call → what happens next, and its limiter reserva
     expect(callFate(errors.http504(), closed).reservation).toBe('release');
   });
 
+  it("a refused credential (PROVIDER_AUTH_FAILED) is the link's failure: next link, no attempt spent; at the chain's end the job fails", () => {
+    // As the Gemini classifier makes it (403), and as the Vertex credentials make it (invalid_grant at the token endpoint).
+    const forbidden = httpError(403, 'Forbidden');
+    const refused = new ProviderError('PROVIDER_AUTH_FAILED', 'Vertex AI credential refused (keyFile /k.json): invalid_grant: Invalid JWT Signature.', { disposition: 'fail', httpStatus: 400 });
+    for (const error of [forbidden, refused]) {
+      expect(callFate(error, { ...closed, lastLink: false })).toEqual({ kind: 'next-link', reason: 'auth-failed', reservation: 'release' });
+      expect(callFate(error, { ...closed, lastLink: true })).toEqual({ kind: 'fail', error, reservation: 'release' });
+      // Callers that do not say where the link stands keep the old fate.
+      expect(callFate(error, closed)).toEqual({ kind: 'fail', error, reservation: 'release' });
+      expect(countsAgainstLink(error)).toBe(false);
+    }
+    // Other 4xx are about the request: every link would refuse it.
+    expect(callFate(errors.http400(), { ...closed, lastLink: false })).toMatchObject({ kind: 'fail' });
+  });
+
   it('a per-minute 429 → wait with its RetryInfo delay and the quota it reported; releases', () => {
     expect(callFate(errors.rpm429(), closed)).toEqual({
       kind: 'wait',

@@ -188,7 +188,7 @@ async function callLink(deps: CallChainDeps, batch: Batch, link: Link, candidate
   let dailyResetMs = 0;
   let reportedQuota: ReportedQuota | undefined;
   for (const { job, error, latencyMs, reservation } of failures) {
-    const fate = callFate(error, { linkOpen: link.breaker.isOpen() });
+    const fate = callFate(error, { linkOpen: link.breaker.isOpen(), lastLink: batch.links.indexOf(link) === batch.links.length - 1 });
     if (reservation && fate.reservation === 'release') ledger.release.push(reservation);
     else if (reservation) ledger.settle.push({ reservation, actualTokens: reservation.estimatedTokens });
     if (job.entry.signal?.aborted) {
@@ -198,8 +198,9 @@ async function callLink(deps: CallChainDeps, batch: Batch, link: Link, candidate
     }
     switch (fate.kind) {
       case 'next-link':
-        // Requests per day spent (waiting would take hours), or the link is down: the next link
-        // serves; at the end of the chain the job waits for the earliest link. No attempt spent.
+        // Requests per day spent (waiting would take hours), the link is down, or its credential
+        // was refused: the next link serves; at the end of the chain the job waits for the
+        // earliest link. No attempt spent.
         if (fate.reason === 'daily-quota') dailyResetMs = Math.max(dailyResetMs, fate.retryAfterMs);
         next.push(job);
         break;

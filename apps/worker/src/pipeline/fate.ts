@@ -42,6 +42,8 @@ export type CallFate =
    */
   | { kind: 'next-link'; reason: 'daily-quota'; retryAfterMs: number; reservation: ReservationVerdict }
   | { kind: 'next-link'; reason: 'unavailable'; reservation: ReservationVerdict }
+  /** The link's credential was refused (a revoked key, a bad API key): another link may serve. */
+  | { kind: 'next-link'; reason: 'auth-failed'; reservation: ReservationVerdict }
   /** The job's attempt ends with this error ({@link jobFateOfError} decides retry or fail). */
   | { kind: 'fail'; error: unknown; reservation: ReservationVerdict };
 
@@ -53,8 +55,10 @@ export function reachedProvider(error: unknown): boolean {
 /**
  * A failed call's fate. `linkOpen`: the link's breaker is open now (this failure may have opened
  * it), so a transient failure moves on to the next link instead of spending the job's attempt.
+ * `lastLink`: no link follows in the chain, so a refused credential fails the job (PROVIDER_AUTH_FAILED)
+ * instead of moving on; before that, it is the link's failure, not the job's.
  */
-export function callFate(error: unknown, context: { linkOpen: boolean }): CallFate {
+export function callFate(error: unknown, context: { linkOpen: boolean; lastLink?: boolean }): CallFate {
   const sent = reachedProvider(error);
   const answered = isProviderError(error) && error.httpStatus !== undefined;
   const reservation: ReservationVerdict = !sent || answered ? 'release' : 'keep';
@@ -65,6 +69,7 @@ export function callFate(error: unknown, context: { linkOpen: boolean }): CallFa
     return { kind: 'wait', reason: 'rate-limited', retryAfterMs, ...(error.reportedQuota ? { reportedQuota: error.reportedQuota } : {}), reservation };
   }
   if (error.disposition === 'backoff' && (!sent || context.linkOpen)) return { kind: 'next-link', reason: 'unavailable', reservation };
+  if (error.code === 'PROVIDER_AUTH_FAILED' && context.lastLink === false) return { kind: 'next-link', reason: 'auth-failed', reservation };
   return { kind: 'fail', error, reservation };
 }
 
