@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createRedis } from '@prompt-queue/shared';
+import { createRedis, queuePrefix } from '@prompt-queue/shared';
 import { freePort, startServiceProcess, waitFor, type ServiceProcess } from '@prompt-queue/shared/testing';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -121,7 +121,7 @@ export async function startControlledRedis(options: { appendfsync: 'always' | 'e
 
 /** Jobs finished in BullMQ's own sets, read straight from Redis (cheap to poll, unlike 5,000 GETs). */
 export async function finishedCounts(redis: ReturnType<typeof createRedis>, prefix: string): Promise<{ completed: number; failed: number }> {
-  const [completed, failed] = await Promise.all([redis.zcard(`${prefix}:prompts:completed`), redis.zcard(`${prefix}:prompts:failed`)]);
+  const [completed, failed] = await Promise.all([redis.zcard(`${queuePrefix(prefix)}:prompts:completed`), redis.zcard(`${queuePrefix(prefix)}:prompts:failed`)]);
   return { completed, failed };
 }
 

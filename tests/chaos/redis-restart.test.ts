@@ -8,7 +8,7 @@
 // job that got a 202, up to the instant of the kill.
 import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest';
 import { startEmulatorProcess, type EmulatorProcess } from '@prompt-queue/gemini-emulator';
-import { createRedis, waitForRedis } from '@prompt-queue/shared';
+import { createRedis, queuePrefix, waitForRedis } from '@prompt-queue/shared';
 import { uniquePrefix, waitFor, type ServiceProcess } from '@prompt-queue/shared/testing';
 import {
   AUTH,
@@ -81,7 +81,7 @@ async function probeOutage(api: string, knownId: string, minMs: number): Promise
 
 /** Time from `since` until BullMQ's completed set grows past `baseline` (a worker finished a job). */
 async function firstCompletionAfter(probe: ReturnType<typeof createRedis>, prefix: string, baseline: number, since: number): Promise<number> {
-  await waitFor(async () => (await probe.zcard(`${prefix}:prompts:completed`)) > baseline, {
+  await waitFor(async () => (await probe.zcard(`${queuePrefix(prefix)}:prompts:completed`)) > baseline, {
     timeoutMs: 30_000,
     intervalMs: 20,
     what: 'the first completion after Redis returned',
@@ -171,7 +171,7 @@ describe('chaos: Redis killed and restarted mid-run (AOF)', () => {
     await redis.start();
     const back = Date.now();
     await reconnect(redis.url);
-    const baseline = await db().zcard(`${prefix}:prompts:completed`);
+    const baseline = await db().zcard(`${queuePrefix(prefix)}:prompts:completed`);
     const [resumeMs, producerBack] = await Promise.all([firstCompletionAfter(db(), prefix, baseline, back), waitForProducerBack(producer.url, back)]);
 
     const all = [...ids, producerBack.id];
@@ -253,7 +253,7 @@ describe('chaos: Redis killed and restarted mid-run (AOF)', () => {
     await redis.start();
     const back = Date.now();
     await reconnect(redis.url);
-    const baseline = await db().zcard(`${prefix}:prompts:completed`);
+    const baseline = await db().zcard(`${queuePrefix(prefix)}:prompts:completed`);
     const resumeMs = await firstCompletionAfter(db(), prefix, baseline, back);
     await waitFor(() => accepted.length >= acceptedBeforeKill + 50, { timeoutMs: 15_000, what: 'the producer to accept jobs again' });
     stop = true;

@@ -7,7 +7,7 @@ import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startEmulatorProcess } from '@prompt-queue/gemini-emulator';
-import { createRedis, QueueName } from '@prompt-queue/shared';
+import { createRedis, queuePrefix, QueueName } from '@prompt-queue/shared';
 import { startServiceProcess, startTestRedis, uniquePrefix, waitFor, type ServiceProcess, type TestRedis } from '@prompt-queue/shared/testing';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -129,7 +129,7 @@ describe.skipIf(!haveChromium)('dashboard in a browser, over the whole stack', (
     api = producer.ready[1]!;
     dashboardUrl = dashboard.ready[1]!;
     connection = createRedis(redis.url, 'worker');
-    queue = new Queue(QueueName.Prompts, { connection, prefix });
+    queue = new Queue(QueueName.Prompts, { connection, prefix: queuePrefix(prefix) });
 
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
     context = await browser.newContext({

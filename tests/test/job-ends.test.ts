@@ -14,7 +14,7 @@ import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEmulatorProcess, type EmulatorProcess } from '@prompt-queue/gemini-emulator';
-import { createRedis, isFinalJobEvent, QueueName, readJobEvents, UsageLedger, type StoredJobEvent } from '@prompt-queue/shared';
+import { createRedis, isFinalJobEvent, queuePrefix, QueueName, readJobEvents, UsageLedger, type StoredJobEvent } from '@prompt-queue/shared';
 import { startServiceProcess, startTestRedis, uniquePrefix, waitFor, type ServiceProcess, type TestRedis } from '@prompt-queue/shared/testing';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -116,7 +116,7 @@ describe('every end path is recorded once: one audit line, one usage record, one
       RESPONSE_CACHE: 'false',
     };
     probe = createRedis(redis.url, 'worker');
-    queue = new Queue(QueueName.Prompts, { connection: probe, prefix });
+    queue = new Queue(QueueName.Prompts, { connection: probe, prefix: queuePrefix(prefix) });
     ledger = new UsageLedger(probe, prefix);
     producer = await startService(PRODUCER_MAIN, 'producer');
     api = producer.ready[1]!;

@@ -1,4 +1,5 @@
 import {
+  breakerStatesKey,
   createRedis,
   DEPTH_SAMPLE_MS,
   FleetLimiter,
@@ -94,7 +95,7 @@ describe('GET /api/overview', () => {
     await limiter.pause(scope, 30_000);
 
     const since = Date.now() - 5_000;
-    await connection.hset(`${prefix}:breakers`, {
+    await connection.hset(breakerStatesKey(prefix), {
       'gemini:gemini-3.6-flash': JSON.stringify({ state: 'open', since, retryAt: since + 30_000, updatedAt: since, workerId: 'w1' }),
       'openai:gpt': JSON.stringify({ state: 'closed', since: new Date(since).toISOString(), updatedAt: since, workerId: 'w2' }),
       broken: 'not json',
@@ -221,7 +222,7 @@ describe('GET /api/overview', () => {
   it('reports a section that cannot be read and still answers the rest', async () => {
     const { dashboard, connection, prefix } = dashboards.create();
     // A breaker key of the wrong type makes HGETALL fail.
-    await connection.set(`${prefix}:breakers`, 'oops');
+    await connection.set(breakerStatesKey(prefix), 'oops');
     const view = await overviewOf(dashboard.app);
     expect(view.errors).toEqual([{ section: 'breakers', message: expect.stringMatching(/WRONGTYPE/) }]);
     expect(view.queues[0]!.counts).toBeDefined();

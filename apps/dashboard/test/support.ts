@@ -1,5 +1,5 @@
 // A dashboard per test on a private Redis and a fresh key prefix, closed (keys removed) afterwards.
-import { configSchema, createLogger, createRedis, QueueName, type Config, type ConfigInput } from '@prompt-queue/shared';
+import { configSchema, createLogger, createRedis, ownPrefix, queuePrefix, QueueName, type Config, type ConfigInput } from '@prompt-queue/shared';
 import { startTestRedis, uniquePrefix, type TestRedis } from '@prompt-queue/shared/testing';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -36,7 +36,8 @@ export function useDashboards(): { create(overrides?: Partial<ConfigInput>): Tes
   return {
     redis: () => redis!,
     create(overrides = {}) {
-      const prefix = uniquePrefix('dash');
+      // Tagged as the config reads it, so the test's BullMQ queues and the app's are the same.
+      const prefix = queuePrefix(uniquePrefix('dash'));
       const config = configSchema.parse({
         env: 'test',
         redis: { url: redis!.url, prefix },
@@ -51,7 +52,7 @@ export function useDashboards(): { create(overrides?: Partial<ConfigInput>): Tes
       cleanups.push(async () => {
         await queue.close();
         await dashboard.close();
-        const keys = await connection.keys(`${prefix}:*`);
+        const keys = [...(await connection.keys(`${prefix}:*`)), ...(await connection.keys(`${ownPrefix(prefix)}:*`))];
         if (keys.length > 0) await connection.del(...keys);
         await connection.quit();
         await reader.quit();

@@ -7,7 +7,6 @@ import {
   createLogger,
   createRedis,
   listen,
-  loadConfigOrExit,
   logConnectionState,
   onStopSignals,
   parseAuditDestination,
@@ -16,7 +15,10 @@ import {
 } from '@prompt-queue/shared';
 import { FleetHistory } from './fleet-history.js';
 import { createHealthApp } from './health.js';
+import { configuredLinks } from './providers/chain.js';
+import { createPluginContext, LinkCredentials } from './providers/credentials.js';
 import { KeyRing } from './providers/gemini/key-ring.js';
+import { loadWorkerConfigOrExit } from './providers/link-config.js';
 import { createWorkerMetrics, metricsHandler } from './metrics.js';
 import { statusReport } from './status.js';
 import { createWebhookWorker } from './webhooks/delivery-worker.js';
@@ -27,17 +29,8 @@ import { createPromptWorker } from './worker.js';
 /** Past worker.shutdownTimeoutMs plus this, the process exits 1 whatever is still pending, ms. */
 const SHUTDOWN_SLACK_MS = 5_000;
 
-const config = loadConfigOrExit();
-// Gemini links without their own keys (the default chain's included) use GEMINI_API_KEY.
-const chainLinks = Object.values(config.chains).flat();
-const needsGeminiKey = chainLinks.length === 0 || chainLinks.some((link) => link.provider === 'gemini' && !link.apiKeys?.length);
-if (needsGeminiKey && config.gemini.apiKeys.length === 0 && config.gemini.apiKeyFile === undefined) {
-  console.error(
-    'GEMINI_API_KEY is required: set one or more Gemini API keys (comma-separated), or GEMINI_API_KEY_FILE. ' +
-      'For local runs start the emulator and point the worker at it (GEMINI_BASE_URL, GEMINI_API_KEY=emulator-key), see README.',
-  );
-  process.exit(1);
-}
+// The shared loader, then every chain link checked by its provider plugin's schema.
+const config = loadWorkerConfigOrExit();
 const logger = createLogger({ service: 'worker', level: config.logLevel, json: config.env === 'production' });
 
 let shuttingDown: Promise<void> | undefined;
@@ -93,10 +86,18 @@ try {
   console.error(error instanceof Error ? error.message : String(error));
   process.exit(1);
 }
+// Every configured link's credentials (the Gemini links' API keys…), before the worker takes a job.
+const credentials = new LinkCredentials(createPluginContext({ config, logger, redis, keyRing }));
+try {
+  await credentials.check(configuredLinks(config));
+} catch (error) {
+  console.error(error instanceof Error ? error.message : String(error));
+  process.exit(1);
+}
 const audit = createAuditLog({ destination: parseAuditDestination(config.audit.destination), logPrompts: config.audit.logPrompts });
 // Queue depth and provider latencies for the dashboard's charts, kept in Redis for the whole fleet.
 const history = new FleetHistory({ redis, prefix: config.redis.prefix, queue: depthQueue, logger });
-const promptWorker = createPromptWorker({ config, logger, connection: redis, keyRing, metrics: history.observing(metrics), audit });
+const promptWorker = createPromptWorker({ config, logger, connection: redis, credentials, metrics: history.observing(metrics), audit });
 // Signed webhook deliveries of job ends (docs/webhooks.md): their own queue, same process.
 const webhookWorker = createWebhookWorker({ config, logger, connection: redis });
 const server = createServer(
@@ -156,7 +157,10 @@ async function stop(reason: string, exitCode: number): Promise<void> {
   });
   await step('webhook worker', () => webhookWorker.close());
   await step('fleet history', () => history.stop());
-  await step('key ring', async () => keyRing.close());
+  await step('credentials', async () => {
+    credentials.close();
+    keyRing.close();
+  });
   await step('audit log', () => audit.close());
   await step('metrics queue', () => depthQueue.close());
   await step('redis', () => closeRedis(redis));

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { MetricsTime, Worker, type Job } from 'bullmq';
+import { MetricsTime, Queue, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import {
   auditObserver,
@@ -32,7 +32,13 @@ import { KeyRing } from './providers/gemini/key-ring.js';
 import { metricsObserver, type WorkerMetrics } from './metrics.js';
 import { createPromptProcessor, SHUTDOWN_ABORT_REASON } from './processor.js';
 import { ProviderChains, type ChainDeps } from './providers/chain.js';
+import { createPluginContext, LinkCredentials } from './providers/credentials.js';
+import { LinkPublisher } from './providers/link-publisher.js';
+import type { ProviderRegistry } from './providers/registry.js';
 import { WorkerStats } from './status.js';
+import type { BatchApi } from './tiers/batch-api.js';
+import { batchApis } from './tiers/batch-link.js';
+import { BatchRunner } from './tiers/batch-runner.js';
 
 /** After a forced shutdown aborts the provider calls, how long their hand-back may take, ms. */
 const HAND_BACK_GRACE_MS = 2_000;
@@ -54,12 +60,24 @@ export interface PromptWorkerDeps {
    * @defaultValue a ring from `gemini.apiKeys` / `gemini.apiKeyFile`, not watched
    */
   keyRing?: KeyRing;
+  /**
+   * The providers chain links may name (registry.ts); tests add their own plugins with
+   * `createRegistry([...BUILTIN_PROVIDERS, plugin])`. @defaultValue the built-in providers
+   */
+  registry?: ProviderRegistry;
+  /**
+   * Every link's credential source and the plugins' context; main.ts passes the ones it checked at
+   * start (and closes them). @defaultValue built from `keyRing`, closed with the worker
+   */
+  credentials?: LinkCredentials;
   /** Where the pipeline's counters go (main.ts serves them at `/metrics`). */
   metrics?: WorkerMetrics;
   /** One line per job outcome (main.ts: `createAuditLog(config.audit)`); none when omitted. */
   audit?: AuditLog;
   /** Jitter source for the backoff strategy; tests pin it. */
   random?: () => number;
+  /** The Batch API client of a model (tiers/). @defaultValue `@google/genai` on the model's first Gemini link */
+  batchApiFor?: (model: string) => BatchApi;
 }
 
 export interface PromptWorker {
@@ -69,6 +87,8 @@ export interface PromptWorker {
   budgets: BudgetGuard;
   ledger: UsageLedger;
   cache: ResponseCache | undefined;
+  /** The Batch API tier's leased submitter and poller (runs on a timer; tests may `tick()` it). */
+  batchRunner: BatchRunner;
   keyRing: KeyRing;
   stats: WorkerStats;
   /**
@@ -98,14 +118,28 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
   });
   const estimator = new TokenEstimator(connection, prefix);
   const { metrics } = deps;
-  const keyRing =
-    deps.keyRing ??
-    KeyRing.fromConfig(config, logger, { onRejected: (event) => metrics?.apiKeyRejections.inc({ fingerprint: event.fingerprint, reason: event.reason }) });
+  const ownsCredentials = deps.credentials === undefined;
+  const credentials =
+    deps.credentials ??
+    new LinkCredentials(
+      createPluginContext({
+        config,
+        logger,
+        redis: connection,
+        keyRing:
+          deps.keyRing ??
+          KeyRing.fromConfig(config, logger, { onRejected: (event) => metrics?.apiKeyRejections.inc({ fingerprint: event.fingerprint, reason: event.reason }) }),
+      }),
+    );
+  const { keyRing } = credentials.context;
   const chains = new ProviderChains({
     config,
     logger,
     redis: connection,
-    keyRing,
+    credentials,
+    ...(deps.registry ? { registry: deps.registry } : {}),
+    // Links are built by jobs, after `publisher` below exists.
+    onLinkBuilt: () => void publisher.publish(),
     ...(metrics ? { onBreakerTransition: (link: string, state: 'closed' | 'open' | 'half-open') => metrics.setBreakerState(link, state) } : {}),
     ...(deps.createProvider ? { createProvider: deps.createProvider } : {}),
     ...(deps.createBreaker ? { createBreaker: deps.createBreaker } : {}),
@@ -131,6 +165,11 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
     ...(metrics ? [metricsObserver(metrics)] : []),
   ];
   const recorder = new JobEndRecorder(connection, observers, logger);
+  // The links this worker serves, for the dashboard (which cannot read the plugins).
+  const publisher = new LinkPublisher({ redis: connection, prefix, chains, credentials, logger, workerId: `${hostname()}:${process.pid}` }).start();
+  // The Batch API tier: collected jobs submitted and polled by whichever worker holds the lease.
+  const tierQueue = new Queue(QueueName.Prompts, { connection, prefix });
+  const batchRunner = new BatchRunner({ config, logger, redis: connection, queue: tierQueue, apiFor: deps.batchApiFor ?? batchApis(config) }).start();
   const { processor, handBackUnstarted } = createPromptProcessor({
     config,
     logger,
@@ -200,13 +239,17 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
           });
         }
       }
+      await batchRunner.stop();
+      await tierQueue.close().catch(() => undefined);
       chains.shutdown();
+      await publisher.stop();
+      if (ownsCredentials) credentials.close();
       await webhooks.close().catch(() => undefined);
       if (ownsConnection) await connection.quit().catch(() => connection.disconnect());
       return { forced };
     })());
 
-  return { worker, limiter, chains, budgets, ledger, cache, keyRing, stats, close };
+  return { worker, limiter, chains, budgets, ledger, cache, keyRing, stats, batchRunner, close };
 }
 
 async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {

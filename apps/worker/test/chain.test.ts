@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { createLogger, loadConfig } from '@prompt-queue/shared';
+import { loadWorkerConfig } from '../src/providers/link-config.js';
 import { ProviderChains, resolveLinkSpec } from '../src/providers/chain.js';
 
 function configWith(file: Record<string, unknown>, env: Record<string, string> = {}) {
@@ -11,7 +12,7 @@ function configWith(file: Record<string, unknown>, env: Record<string, string> =
   try {
     const path = join(dir, 'config.json');
     writeFileSync(path, JSON.stringify(file));
-    return loadConfig({ CONFIG_FILE: path, GEMINI_API_KEY: 'k', ...env });
+    return loadWorkerConfig({ CONFIG_FILE: path, GEMINI_API_KEY: 'k', ...env });
   } finally {
     // Read once, at load: nothing needs the file afterwards.
     rmSync(dir, { recursive: true, force: true });
@@ -60,7 +61,7 @@ describe('chain configuration', () => {
       limits: { 'gemini-2.5-flash': { rpm: 100, tpm: 0 }, 'gemini:gemini-2.5-flash': { rpm: 50, tpm: 5000, project: 'main' } },
     });
     const link = resolveLinkSpec(config, { provider: 'gemini', model: '$job' }, 'gemini-2.5-flash');
-    expect(link).toMatchObject({ id: 'gemini:gemini-2.5-flash:main', model: 'gemini-2.5-flash', project: 'main', limits: { rpm: 50, tpm: 5000 }, apiKeys: ['k'] });
+    expect(link).toMatchObject({ id: 'gemini:gemini-2.5-flash:main', model: 'gemini-2.5-flash', project: 'main', limits: { rpm: 50, tpm: 5000 } });
     const own = resolveLinkSpec(config, { provider: 'gemini', model: 'gemini-2.5-flash', project: 'b', limits: { rpm: 7, tpm: 0 } }, 'other');
     expect(own).toMatchObject({ id: 'gemini:gemini-2.5-flash:b', limits: { rpm: 7, tpm: 0 } });
   });

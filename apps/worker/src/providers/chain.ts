@@ -1,14 +1,17 @@
 import type { Redis } from 'ioredis';
 import type { ChainLinkSpec, Config, LimitKey, Logger, RateLimits } from '@prompt-queue/shared';
 import { ProviderBreaker, type BreakerState } from './breaker.js';
-import { GeminiProvider, type KeySource } from './gemini/gemini-provider.js';
-import { OpenAICompatibleProvider } from './openai/openai-compatible.js';
+import { createPluginContext, LinkCredentials } from './credentials.js';
+import { KeyRing } from './gemini/key-ring.js';
+import { linkId, type LinkConfigBase, type ProviderPlugin } from './plugin.js';
 import type { Provider } from './provider.js';
+import { defaultRegistry, type ProviderRegistry } from './registry.js';
 
 /**
  * The fallback chain: which links may serve a job, in order. A link is one provider + model (+ quota
  * project) with its own adapter, its own fleet-wide limits and its own circuit breaker; prices
- * follow the model (`config.prices`).
+ * follow the model (`config.prices`). What a link's provider means (its fields, adapter,
+ * credentials, limiter scope) comes from its plugin in the registry (registry.ts).
  *
  * Chains come from `config.chains`, keyed by the job's model, else `default`; a link whose model is
  * `$job` serves the job's own model, so one chain template yields one concrete link per model. Links
@@ -38,43 +41,55 @@ export interface ChainDeps {
   config: Config;
   logger: Logger;
   redis: Redis;
+  /** The providers links may name. @defaultValue defaultRegistry (the built-in ones) */
+  registry?: ProviderRegistry;
+  /**
+   * Every link's credential source, and the plugins' context (the key ring…).
+   * @defaultValue built from a key ring of `gemini.apiKeys` / `gemini.apiKeyFile`
+   */
+  credentials?: LinkCredentials;
   /** Builds a link's adapter; tests wrap it to observe calls. */
   createProvider?: (spec: ResolvedLinkSpec) => Provider;
   /** Builds a link's breaker; defaults to ProviderBreaker with `config.breaker`. */
   createBreaker?: (linkId: string) => LinkBreaker;
-  /**
-   * The worker's Gemini key ring (GEMINI_API_KEY + GEMINI_API_KEY_FILE): Gemini links without keys
-   * of their own take their keys from it, one per call. Without it they use `gemini.apiKeys`.
-   */
-  keyRing?: KeySource;
+  /** Told of every link built (the first job of its route): the worker republishes its links. */
+  onLinkBuilt?: (spec: ResolvedLinkSpec) => void;
   /** Observes every breaker transition (metrics), and each link's initial `closed`. */
   onBreakerTransition?: (linkId: string, state: BreakerState['state']) => void;
 }
 
-/** A chain link with `$job` and every default resolved. */
+/** A chain link with `$job` and every common default resolved, and its plugin. */
 export interface ResolvedLinkSpec {
+  /** `<name>:<model>:<project>`. */
   id: string;
-  provider: ChainLinkSpec['provider'];
+  /** The plugin's name (`gemini`, `openai`…). */
+  provider: string;
+  /** In results and logs: the link's `name`, else the provider. */
   name: string;
   model: string;
-  baseUrl: string;
-  /** Gemini links: API version in the request path (gemini.apiVersion). */
-  apiVersion: Config['gemini']['apiVersion'];
-  apiKeys: string[];
-  /** The link lists its own keys (else it uses the worker's `gemini` keys, i.e. the key ring). */
-  ownKeys: boolean;
   project: string;
   timeoutMs: number;
   limits: RateLimits;
-  /** File URI prefixes the link's backend may fetch (config `fileUris.allow`). */
-  fileUriAllow: readonly string[];
+  /** The fleet-wide limiter scope: `{ provider: plugin.limitScope(link), model, project }`. */
+  limitKey: Required<LimitKey>;
+  plugin: ProviderPlugin;
+  /** The link as its plugin parsed it, `model`, `project` and `timeoutMs` resolved: what the plugin's methods get. */
+  link: LinkConfigBase;
 }
 
 export class ProviderChains {
   private readonly links = new Map<string, Link>();
   private readonly chains = new Map<string, Link[]>();
+  private readonly builtSpecs = new Map<string, ResolvedLinkSpec>();
 
-  constructor(private readonly deps: ChainDeps) {}
+  private readonly registry: ProviderRegistry;
+  private readonly credentials: LinkCredentials;
+
+  constructor(private readonly deps: ChainDeps) {
+    this.registry = deps.registry ?? defaultRegistry;
+    const { config, logger, redis } = deps;
+    this.credentials = deps.credentials ?? new LinkCredentials(createPluginContext({ config, logger, redis, keyRing: KeyRing.fromConfig(config, logger) }));
+  }
 
   /**
    * The links for a job of this kind and model, in order, without duplicates. Embed jobs only get
@@ -88,14 +103,14 @@ export class ProviderChains {
     const specs = config.chains[jobModel] ?? config.chains.default ?? DEFAULT_CHAIN;
     const chain: Link[] = [];
     for (const spec of specs) {
-      const link = this.link(resolveLinkSpec(config, spec, jobModel));
+      const link = this.link(resolveLinkSpec(config, spec, jobModel, this.registry));
       if (chain.some((known) => known.id === link.id)) continue;
       if (kind === 'embed' && !(link.provider.embedBatch && config.models[link.model]?.kind === 'embed')) continue;
       if (kind === 'generate' && config.models[link.model]?.kind === 'embed') continue;
       chain.push(link);
     }
     // A job must always have somewhere to go: its own model on Gemini, as without configuration.
-    if (chain.length === 0) chain.push(this.link(resolveLinkSpec(config, DEFAULT_CHAIN[0]!, jobModel)));
+    if (chain.length === 0) chain.push(this.link(resolveLinkSpec(config, DEFAULT_CHAIN[0]!, jobModel, this.registry)));
     this.chains.set(cacheKey, chain);
     return chain;
   }
@@ -103,6 +118,13 @@ export class ProviderChains {
   /** Every link built so far (for /status). */
   all(): Link[] {
     return [...this.links.values()];
+  }
+
+  /** The configured links (see {@link configuredLinks}) and every link built since, resolved. */
+  specs(): ResolvedLinkSpec[] {
+    const specs = new Map(configuredLinks(this.deps.config, this.registry).map((spec) => [spec.id, spec]));
+    for (const [id, spec] of this.builtSpecs) specs.set(id, spec);
+    return [...specs.values()];
   }
 
   shutdown(): void {
@@ -113,7 +135,8 @@ export class ProviderChains {
     const known = this.links.get(spec.id);
     if (known) return known;
     const { config, logger, redis } = this.deps;
-    const provider = this.deps.createProvider?.(spec) ?? createProvider(spec, this.deps.keyRing);
+    const { credentials } = this;
+    const provider = this.deps.createProvider?.(spec) ?? spec.plugin.create(spec.link, { ...credentials.context, credentials: credentials.for(spec) });
     const onTransition = this.deps.onBreakerTransition;
     const breaker =
       this.deps.createBreaker?.(spec.id) ??
@@ -130,49 +153,62 @@ export class ProviderChains {
       id: spec.id,
       providerName: spec.name,
       model: spec.model,
-      limitKey: { provider: spec.name, model: spec.model, project: spec.project },
+      limitKey: spec.limitKey,
       limits: spec.limits,
       provider,
       breaker,
     };
     this.links.set(spec.id, link);
+    this.builtSpecs.set(spec.id, spec);
+    this.deps.onLinkBuilt?.(spec);
     return link;
   }
 }
 
-/** Fills in `$job`, the Gemini defaults and the limits of one link. */
-export function resolveLinkSpec(config: Config, spec: ChainLinkSpec, jobModel: string): ResolvedLinkSpec {
-  const model = spec.model === '$job' ? jobModel : spec.model;
-  const name = spec.name ?? spec.provider;
-  const table = config.limits[`${name}:${model}`] ?? config.limits[`${spec.provider}:${model}`] ?? config.limits[model];
-  const limits = spec.limits ?? table;
-  const project = spec.project ?? limits?.project ?? 'default';
+/**
+ * Fills in `$job`, the common defaults and the limits of one link, and finds its plugin. The link is
+ * parsed by the plugin's schema (already done for `config.chains` by validateChainLinks at start;
+ * the default chain and tests' configs get it here).
+ */
+export function resolveLinkSpec(config: Config, spec: ChainLinkSpec, jobModel: string, registry: ProviderRegistry = defaultRegistry): ResolvedLinkSpec {
+  const plugin = registry.get(spec.provider);
+  if (!plugin) throw new Error(`chain link provider "${spec.provider}" is not registered (registered: ${registry.names().join(', ')})`);
+  const parsed = plugin.linkSchema.parse(spec);
+  const model = parsed.model === '$job' ? jobModel : parsed.model;
+  const name = parsed.name ?? parsed.provider;
+  const table = config.limits[`${name}:${model}`] ?? config.limits[`${parsed.provider}:${model}`] ?? config.limits[model];
+  const limits = parsed.limits ?? table;
+  const project = parsed.project ?? limits?.project ?? 'default';
+  const timeoutMs = parsed.timeoutMs ?? config.gemini.timeoutMs;
+  const link: LinkConfigBase = { ...parsed, model, project, timeoutMs };
   return {
-    id: `${name}:${model}:${project}`,
-    provider: spec.provider,
+    id: linkId(link),
+    provider: plugin.name,
     name,
     model,
-    baseUrl: spec.baseUrl ?? config.gemini.baseUrl,
-    apiVersion: config.gemini.apiVersion,
-    apiKeys: spec.apiKeys ?? (spec.provider === 'gemini' ? config.gemini.apiKeys : []),
-    ownKeys: spec.apiKeys !== undefined,
     project,
-    timeoutMs: spec.timeoutMs ?? config.gemini.timeoutMs,
+    timeoutMs,
     limits: { rpm: limits?.rpm ?? 0, tpm: limits?.tpm ?? 0 },
-    fileUriAllow: config.fileUris.allow,
+    limitKey: { provider: plugin.limitScope(link), model, project },
+    plugin,
+    link,
   };
 }
 
-function createProvider(spec: ResolvedLinkSpec, keyRing: KeySource | undefined): Provider {
-  if (spec.provider === 'openai') {
-    return new OpenAICompatibleProvider({
-      name: spec.name,
-      baseUrl: spec.baseUrl,
-      timeoutMs: spec.timeoutMs,
-      fileUriAllow: spec.fileUriAllow,
-      ...(spec.apiKeys[0] !== undefined ? { apiKey: spec.apiKeys[0] } : {}),
-    });
+/**
+ * Every link the configuration names, resolved: a chain's `$job` links as the chain's own model
+ * (`default`: gemini.defaultModel). What the startup check asks for credentials, and what the
+ * dashboard sees before the first job.
+ */
+export function configuredLinks(config: Config, registry: ProviderRegistry = defaultRegistry): ResolvedLinkSpec[] {
+  const chains = Object.keys(config.chains).length > 0 ? Object.entries(config.chains) : [['default', DEFAULT_CHAIN] as const];
+  const specs = new Map<string, ResolvedLinkSpec>();
+  for (const [chain, links] of chains) {
+    const jobModel = chain === 'default' ? config.gemini.defaultModel : chain;
+    for (const link of links) {
+      const spec = resolveLinkSpec(config, link, jobModel, registry);
+      if (!specs.has(spec.id)) specs.set(spec.id, spec);
+    }
   }
-  const keys = !spec.ownKeys && keyRing ? { keyRing } : { apiKeys: spec.apiKeys };
-  return new GeminiProvider({ ...keys, baseUrl: spec.baseUrl, apiVersion: spec.apiVersion, timeoutMs: spec.timeoutMs, fileUriAllow: spec.fileUriAllow });
+  return [...specs.values()];
 }

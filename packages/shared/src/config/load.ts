@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { DEFAULT_MODELS } from '../models.js';
 import { DEFAULT_PRICES } from '../pricing/prices.js';
 import { unsafeSettings } from './safety.js';
-import { clusterUrl, configSchema, type Config } from './schema.js';
+import { configSchema, type Config } from './schema.js';
 import { closestKey } from './suggest.js';
 
 /**
@@ -17,9 +17,6 @@ export const ENV_PATHS: Readonly<Record<string, string>> = {
   LOG_LEVEL: 'logLevel',
   REDIS_URL: 'redis.url',
   REDIS_PREFIX: 'redis.prefix',
-  REDIS_CLUSTER_NODES: 'redis.clusterNodes',
-  REDIS_WAIT_REPLICAS: 'redis.waitReplicas',
-  REDIS_WAIT_TIMEOUT_MS: 'redis.waitTimeoutMs',
   GEMINI_API_KEY: 'gemini.apiKeys',
   GEMINI_API_KEY_FILE: 'gemini.apiKeyFile',
   GEMINI_BASE_URL: 'gemini.baseUrl',
@@ -142,8 +139,6 @@ export function loadConfig(env: Env = process.env): Config {
     throw invalidConfiguration(problems);
   }
   const config = resolveWebhookSecrets(applyLinkEnvironment(applyEnvironmentDefaults(parsed.data), env), env);
-  // REDIS_CLUSTER_NODES becomes the URL's node list: every connection reads `redis.url` alone.
-  if (config.redis.clusterNodes.length > 0) config.redis.url = clusterUrl(config.redis.url, config.redis.clusterNodes);
   const unsafe = unsafeSettings(config);
   if (unsafe.length > 0) throw invalidConfiguration(unsafe.map(({ path, message }) => `${where(path.split('.'))}: ${message}`));
   return config;
@@ -167,9 +162,11 @@ function applyLinkEnvironment(config: Config, env: Env): Config {
     const model = config.gemini.defaultModel;
     config.limits[model] = { rpm: 0, tpm: 0, ...config.limits[model], [field]: parsed };
   }
+  // `apiKeyEnv` is a provider field (the worker's plugin schema checks it), read here because no
+  // other module reads the environment.
   for (const [chain, links] of Object.entries(config.chains)) {
     links.forEach((link, index) => {
-      if (link.apiKeyEnv === undefined) return;
+      if (typeof link.apiKeyEnv !== 'string') return;
       const keys = splitList(env[link.apiKeyEnv] ?? '');
       if (keys.length === 0) {
         throw invalidConfiguration([`chains.${chain}.${index}.apiKeyEnv: ${link.apiKeyEnv} is not set`]);
@@ -275,7 +272,6 @@ function readConfigFile(file: string): Record<string, unknown> {
 function parseEnvValue(name: string, value: string): unknown {
   switch (name) {
     case 'GEMINI_API_KEY':
-    case 'REDIS_CLUSTER_NODES':
       return splitList(value);
     case 'API_KEYS':
       return splitList(value).map((entry) => {

@@ -26,17 +26,6 @@ const apiKeyEntry = z.strictObject({
   key: z.string().min(1),
 });
 
-/**
- * `redis.url` pointed at Cluster seed nodes: its scheme and credentials, the nodes' addresses.
- * loadConfig applies it, so every connection reads `redis.url` alone.
- */
-export function clusterUrl(url: string, nodes: readonly string[]): string {
-  const match = /^(rediss?)(?:\+cluster)?:\/\/(?:([^@/]*)@)?/.exec(url);
-  const scheme = match?.[1] ?? 'redis';
-  const auth = match?.[2] !== undefined ? `${match[2]}@` : '';
-  return `${scheme}+cluster://${auth}${nodes.join(',')}`;
-}
-
 /** The spellings of a boolean the environment may use. */
 export const BOOLEAN_FLAG_VALUES = ['true', 'false', '1', '0', 'yes', 'no'] as const;
 
@@ -105,40 +94,35 @@ const rateLimitSpec = z.strictObject({
 export type RateLimitSpec = z.infer<typeof rateLimitSpec>;
 
 /**
- * One link of a fallback chain: a provider, a model and how to reach it. Each link has its own
+ * The fields every link of a fallback chain has, whatever its provider. Each link has its own
  * fleet-wide limits (`limits`, or the top-level `limits` table by `provider:model` or model), its
  * own circuit breaker and its own prices (`prices` by model).
+ *
+ * Provider fields (`baseUrl`, `apiKeys`…) belong to the provider: packages/shared cannot know the
+ * worker's providers, so the loader passes them through and the worker validates each link, strictly,
+ * with its provider plugin's schema (apps/worker/src/providers/registry.ts), at start. A plugin's
+ * schema extends {@link chainLinkBaseShape}.
  */
-const chainLink = z
-  .strictObject({
-    /** `gemini` (the Gemini API through the SDK) or `openai` (any OpenAI-compatible endpoint). */
-    provider: z.enum(['gemini', 'openai']),
-    /** Model this link calls; `$job` = the job's own model. @defaultValue '$job' */
-    model: z.string().min(1).default('$job'),
-    /** Name in results (`provider`), logs and breaker states. @defaultValue the provider */
-    name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
-    /** Endpoint. gemini: @defaultValue gemini.baseUrl; openai: required (e.g. http://ollama:11434/v1). */
-    baseUrl: z.url().optional(),
-    /** API keys of this link (another Gemini project). @defaultValue gemini.apiKeys for gemini links */
-    apiKeys: z.array(z.string().min(1)).optional(),
-    /** Environment variable holding the link's API key(s), comma-separated; read once at start. */
-    apiKeyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional(),
-    /** Quota project of the link's keys (its limiter scope). @defaultValue the limits entry's, else 'default' */
-    project: z.string().min(1).optional(),
-    /** Per-call timeout, ms. @defaultValue gemini.timeoutMs */
-    timeoutMs: positiveInt.optional(),
-    /** The link's own limits; overrides the `limits` table. */
-    limits: rateLimitSpec.optional(),
-  })
-  .refine((link) => link.provider !== 'openai' || link.baseUrl !== undefined, {
-    message: 'an openai link needs a baseUrl',
-    path: ['baseUrl'],
-  })
-  .refine((link) => link.provider !== 'openai' || link.model !== '$job', {
-    message: 'an openai link needs an explicit model (a Gemini model name means nothing there)',
-    path: ['model'],
-  });
+export const chainLinkBaseShape = {
+  /** The link's provider plugin, e.g. `gemini`, `openai` (apps/worker/src/providers/<name>/). */
+  provider: z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'a provider name: lowercase letters, digits and -'),
+  /** Model this link calls; `$job` = the job's own model. @defaultValue '$job' */
+  model: z.string().min(1).default('$job'),
+  /** Name in results (`provider`), logs, breaker states and the limiter scope. @defaultValue the provider */
+  name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
+  /** Quota project of the link (its limiter scope). @defaultValue the limits entry's, else 'default' */
+  project: z.string().min(1).optional(),
+  /** Per-call timeout, ms. @defaultValue gemini.timeoutMs */
+  timeoutMs: positiveInt.optional(),
+  /** The link's own limits; overrides the `limits` table. */
+  limits: rateLimitSpec.optional(),
+};
+
+/** A chain link as the shared loader reads it: the common fields, provider fields passed through. */
+const chainLink = z.looseObject(chainLinkBaseShape);
 export type ChainLinkSpec = z.infer<typeof chainLink>;
+/** The common fields of a link, without the provider's (what every provider plugin's link type extends). */
+export type LinkConfigBase = z.infer<z.ZodObject<typeof chainLinkBaseShape>>;
 
 /**
  * The whole configuration, parsed once at start. Every field documents its default and unit;
@@ -152,43 +136,9 @@ export const configSchema = z.strictObject({
   logLevel: z.enum(['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly']).default('info'),
   redis: z
     .strictObject({
-      /**
-       * One Redis (`redis://`, `rediss://` for TLS), or a Redis Cluster by its seed nodes
-       * (`redis+cluster://host:port,host:port`, `rediss+cluster://…`; credentials as in a URL).
-       */
-      url: z
-        .string()
-        .regex(/^rediss?(\+cluster)?:\/\//, 'must start with redis://, rediss://, redis+cluster:// or rediss+cluster://')
-        .default('redis://127.0.0.1:6379'),
-      /**
-       * Seed nodes of a Redis Cluster (`host:port`, comma-separated in REDIS_CLUSTER_NODES): when
-       * set, the connection is a Cluster over these, with the credentials and TLS of `url`.
-       * @defaultValue none (the `url` decides)
-       */
-      clusterNodes: z.array(z.string().regex(/^[^\s,/]+:\d+$/, 'host:port')).default([]),
-      /**
-       * Prefix of every Redis key we write, BullMQ's included: BullMQ's keys under `{<prefix>}` (one
-       * slot on a Cluster, as BullMQ needs), ours under `<prefix>:` tagged per tenant and scope
-       * (docs/decisions/redis-cluster.md). `pq` and `{pq}` mean the same; read as `{pq}`.
-       */
-      prefix: z
-        .string()
-        .regex(
-          /^\{?[A-Za-z0-9_-]+\}?$/,
-          'letters, digits, _ and - (optionally in one {…}): a hash tag anywhere else would put keys of different tenants and scopes in one Redis Cluster slot, or split BullMQ\'s',
-        )
-        .refine((prefix) => prefix.startsWith('{') === prefix.endsWith('}'), 'an unbalanced { or }')
-        .transform((prefix) => `{${prefix.replace(/^\{|\}$/g, '')}}`)
-        .default('{pq}'),
-      /**
-       * Replicas that must confirm the producer's writes before it answers 202 (Redis `WAIT`), so
-       * an accepted job survives a failover to a replica; 0 = answer at once (asynchronous
-       * replication: a master that dies right after may take the last jobs with it).
-       * @defaultValue 0
-       */
-      waitReplicas: nonNegativeInt.default(0),
-      /** How long the producer waits for those replicas, ms; fewer in time answers 503. @defaultValue 1000 */
-      waitTimeoutMs: positiveInt.default(1_000),
+      url: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://').default('redis://127.0.0.1:6379'),
+      /** Prefix of every Redis key we write, BullMQ's included. */
+      prefix: z.string().regex(/^[A-Za-z0-9_{}-]+$/).default('pq'),
     })
     .prefault({}),
   gemini: z

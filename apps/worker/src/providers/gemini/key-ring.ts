@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
 import { readFileSync, watch, unwatchFile, watchFile, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
-import type { Config, Logger } from '@prompt-queue/shared';
+import type { Config, CredentialHealth, Logger } from '@prompt-queue/shared';
+import { credentialFingerprint } from '../fingerprint.js';
 
 /**
  * Gemini API key rotation (issue 4 point 7): round-robin over the keys that still work.
@@ -70,7 +70,7 @@ export interface KeyRingOptions {
 
 /** First 8 hex digits of the key's sha256: enough to tell keys apart, useless to call Google. */
 export function fingerprint(key: string): string {
-  return createHash('sha256').update(key, 'utf8').digest('hex').slice(0, 8);
+  return credentialFingerprint(key).slice('sha256:'.length);
 }
 
 /** Keys of a key file: one per line, surrounding space trimmed, blank lines and `#` comments skipped. */
@@ -144,6 +144,19 @@ export class KeyRing {
       healthy: this.healthy().map(fingerprint),
       rejected: [...this.rejected].map(([key, reason]) => ({ fingerprint: fingerprint(key), reason })),
     };
+  }
+
+  /**
+   * Every listed key by fingerprint (`sha256:<8 hex>`), for the dashboard's links: `ok` once it
+   * answered a call, `unknown` until then, `rejected` with Google's reason.
+   */
+  health(): CredentialHealth[] {
+    return this.listed.map((key): CredentialHealth => {
+      const id = credentialFingerprint(key);
+      const reason = this.rejected.get(key);
+      if (reason) return { fingerprint: id, state: 'rejected', detail: reason };
+      return { fingerprint: id, state: this.verified.has(key) ? 'ok' : 'unknown' };
+    });
   }
 
   /** The next healthy key, round-robin; undefined when none is left (fail with PROVIDER_AUTH_FAILED). */

@@ -118,22 +118,7 @@ export class OpenAICompatibleProvider implements Provider {
 
   /** Failures without an HTTP answer: our timeout, the caller's abort, the network. */
   private classifyThrown(error: unknown, { timedOut, aborted }: { timedOut: boolean; aborted: boolean }): ProviderError {
-    if (isProviderError(error)) return error;
-    if (timedOut) {
-      return new ProviderError('PROVIDER_TIMEOUT', `${this.name} did not answer within ${this.options.timeoutMs} ms`, {
-        disposition: 'backoff',
-        cause: error,
-      });
-    }
-    const name = (error as { name?: unknown } | null)?.name;
-    if (aborted || name === 'AbortError' || name === 'TimeoutError') {
-      return new ProviderError('PROVIDER_TIMEOUT', `The call to ${this.name} was aborted`, { disposition: 'backoff', cause: error });
-    }
-    const message = error instanceof Error ? error.message : String(error);
-    return new ProviderError('PROVIDER_NETWORK_ERROR', `Cannot reach ${this.name}: ${causeCode(error) ?? clip(mask(message, this.options.apiKey))}`, {
-      disposition: 'backoff',
-      cause: error,
-    });
+    return classifyOpenAIThrown(error, { provider: this.name, timeoutMs: this.options.timeoutMs, timedOut, aborted, apiKey: this.options.apiKey });
   }
 
   private toResult(requestedModel: string, answer: unknown): GenerateResult {
@@ -260,6 +245,31 @@ function unsupported(providerName: string, what: string): ProviderError {
 }
 
 type HeaderSource = Headers | Record<string, string | string[] | undefined>;
+
+/**
+ * A failure without an HTTP answer: our timeout (`timedOut`), the caller's abort, the network.
+ * Anything key-like in the message is masked.
+ */
+export function classifyOpenAIThrown(
+  error: unknown,
+  context: { provider: string; timeoutMs?: number; timedOut: boolean; aborted: boolean; apiKey?: string | undefined },
+): ProviderError {
+  if (isProviderError(error)) return error;
+  const { provider, timedOut, aborted } = context;
+  if (timedOut) {
+    const within = context.timeoutMs === undefined ? '' : ` within ${context.timeoutMs} ms`;
+    return new ProviderError('PROVIDER_TIMEOUT', `${provider} did not answer${within}`, { disposition: 'backoff', cause: error });
+  }
+  const name = (error as { name?: unknown } | null)?.name;
+  if (aborted || name === 'AbortError' || name === 'TimeoutError') {
+    return new ProviderError('PROVIDER_TIMEOUT', `The call to ${provider} was aborted`, { disposition: 'backoff', cause: error });
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return new ProviderError('PROVIDER_NETWORK_ERROR', `Cannot reach ${provider}: ${causeCode(error) ?? clip(mask(message, context.apiKey))}`, {
+    disposition: 'backoff',
+    cause: error,
+  });
+}
 
 /**
  * THE classification of an OpenAI-compatible HTTP error answer, with classify.ts's dispositions:
