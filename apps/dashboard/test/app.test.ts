@@ -1,4 +1,4 @@
-import { configSchema, createLogger, createRedis, QueueName, waitForRedis, type ConfigInput } from '@prompt-queue/shared';
+import { configSchema, createLogger, createRedis, queuePrefix, QueueName, waitForRedis, type ConfigInput } from '@prompt-queue/shared';
 import { freePort, startTestRedis, uniquePrefix, type TestRedis } from '@prompt-queue/shared/testing';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -31,7 +31,8 @@ function dashboardWith(
   overrides: Partial<ConfigInput> = {},
   auth?: DashboardAuth,
 ): { dashboard: Dashboard; prefix: string; connection: Redis; reader: Redis } {
-  const prefix = uniquePrefix('dash');
+  // Tagged as the config reads it, so the test's BullMQ queue and the app's are the same.
+  const prefix = queuePrefix(uniquePrefix('dash'));
   const config = configSchema.parse({
     env: 'test',
     redis: { url: redis.url, prefix },
