@@ -58,6 +58,9 @@ async function moveToDelayed(entry: JobEntry, delayMs: number, reason: string, l
     // sees why and until when (`waiting` in GET /v1/jobs/:id). Short waits are not worth a write.
     if (reason === 'daily-quota' || reason === 'budget') {
       await job.updateProgress({ waiting: { reason, until: new Date(Date.now() + delayMs).toISOString() } });
+    } else if (reason === 'waiting-in-batch') {
+      // Its answer comes from a Batch API job (tier-route.ts); `until` is its fallback time.
+      await job.updateProgress({ waiting: { reason, until: new Date(Date.now() + delayMs).toISOString() }, tier: 'batch' });
     }
     await job.moveToDelayed(Date.now() + delayMs, token);
     return new DelayedError();

@@ -94,7 +94,7 @@ export function callMetricOutcome(error: unknown): CallMetricOutcome | undefined
 }
 
 /** Why a job goes back to `delayed` without spending an attempt. */
-export type WaitReason = 'quota' | 'rate-limited' | 'daily-quota' | 'breakers-open' | 'budget' | 'budget-busy' | 'cache-pending';
+export type WaitReason = 'quota' | 'rate-limited' | 'daily-quota' | 'breakers-open' | 'budget' | 'budget-busy' | 'cache-pending' | 'waiting-in-batch';
 
 /**
  * A job's fate at the end of its batch. `final` ends the job (completed, failed for good,

@@ -1,5 +1,7 @@
 import {
   costNanoUsd,
+  tierCostNanoUsd,
+  type ServiceTier,
   nanoUsdToUsd,
   promptJobResultSchema,
   type Config,
@@ -28,7 +30,32 @@ export class JobResults {
       usage: answer.usage,
       latencyMs,
       ...(answer.modelVersion !== undefined ? { modelVersion: answer.modelVersion } : {}),
+      tier: 'standard',
     });
+  }
+
+  /**
+   * A generation served at a cheaper tier (Batch API, Flex): priced at the standard price times
+   * `tiers.priceMultiplier.<tier>`, rounded once to the nano-dollar; `savedNanoUsd` is what it
+   * would have cost more at standard (the usage ledger's savings by tier).
+   */
+  atTier(answer: GenerateResult, latencyMs: number, tier: Exclude<ServiceTier, 'standard'>): { result: PromptJobResult; savedNanoUsd: number } {
+    const standard = this.priceOf(answer.model, answer.usage);
+    const nano = standard === null ? null : tierCostNanoUsd(standard, this.deps.config.tiers.priceMultiplier[tier]);
+    const result = promptJobResultSchema.parse({
+      text: answer.text,
+      finishReason: answer.finishReason,
+      provider: answer.provider,
+      model: answer.model,
+      usage: answer.usage,
+      latencyMs,
+      ...(answer.modelVersion !== undefined ? { modelVersion: answer.modelVersion } : {}),
+      cached: false,
+      costUsd: nano === null ? null : nanoUsdToUsd(nano),
+      costNanoUsd: nano,
+      tier,
+    });
+    return { result, savedNanoUsd: standard === null || nano === null ? 0 : Math.max(0, standard - nano) };
   }
 
   /**

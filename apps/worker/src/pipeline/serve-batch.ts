@@ -24,12 +24,15 @@ import { attemptFacts, jobFateOfError } from './fate.js';
 import { prepareBatch } from './prepare.js';
 import type { JobResults } from './results.js';
 import { settleBatch } from './settle.js';
+import { NO_ROUTING, routeTiers, type TierRouting } from './tier-route.js';
 
 /**
  * Serves one micro-batch (jobs of one kind and model) through its fallback chain, stage by stage;
  * each stage is its own module and returns decisions (fates, by job) that only this function combines:
  *
  *   prepare.ts       requests, estimates, digests           (blob reads; `active` events)
+ *   tier-route.ts    deadline → Batch API / Flex / standard (jobs with a deadline only: one read,
+ *                    one write pipeline)
  *   cache-stage.ts   cache lookup + in-flight claims, dedupe (one pipeline)
  *   budget-admit.ts  budget reservations, leaders           (one script call)
  *   call-chain.ts    per link: limiter.reserve (one round trip), calls under the breaker,
@@ -74,7 +77,11 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
     let lookup = NO_CACHE;
     let admission: BudgetAdmission | undefined;
     let ledger: LimiterLedger = { settle: [], release: [], samples: [] };
+    let routing: TierRouting = NO_ROUTING;
     try {
+      // Jobs that can wait go to a cheaper tier first: batched ones leave the batch here.
+      routing = await routeTiers(deps, batch, undecided(batch.jobs));
+      merge(fates, routing.fates);
       if (cache) {
         lookup = await lookUpCache(cache, results, undecided(batch.jobs), links, claimTtlMs);
         merge(fates, lookup.fates);

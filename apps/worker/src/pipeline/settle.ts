@@ -126,6 +126,7 @@ export async function settleBatch(deps: SettleDeps, decided: BatchDecisions): Pr
 function waitCode(reason: string): ErrorCode | '' {
   switch (reason) {
     case 'cache-pending':
+    case 'waiting-in-batch':
       return '';
     case 'budget':
     case 'budget-busy':

@@ -32,6 +32,12 @@ export const USAGE_METRICS = [
   'savedNanoUsd',
   /** Jobs whose cost is unknown (a model without a price): their cost counts as 0. */
   'unpricedJobs',
+  /** Of `costNanoUsd`, what calls served at the Batch API / Flex tier cost (docs/decisions/tiers.md). */
+  'batchCostNanoUsd',
+  'flexCostNanoUsd',
+  /** What those calls would have cost more at standard prices. */
+  'batchSavedNanoUsd',
+  'flexSavedNanoUsd',
 ] as const;
 export type UsageMetric = (typeof USAGE_METRICS)[number];
 
@@ -61,6 +67,10 @@ export interface UsageEntry {
   cached: boolean;
   /** For cache hits: what the call would have cost, integer nano-USD. */
   savedNanoUsd?: number;
+  /** The tier that served a call (absent: standard). */
+  tier?: 'standard' | 'flex' | 'batch';
+  /** For a flex or batch call: standard cost − its cost, integer nano-USD. */
+  tierSavedNanoUsd?: number;
 }
 
 export interface PeriodUsage extends UsageTotals {
@@ -269,6 +279,10 @@ function addEntry(counters: UsageCounters, entry: UsageEntry): void {
   }
   if (entry.costNanoUsd === null) counters.unpricedJobs += 1;
   else counters.costNanoUsd += nonNegativeInteger('costNanoUsd', entry.costNanoUsd);
+  if ((entry.tier === 'batch' || entry.tier === 'flex') && entry.costNanoUsd !== null) {
+    counters[`${entry.tier}CostNanoUsd`] += entry.costNanoUsd;
+    counters[`${entry.tier}SavedNanoUsd`] += nonNegativeInteger('tierSavedNanoUsd', entry.tierSavedNanoUsd ?? 0);
+  }
 }
 
 function nonNegativeInteger(name: string, value: number): number {

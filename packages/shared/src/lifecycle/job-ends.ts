@@ -154,7 +154,9 @@ export function usageObserver(ledger: UsageLedger): JobEndObserver {
         if (result.cached) {
           return { tenant, model: result.model, provider: result.provider, outcome: 'completed', costNanoUsd: 0, cached: true, savedNanoUsd: end.savedNanoUsd ?? 0 };
         }
-        return { tenant, model: result.model, provider: result.provider, outcome: 'completed', usage: result.usage, costNanoUsd: result.costNanoUsd, cached: false };
+        // A cheaper tier's saving rides in `savedNanoUsd` of a non-cached end (pipeline/tier-route.ts).
+        const tier = result.tier !== undefined && result.tier !== 'standard' ? { tier: result.tier, tierSavedNanoUsd: end.savedNanoUsd ?? 0 } : {};
+        return { tenant, model: result.model, provider: result.provider, outcome: 'completed', usage: result.usage, costNanoUsd: result.costNanoUsd, cached: false, ...tier };
       });
       return ledger.record(entries, ends[0]!.at);
     },

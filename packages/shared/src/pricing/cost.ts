@@ -34,6 +34,15 @@ function nanoPerToken(usdPerMillionTokens: number): number {
   return Math.round(usdPerMillionTokens * 1000);
 }
 
+/**
+ * A call's cost at a cheaper tier (Batch API, Flex): the standard cost times the tier's
+ * multiplier (`tiers.priceMultiplier`), rounded once to the nano-dollar. With Google's 50% and
+ * the shipped prices (even nano-dollars per token) it is exactly half.
+ */
+export function tierCostNanoUsd(standardNanoUsd: number, multiplier: number): number {
+  return Math.round(standardNanoUsd * multiplier);
+}
+
 export function nanoUsdToUsd(nanoUsd: number): number {
   return nanoUsd / 1e9;
 }

@@ -157,6 +157,12 @@ export const promptJobDataSchema = z.object({
   outputDimensionality: z.number().int().positive().optional(),
   /** Where the job's end is POSTed (webhooks/outbox.ts); absent: its tenant's default, if any. */
   webhook: webhookRefSchema.optional(),
+  /**
+   * Epoch ms by which the job must be answered, from its `deadline`, `maxWaitSeconds` or its
+   * tenant's default (the producer works it out). The worker's tier router picks the cheapest tier
+   * that meets it; absent: standard, as soon as possible.
+   */
+  deadline: z.number().int().positive().optional(),
 });
 export type PromptJobData = z.infer<typeof promptJobDataSchema>;
 
@@ -184,5 +190,8 @@ export const promptJobResultSchema = z.object({
   modelVersion: z.string().optional(),
   /** Embed jobs: the embedding vector (`text` is then ''). */
   embedding: z.array(z.number()).optional(),
+  /** The service tier that answered, priced at its rate; absent in older results: standard. */
+  tier: z.enum(['standard', 'flex', 'batch']).optional(),
 });
+export type ServiceTier = 'standard' | 'flex' | 'batch';
 export type PromptJobResult = z.infer<typeof promptJobResultSchema>;

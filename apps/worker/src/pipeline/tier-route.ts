@@ -1,0 +1,191 @@
+import { GoogleGenerativeAIFetchError } from '@google/generative-ai';
+import type { Redis } from 'ioredis';
+import { ProviderError, slotPipeline, type Config, type Logger } from '@prompt-queue/shared';
+import { classifyProviderError } from '../providers/gemini/classify.js';
+import { toUsage } from '../providers/gemini/gemini-provider.js';
+import type { GenerateResult } from '../providers/provider.js';
+import { ttlMs, type CollectedRequest } from '../tiers/batch-runner.js';
+import { batchModelFor } from '../tiers/batch-link.js';
+import {
+  batchAnswerKey,
+  batchJobKey,
+  collectedKey,
+  memberOf,
+  requestsKey,
+  tierModelsKey,
+  type BatchAnswer,
+  type BatchJobRecord,
+} from '../tiers/keys.js';
+import type { Batch, BatchJob, Fates } from './batch.js';
+import { attemptFacts, jobFateOfError, type JobFate } from './fate.js';
+import type { JobResults } from './results.js';
+
+/**
+ * Stage 1b: the tier router (docs/decisions/tiers.md). For jobs with a `deadline`, the cheapest
+ * tier that still answers in time:
+ *
+ *   ≥ tiers.batch.minRemainingMs left, chain starts with a Gemini API link → Batch API: the job's
+ *     request is collected for its model (tiers/batch-runner.ts submits and polls) and the job waits
+ *     in `delayed` until its answer is promoted, or until `fallbackAt` (deadline − fallbackMarginMs);
+ *   back with an answer → served (priced at the batch tier) or failed per its error (fate.ts);
+ *   back at fallbackAt without one, or its batch failed/expired → standard, now (the rest of the
+ *     pipeline); ≥ tiers.flex.minRemainingMs left and Flex enabled → Flex (call-chain.ts);
+ *   otherwise → standard.
+ *
+ * Two round trips per batch at most (one read pipeline, one write pipeline), none for a batch
+ * without deadlines.
+ */
+
+/** What the router decided: the batch path's fates; every other job goes on (standard or flex). */
+export interface TierRouting {
+  fates: Fates;
+  /** Jobs to send at the Flex tier (tiers.flex.enabled and enough time left). */
+  flex: Set<BatchJob>;
+}
+
+export interface TierRouteDeps {
+  config: Config;
+  logger: Logger;
+  redis: Redis;
+  results: JobResults;
+  now?: () => number;
+}
+
+export const NO_ROUTING: TierRouting = Object.freeze({ fates: new Map(), flex: new Set() }) as TierRouting;
+
+export async function routeTiers(deps: TierRouteDeps, batch: Batch, jobs: readonly BatchJob[]): Promise<TierRouting> {
+  const { config, redis } = deps;
+  const now = (deps.now ?? Date.now)();
+  const prefix = config.redis.prefix;
+  const withDeadline = batch.kind === 'generate' ? jobs.filter((job) => job.entry.data.deadline !== undefined && job.request !== undefined) : [];
+  if (withDeadline.length === 0) return NO_ROUTING;
+  const batchModel = batchModelFor(config, batch.model);
+  const fates: Fates = new Map();
+  const flex = new Set<BatchJob>();
+  const link = batch.links[0];
+
+  // One read: each job's batch record and answer (tenant-tagged keys, by slot on a Cluster).
+  const read = slotPipeline(redis);
+  for (const job of withDeadline) {
+    const { tenant } = job.entry.data;
+    const id = job.entry.job.id ?? '';
+    read.get(batchJobKey(prefix, tenant, id)).get(batchAnswerKey(prefix, tenant, id));
+  }
+  const replies = (await read.exec()) ?? [];
+  const value = (i: number): string | null => {
+    const [error, reply] = replies[i] ?? [null, null];
+    if (error) throw error;
+    return reply as string | null;
+  };
+
+  const write = slotPipeline(redis);
+  let writes = 0;
+  withDeadline.forEach((job, i) => {
+    const { data } = job.entry;
+    const id = job.entry.job.id ?? '';
+    const member = memberOf(data.tenant, id);
+    const recordJson = value(2 * i);
+    const answerJson = value(2 * i + 1);
+    const record = recordJson ? (JSON.parse(recordJson) as BatchJobRecord) : undefined;
+    const forget = (): void => {
+      write.del(batchJobKey(prefix, data.tenant, id), batchAnswerKey(prefix, data.tenant, id));
+      if (record) write.zrem(collectedKey(prefix, record.model), member).hdel(requestsKey(prefix, record.model), member);
+      writes += 1;
+    };
+    if (answerJson) {
+      fates.set(job, answerFate(deps, job, JSON.parse(answerJson) as BatchAnswer, link?.providerName ?? 'gemini', link?.id, record?.model ?? batch.model));
+      forget();
+      return;
+    }
+    if (record) {
+      if (record.state !== 'fallback' && now < record.fallbackAt) {
+        fates.set(job, waitInBatch(record.fallbackAt));
+        return;
+      }
+      // Its batch failed or expired, or the deadline is near: standard, now. The record stays
+      // `fallback`, so a job that comes back (a quota wait, a retry) is not batched again.
+      if (record.state !== 'fallback') {
+        deps.logger.info('batch tier: job falls back to standard', { jobId: id, tenant: data.tenant, why: 'deadline-near' });
+        const fallback: BatchJobRecord = { state: 'fallback', model: record.model, fallbackAt: record.fallbackAt, why: 'deadline-near' };
+        write.set(batchJobKey(prefix, data.tenant, id), JSON.stringify(fallback), 'PX', ttlMs(config, record.fallbackAt, now));
+        write.zrem(collectedKey(prefix, record.model), member).hdel(requestsKey(prefix, record.model), member);
+        writes += 1;
+      }
+      return routeNow(job);
+    }
+    const remaining = data.deadline! - now;
+    if (batchModel !== undefined && remaining >= config.tiers.batch.minRemainingMs) {
+      const fallbackAt = data.deadline! - config.tiers.batch.fallbackMarginMs;
+      const collected: BatchJobRecord = { state: 'collected', model: batchModel, fallbackAt };
+      const request: CollectedRequest = { request: { ...job.request!, model: batchModel }, fallbackAt };
+      write.set(batchJobKey(prefix, data.tenant, id), JSON.stringify(collected), 'PX', ttlMs(config, fallbackAt, now));
+      write.hset(requestsKey(prefix, batchModel), member, JSON.stringify(request));
+      write.zadd(collectedKey(prefix, batchModel), 'NX', now, member);
+      write.sadd(tierModelsKey(prefix), batchModel);
+      writes += 1;
+      fates.set(job, waitInBatch(fallbackAt));
+      return;
+    }
+    routeNow(job);
+  });
+  if (writes > 0) {
+    const results = (await write.exec()) ?? [];
+    const failed = results.find(([error]) => error);
+    if (failed) throw failed[0];
+  }
+  return { fates, flex };
+
+  function routeNow(job: BatchJob): void {
+    const remaining = job.entry.data.deadline! - now;
+    if (config.tiers.flex.enabled && remaining >= config.tiers.flex.minRemainingMs) flex.add(job);
+  }
+}
+
+function waitInBatch(untilMs: number): JobFate {
+  return { kind: 'wait', untilMs, reason: 'waiting-in-batch', fields: { tier: 'batch' } };
+}
+
+/** What the router stored as the Gemini wire response of one batch request. */
+interface WireResponse {
+  candidates?: { content?: { parts?: { text?: string; thought?: boolean }[] }; finishReason?: string }[];
+  promptFeedback?: { blockReason?: string };
+  usageMetadata?: Parameters<typeof toUsage>[0];
+  modelVersion?: string;
+}
+
+const BLOCKED_FINISH_REASONS = new Set(['SAFETY', 'RECITATION', 'LANGUAGE', 'BLOCKLIST', 'PROHIBITED_CONTENT', 'SPII', 'IMAGE_SAFETY']);
+
+/** A batch answer as the job's fate: served at the batch tier, or its error through the one classifier and fate function. */
+function answerFate(deps: TierRouteDeps, job: BatchJob, answer: BatchAnswer, provider: string, linkId: string | undefined, model: string): JobFate {
+  const facts = attemptFacts(job.entry);
+  try {
+    if (answer.kind === 'error') {
+      // The per-request error as the SDK would have thrown it for a generateContent call.
+      throw classifyProviderError(new GoogleGenerativeAIFetchError(`[${answer.code} ${answer.status}] ${answer.message}`, answer.code, answer.status, []));
+    }
+    const response = answer.response as WireResponse;
+    const candidate = response.candidates?.[0];
+    if (!candidate) {
+      const blockReason = response.promptFeedback?.blockReason;
+      if (blockReason) throw new ProviderError('PROMPT_BLOCKED', `Gemini blocked the prompt (${blockReason})`, { disposition: 'fail' });
+      throw new ProviderError('PROVIDER_UNAVAILABLE', 'Gemini returned no candidates', { disposition: 'backoff' });
+    }
+    const finishReason = candidate.finishReason ?? 'FINISH_REASON_UNSPECIFIED';
+    if (BLOCKED_FINISH_REASONS.has(finishReason)) {
+      throw new ProviderError('RESPONSE_BLOCKED', `Gemini withheld the answer (finishReason ${finishReason})`, { disposition: 'fail' });
+    }
+    const text = (candidate.content?.parts ?? []).filter((part) => !part.thought && typeof part.text === 'string').map((part) => part.text).join('');
+    const generated: GenerateResult = {
+      text,
+      finishReason,
+      usage: toUsage(response.usageMetadata),
+      ...(response.modelVersion !== undefined ? { modelVersion: response.modelVersion } : {}),
+      provider,
+      model,
+    };
+    const { result, savedNanoUsd } = deps.results.atTier(generated, 0, 'batch');
+    return { kind: 'served', result, ...(linkId !== undefined ? { link: linkId } : {}), savedNanoUsd };
+  } catch (error) {
+    return jobFateOfError(facts, error, 0, linkId);
+  }
+}
