@@ -12,6 +12,7 @@ export * from './queue/blobs.js';
 export * from './queue/file-uris.js';
 export * from './redis/keys.js';
 export * from './redis/connection.js';
+export * from './redis/cluster.js';
 export * from './logging/logger.js';
 export * from './pricing/prices.js';
 export * from './pricing/cost.js';

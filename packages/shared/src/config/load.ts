@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { DEFAULT_MODELS } from '../models.js';
 import { DEFAULT_PRICES } from '../pricing/prices.js';
 import { unsafeSettings } from './safety.js';
-import { configSchema, type Config } from './schema.js';
+import { clusterUrl, configSchema, type Config } from './schema.js';
 import { closestKey } from './suggest.js';
 
 /**
@@ -17,6 +17,9 @@ export const ENV_PATHS: Readonly<Record<string, string>> = {
   LOG_LEVEL: 'logLevel',
   REDIS_URL: 'redis.url',
   REDIS_PREFIX: 'redis.prefix',
+  REDIS_CLUSTER_NODES: 'redis.clusterNodes',
+  REDIS_WAIT_REPLICAS: 'redis.waitReplicas',
+  REDIS_WAIT_TIMEOUT_MS: 'redis.waitTimeoutMs',
   GEMINI_API_KEY: 'gemini.apiKeys',
   GEMINI_API_KEY_FILE: 'gemini.apiKeyFile',
   GEMINI_BASE_URL: 'gemini.baseUrl',
@@ -139,6 +142,8 @@ export function loadConfig(env: Env = process.env): Config {
     throw invalidConfiguration(problems);
   }
   const config = resolveWebhookSecrets(applyLinkEnvironment(applyEnvironmentDefaults(parsed.data), env), env);
+  // REDIS_CLUSTER_NODES becomes the URL's node list: every connection reads `redis.url` alone.
+  if (config.redis.clusterNodes.length > 0) config.redis.url = clusterUrl(config.redis.url, config.redis.clusterNodes);
   const unsafe = unsafeSettings(config);
   if (unsafe.length > 0) throw invalidConfiguration(unsafe.map(({ path, message }) => `${where(path.split('.'))}: ${message}`));
   return config;
@@ -272,6 +277,7 @@ function readConfigFile(file: string): Record<string, unknown> {
 function parseEnvValue(name: string, value: string): unknown {
   switch (name) {
     case 'GEMINI_API_KEY':
+    case 'REDIS_CLUSTER_NODES':
       return splitList(value);
     case 'API_KEYS':
       return splitList(value).map((entry) => {

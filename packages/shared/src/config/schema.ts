@@ -26,6 +26,17 @@ const apiKeyEntry = z.strictObject({
   key: z.string().min(1),
 });
 
+/**
+ * `redis.url` pointed at Cluster seed nodes: its scheme and credentials, the nodes' addresses.
+ * loadConfig applies it, so every connection reads `redis.url` alone.
+ */
+export function clusterUrl(url: string, nodes: readonly string[]): string {
+  const match = /^(rediss?)(?:\+cluster)?:\/\/(?:([^@/]*)@)?/.exec(url);
+  const scheme = match?.[1] ?? 'redis';
+  const auth = match?.[2] !== undefined ? `${match[2]}@` : '';
+  return `${scheme}+cluster://${auth}${nodes.join(',')}`;
+}
+
 /** The spellings of a boolean the environment may use. */
 export const BOOLEAN_FLAG_VALUES = ['true', 'false', '1', '0', 'yes', 'no'] as const;
 
@@ -77,12 +88,6 @@ export type TenantWebhookConfig = z.infer<typeof tenantWebhook>;
 const tenantSettings = tenantBudget.extend({
   /** Default webhook URL and signing secrets. @defaultValue none */
   webhook: tenantWebhook.optional(),
-  /**
-   * How long the tenant's jobs may wait for an answer when they say nothing (`deadline` or
-   * `maxWaitSeconds`), s: the tier router (docs/decisions/tiers.md) then picks a cheaper tier.
-   * @defaultValue none (as soon as possible: standard)
-   */
-  maxWaitSeconds: positiveInt.optional(),
 });
 
 /**
@@ -142,9 +147,43 @@ export const configSchema = z.strictObject({
   logLevel: z.enum(['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly']).default('info'),
   redis: z
     .strictObject({
-      url: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://').default('redis://127.0.0.1:6379'),
-      /** Prefix of every Redis key we write, BullMQ's included. */
-      prefix: z.string().regex(/^[A-Za-z0-9_{}-]+$/).default('pq'),
+      /**
+       * One Redis (`redis://`, `rediss://` for TLS), or a Redis Cluster by its seed nodes
+       * (`redis+cluster://host:port,host:port`, `rediss+cluster://…`; credentials as in a URL).
+       */
+      url: z
+        .string()
+        .regex(/^rediss?(\+cluster)?:\/\//, 'must start with redis://, rediss://, redis+cluster:// or rediss+cluster://')
+        .default('redis://127.0.0.1:6379'),
+      /**
+       * Seed nodes of a Redis Cluster (`host:port`, comma-separated in REDIS_CLUSTER_NODES): when
+       * set, the connection is a Cluster over these, with the credentials and TLS of `url`.
+       * @defaultValue none (the `url` decides)
+       */
+      clusterNodes: z.array(z.string().regex(/^[^\s,/]+:\d+$/, 'host:port')).default([]),
+      /**
+       * Prefix of every Redis key we write, BullMQ's included: BullMQ's keys under `{<prefix>}` (one
+       * slot on a Cluster, as BullMQ needs), ours under `<prefix>:` tagged per tenant and scope
+       * (docs/decisions/redis-cluster.md). `pq` and `{pq}` mean the same; read as `{pq}`.
+       */
+      prefix: z
+        .string()
+        .regex(
+          /^\{?[A-Za-z0-9_-]+\}?$/,
+          'letters, digits, _ and - (optionally in one {…}): a hash tag anywhere else would put keys of different tenants and scopes in one Redis Cluster slot, or split BullMQ\'s',
+        )
+        .refine((prefix) => prefix.startsWith('{') === prefix.endsWith('}'), 'an unbalanced { or }')
+        .transform((prefix) => `{${prefix.replace(/^\{|\}$/g, '')}}`)
+        .default('{pq}'),
+      /**
+       * Replicas that must confirm the producer's writes before it answers 202 (Redis `WAIT`), so
+       * an accepted job survives a failover to a replica; 0 = answer at once (asynchronous
+       * replication: a master that dies right after may take the last jobs with it).
+       * @defaultValue 0
+       */
+      waitReplicas: nonNegativeInt.default(0),
+      /** How long the producer waits for those replicas, ms; fewer in time answers 503. @defaultValue 1000 */
+      waitTimeoutMs: positiveInt.default(1_000),
     })
     .prefault({}),
   gemini: z
@@ -214,70 +253,6 @@ export const configSchema = z.strictObject({
        * ms. A job on an idle route goes out at once. @defaultValue 20
        */
       maxWaitMs: nonNegativeInt.default(20),
-    })
-    .prefault({}),
-  /**
-   * Deadline-aware tiers (docs/decisions/tiers.md): a job that may wait (`deadline`,
-   * `maxWaitSeconds`, or its tenant's default) goes to the cheapest tier that still answers in
-   * time: the Batch API (hours), Flex (minutes), else standard. CONFIG_FILE only.
-   */
-  tiers: z
-    .strictObject({
-      /** Price of each tier as a fraction of standard (Google: both 50%). Exact: cost = round(standard × multiplier). */
-      priceMultiplier: z
-        .strictObject({
-          /** @defaultValue 0.5 */
-          batch: z.number().min(0).max(1).default(0.5),
-          /** @defaultValue 0.5 */
-          flex: z.number().min(0).max(1).default(0.5),
-        })
-        .prefault({}),
-      batch: z
-        .strictObject({
-          /** Jobs whose chain starts with a Gemini API link may go through the Batch API. @defaultValue true */
-          enabled: booleanFlag.default(true),
-          /**
-           * A job goes to a batch only when at least this long is left before its deadline, ms
-           * (Google's target is 24 h, "usually much faster": 2 h of batch time plus the fallback
-           * margin). @defaultValue 10800000 (3 h)
-           */
-          minRemainingMs: positiveInt.default(3 * 3600_000),
-          /**
-           * A batched job that has no answer this long before its deadline is served standard, ms
-           * (its delay ends then; enough for a standard call with retries). @defaultValue 3600000 (1 h)
-           */
-          fallbackMarginMs: positiveInt.default(3600_000),
-          /** A model's collected jobs are submitted once there are this many… @defaultValue 500 */
-          minJobs: positiveInt.default(500),
-          /** …or once the oldest has waited this long, ms. @defaultValue 300000 (5 min) */
-          maxCollectMs: positiveInt.default(300_000),
-          /** Most requests in one batch job. @defaultValue 5000 */
-          maxRequests: positiveInt.default(5_000),
-          /** Most bytes of inline requests in one batch job (Google's limit is about 20 MB). @defaultValue 19000000 */
-          maxInlineBytes: positiveInt.default(19_000_000),
-          /** How often the fleet's leased submitter/poller looks at collections and open batches, ms. @defaultValue 10000 */
-          pollIntervalMs: positiveInt.default(10_000),
-          /** Lease of the submitter/poller (one holder fleet-wide), ms; a dead holder's lease lapses after this. @defaultValue 60000 */
-          leaseMs: positiveInt.default(60_000),
-          /** How long a batch answer waits for its job, s. @defaultValue 259200 (3 days) */
-          resultTtlSeconds: positiveInt.default(3 * 86_400),
-        })
-        .prefault({}),
-      flex: z
-        .strictObject({
-          /**
-           * Flex (Preview: Google may change the field or the endpoints) for jobs that may wait
-           * minutes, on links whose provider supports it. @defaultValue false
-           */
-          enabled: booleanFlag.default(false),
-          /**
-           * A job is sent Flex only when at least this long is left before its deadline, ms: Flex's
-           * latency target is up to 15 min, and a shed call still needs time for standard.
-           * @defaultValue 1200000 (20 min)
-           */
-          minRemainingMs: positiveInt.default(20 * 60_000),
-        })
-        .prefault({}),
     })
     .prefault({}),
   limiter: z

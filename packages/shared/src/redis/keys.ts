@@ -1,55 +1,73 @@
 /**
- * Every Redis key prompt-queue writes outside BullMQ's own, built in one place. BullMQ's keys use
- * the same prefix (`<prefix>:<queue>:…`).
+ * Every Redis key prompt-queue writes outside BullMQ's own, built in one place.
+ *
+ * Redis Cluster layout (docs/decisions/redis-cluster.md). `redis.prefix` is BullMQ's prefix and is
+ * always hash-tagged (`REDIS_PREFIX=pq` is read as `{pq}`): every BullMQ key of every queue sits in
+ * the slot of `pq` (`{pq}:prompts:wait`…), as BullMQ's scripts need. Our own keys use the name
+ * inside the tag, untagged (`pq:…`), plus a tag of their own where one command or script touches
+ * several keys together: `{<tenant>}` (budgets, usage, fairness, events), the limiter scope
+ * `{provider:model:project}`, the cache digest `{<sha256>}`. Every other key is used alone and
+ * spreads over slots by its whole name. The builders accept either spelling of the prefix.
  */
+
+/** The name inside the prefix's hash tag: `{pq}` → `pq` (a prefix without a tag is returned as is). */
+export function ownPrefix(prefix: string): string {
+  return prefix.startsWith('{') && prefix.endsWith('}') ? prefix.slice(1, -1) : prefix;
+}
+
+/** BullMQ's prefix: the name in a hash tag (`pq` → `{pq}`), so a queue's keys share one slot. */
+export function queuePrefix(prefix: string): string {
+  return `{${ownPrefix(prefix)}}`;
+}
+
 export function blobKey(prefix: string, sha256: string): string {
-  return `${prefix}:blob:${sha256}`;
+  return `${ownPrefix(prefix)}:blob:${sha256}`;
 }
 
 /** Marker kept after a job is cancelled, so `GET /v1/jobs/:id` can say `cancelled`. */
 export function cancelledJobKey(prefix: string, jobId: string): string {
-  return `${prefix}:cancelled:${jobId}`;
+  return `${ownPrefix(prefix)}:cancelled:${jobId}`;
 }
 
 /*
- * Accounting (usage aggregates and budgets). On Redis Cluster, give the prefix a hash tag (`{pq}`):
- * one budget script touches the keys of every tenant in a batch, so they must share a slot.
- * Periods are UTC: day `YYYY-MM-DD`, month `YYYY-MM`, hour `YYYY-MM-DDTHH`.
+ * Accounting (usage aggregates and budgets). A tenant's keys share the hash tag `{<tenant>}`: one
+ * budget script or usage MULTI covers one tenant (a batch of several tenants makes one per tenant,
+ * pipelined). Periods are UTC: day `YYYY-MM-DD`, month `YYYY-MM`, hour `YYYY-MM-DDTHH`.
  */
 
 /** Hash of one tenant's usage on one UTC day; fields `<model>|<metric>`. */
 export function usageDayKey(prefix: string, day: string, tenant: string): string {
-  return `${prefix}:usage:day:${day}:t:${tenant}`;
+  return `${ownPrefix(prefix)}:usage:day:${day}:t:{${tenant}}`;
 }
 
 /** Hash of one tenant's usage in one UTC month; fields `<model>|<metric>`. */
 export function usageMonthKey(prefix: string, month: string, tenant: string): string {
-  return `${prefix}:usage:month:${month}:t:${tenant}`;
+  return `${ownPrefix(prefix)}:usage:month:${month}:t:{${tenant}}`;
 }
 
 /** Fleet-wide hash of one UTC hour; fields `<tenant>|<model>|<metric>` (jobs, failures, cost). */
 export function usageHourKey(prefix: string, hour: string): string {
-  return `${prefix}:usage:hour:${hour}`;
+  return `${ownPrefix(prefix)}:usage:hour:${hour}`;
 }
 
 /** Set of the tenants (or models) with usage in a day or month: the dashboard's index, no SCAN. */
 export function usageIndexKey(prefix: string, scope: 'day' | 'month', period: string, of: 'tenants' | 'models'): string {
-  return `${prefix}:usage:${scope}:${period}:${of}`;
+  return `${ownPrefix(prefix)}:usage:${scope}:${period}:${of}`;
 }
 
 /** A tenant's settled spend in a UTC day (`YYYY-MM-DD`) or month (`YYYY-MM`), integer nano-USD. */
 export function budgetSpentKey(prefix: string, tenant: string, period: string): string {
-  return `${prefix}:budget:${tenant}:spent:${period}`;
+  return `${ownPrefix(prefix)}:budget:{${tenant}}:spent:${period}`;
 }
 
 /** A tenant's nano-USD held by open budget reservations. */
 export function budgetReservedKey(prefix: string, tenant: string): string {
-  return `${prefix}:budget:${tenant}:reserved`;
+  return `${ownPrefix(prefix)}:budget:{${tenant}}:reserved`;
 }
 
 /** Sorted set of a tenant's open reservations (`<id>:<nanoUsd>`), scored by expiry (epoch ms). */
 export function budgetReservationsKey(prefix: string, tenant: string): string {
-  return `${prefix}:budget:${tenant}:reservations`;
+  return `${ownPrefix(prefix)}:budget:{${tenant}}:reservations`;
 }
 
 /**
@@ -69,24 +87,26 @@ export function limiterKey(
   scope: { provider: string; model: string; project?: string },
   part: LimiterKeyPart,
 ): string {
-  return `${prefix}:limits:{${scope.provider}:${scope.model}:${scope.project ?? 'default'}}:${part}`;
+  return `${ownPrefix(prefix)}:limits:{${scope.provider}:${scope.model}:${scope.project ?? 'default'}}:${part}`;
 }
 
 /**
  * Fairness: how many of a tenant's jobs of one priority level are enqueued and not yet finished
  * (a plain integer string; see queue/fairness.ts). Expires when the tenant is idle at that level.
+ * The three levels of a tenant share its tag: one script reads and takes places on all three.
  */
 export function fairBacklogKey(prefix: string, tenant: string, level: 'high' | 'normal' | 'low'): string {
-  return `${prefix}:fair:${tenant}:${level}`;
+  return `${ownPrefix(prefix)}:fair:{${tenant}}:${level}`;
 }
 
 /**
  * Shared response cache (apps/worker/src/cache): one string per request digest (sha256 hex of the
- * canonical request), a JSON `CachedAnswer` with a TTL. A batch is read with one MGET, so on Redis
- * Cluster give the prefix a hash tag (`{pq}`) to keep every entry in one slot.
+ * canonical request), a JSON `CachedAnswer` with a TTL. The digest is the hash tag, so entries
+ * spread over the slots and an entry and its in-flight claim (`…:pending`) share one. A batch is
+ * read with one MGET on a single Redis, with GETs pipelined per slot on a Cluster.
  */
 export function responseCacheKey(prefix: string, digest: string): string {
-  return `${prefix}:rcache:${digest}`;
+  return `${ownPrefix(prefix)}:rcache:{${digest}}`;
 }
 
 /**
@@ -94,7 +114,7 @@ export function responseCacheKey(prefix: string, digest: string): string {
  * JSON `{ state, since, retryAt?, updatedAt, workerId }`): written by workers, read by the dashboard.
  */
 export function breakerStatesKey(prefix: string): string {
-  return `${prefix}:breakers`;
+  return `${ownPrefix(prefix)}:breakers`;
 }
 
 /**
@@ -102,7 +122,22 @@ export function breakerStatesKey(prefix: string): string {
  * model, limiter scope, credential fingerprints), refreshed with an expiry: read by the dashboard.
  */
 export function publishedLinksKey(prefix: string): string {
-  return `${prefix}:links`;
+  return `${ownPrefix(prefix)}:links`;
+}
+
+/**
+ * One link's fleet-wide circuit breaker (apps/worker/src/providers/fleet-breaker.ts), tagged by the
+ * link id so that one script touches all its parts in one slot: `state` (hash: `state`, `gen`,
+ * `openedAt`, `retryAt`, `updatedAt`, `workerId`), `votes` (hash: worker id → its rolling window
+ * `failures:calls:at`), `trial` (the half-open trial lease, SET NX PX).
+ */
+export function breakerFleetKey(prefix: string, link: string, part: 'state' | 'votes' | 'trial'): string {
+  return `${breakerStatesKey(prefix)}:{${link}}:${part}`;
+}
+
+/** Pub/sub channel of fleet-wide breaker transitions, every link (a message is JSON with its `link`). */
+export function breakerChannel(prefix: string): string {
+  return `${breakerStatesKey(prefix)}:events`;
 }
 
 /**
@@ -110,7 +145,7 @@ export function publishedLinksKey(prefix: string): string {
  * power-of-two class (a list, newest first): the budget's output estimate (estimate/output-estimate.ts).
  */
 export function outputSamplesKey(prefix: string, model: string, boundClass: number): string {
-  return `${prefix}:outest:${model}:${boundClass}`;
+  return `${ownPrefix(prefix)}:outest:${model}:${boundClass}`;
 }
 
 /**
@@ -121,17 +156,16 @@ export function outputSamplesKey(prefix: string, model: string, boundClass: numb
  * See metrics/history.ts.
  */
 export function historyKey(prefix: string, series: 'depth' | 'latency'): string {
-  return `${prefix}:history:${series}`;
+  return `${ownPrefix(prefix)}:history:${series}`;
 }
 
 /**
  * A tenant's live job events (events/job-events.ts): a Redis Stream trimmed to
- * `events.historyPerTenant` entries. The tenant is the hash tag, so each stream sits in one slot on
- * Redis Cluster (a prefix with its own tag, `{pq}`, puts them all in one slot, which the producer's
- * single XREAD over every watched stream then needs).
+ * `events.historyPerTenant` entries. The tenant is the hash tag, like its other keys: on a Cluster
+ * an XREAD over several tenants' streams is split per slot (`readJobEvents`).
  */
 export function jobEventsKey(prefix: string, tenant: string): string {
-  return `${prefix}:events:{${tenant}}`;
+  return `${ownPrefix(prefix)}:events:{${tenant}}`;
 }
 
 /**
@@ -140,13 +174,13 @@ export function jobEventsKey(prefix: string, tenant: string): string {
  * capped list, newest first) with the set of tenants that have any (the dashboard's index, no SCAN).
  */
 export function webhookSecretKey(prefix: string, ref: string): string {
-  return `${prefix}:whsecret:${ref}`;
+  return `${ownPrefix(prefix)}:whsecret:${ref}`;
 }
 
 export function webhookErrorsKey(prefix: string, tenant: string): string {
-  return `${prefix}:wherrors:t:${tenant}`;
+  return `${ownPrefix(prefix)}:wherrors:t:${tenant}`;
 }
 
 export function webhookErrorTenantsKey(prefix: string): string {
-  return `${prefix}:wherrors:tenants`;
+  return `${ownPrefix(prefix)}:wherrors:tenants`;
 }
