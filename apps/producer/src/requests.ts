@@ -114,8 +114,15 @@ export const jobRequestSchema = z
     outputDimensionality: z.number().int().positive().max(3072).optional(),
     /** Signed POST of the job's end (docs/webhooks.md). */
     webhook: webhookRequestSchema.optional(),
+    /** When the answer is needed by (ISO 8601 time): a job that can wait may go to a cheaper tier (README, Tiers). */
+    deadline: z.iso.datetime({ offset: true }).optional(),
+    /** How long the job may wait for its answer, s (instead of `deadline`). */
+    maxWaitSeconds: z.number().int().positive().max(30 * 86_400).optional(),
   })
   .superRefine((request, ctx) => {
+    if (request.deadline !== undefined && request.maxWaitSeconds !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['maxWaitSeconds'], message: 'give either deadline or maxWaitSeconds, not both' });
+    }
     if (request.kind !== 'embed') {
       for (const field of ['taskType', 'outputDimensionality'] as const) {
         if (request[field] !== undefined) ctx.addIssue({ code: 'custom', path: [field], message: 'is only for kind "embed"' });
@@ -231,6 +238,7 @@ function normalize(request: JobRequest, ctx: PrepareContext): PreparedJob {
     );
   }
 
+  const deadline = jobDeadline(request, ctx);
   const idempotencyKey = resolveIdempotencyKey(request.idempotencyKey, ctx.headerIdempotencyKey);
   const webhookSecret = request.webhook?.secret !== undefined ? { ref: newWebhookSecretRef(), secret: request.webhook.secret } : undefined;
   if (request.webhook) checkWebhook(request.webhook, ctx);
@@ -250,6 +258,7 @@ function normalize(request: JobRequest, ctx: PrepareContext): PreparedJob {
       taskType: request.taskType,
       outputDimensionality: request.outputDimensionality,
       webhook: request.webhook && { url: request.webhook.url, ...(webhookSecret ? { secretRef: webhookSecret.ref } : {}) },
+      deadline,
     }),
     requestHash: requestHash({
       model,
@@ -428,6 +437,21 @@ export function validationError(issues: Issue[]): PromptQueueError {
   const more = issues.length > 1 ? ` (and ${issues.length - 1} more)` : '';
   const message = first ? `Invalid request: ${first.path || 'body'}: ${first.message}${more}` : 'Invalid request';
   return new PromptQueueError('VALIDATION_FAILED', message, { issues });
+}
+
+/**
+ * The job's deadline, epoch ms: its `deadline`, else now + its `maxWaitSeconds`, else now + its
+ * tenant's `maxWaitSeconds`, else none (standard, as soon as possible). A deadline already past is
+ * refused (400).
+ */
+function jobDeadline(request: Pick<JobRequest, 'deadline' | 'maxWaitSeconds'>, ctx: PrepareContext): number | undefined {
+  if (request.deadline !== undefined) {
+    const at = Date.parse(request.deadline);
+    if (at <= ctx.now) throw fail('VALIDATION_FAILED', 'deadline', 'is in the past');
+    return at;
+  }
+  const seconds = request.maxWaitSeconds ?? ctx.config.tenants[ctx.tenant]?.maxWaitSeconds;
+  return seconds === undefined ? undefined : ctx.now + seconds * 1000;
 }
 
 function fail(code: ErrorCode, path: string, message: string): PromptQueueError {
