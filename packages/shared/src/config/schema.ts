@@ -88,6 +88,12 @@ export type TenantWebhookConfig = z.infer<typeof tenantWebhook>;
 const tenantSettings = tenantBudget.extend({
   /** Default webhook URL and signing secrets. @defaultValue none */
   webhook: tenantWebhook.optional(),
+  /**
+   * How long the tenant's jobs may wait for an answer when they say nothing (`deadline` or
+   * `maxWaitSeconds`), s: the tier router (docs/decisions/tiers.md) then picks a cheaper tier.
+   * @defaultValue none (as soon as possible: standard)
+   */
+  maxWaitSeconds: positiveInt.optional(),
 });
 
 /**
@@ -253,6 +259,70 @@ export const configSchema = z.strictObject({
        * ms. A job on an idle route goes out at once. @defaultValue 20
        */
       maxWaitMs: nonNegativeInt.default(20),
+    })
+    .prefault({}),
+  /**
+   * Deadline-aware tiers (docs/decisions/tiers.md): a job that may wait (`deadline`,
+   * `maxWaitSeconds`, or its tenant's default) goes to the cheapest tier that still answers in
+   * time: the Batch API (hours), Flex (minutes), else standard. CONFIG_FILE only.
+   */
+  tiers: z
+    .strictObject({
+      /** Price of each tier as a fraction of standard (Google: both 50%). Exact: cost = round(standard × multiplier). */
+      priceMultiplier: z
+        .strictObject({
+          /** @defaultValue 0.5 */
+          batch: z.number().min(0).max(1).default(0.5),
+          /** @defaultValue 0.5 */
+          flex: z.number().min(0).max(1).default(0.5),
+        })
+        .prefault({}),
+      batch: z
+        .strictObject({
+          /** Jobs whose chain starts with a Gemini API link may go through the Batch API. @defaultValue true */
+          enabled: booleanFlag.default(true),
+          /**
+           * A job goes to a batch only when at least this long is left before its deadline, ms
+           * (Google's target is 24 h, "usually much faster": 2 h of batch time plus the fallback
+           * margin). @defaultValue 10800000 (3 h)
+           */
+          minRemainingMs: positiveInt.default(3 * 3600_000),
+          /**
+           * A batched job that has no answer this long before its deadline is served standard, ms
+           * (its delay ends then; enough for a standard call with retries). @defaultValue 3600000 (1 h)
+           */
+          fallbackMarginMs: positiveInt.default(3600_000),
+          /** A model's collected jobs are submitted once there are this many… @defaultValue 500 */
+          minJobs: positiveInt.default(500),
+          /** …or once the oldest has waited this long, ms. @defaultValue 300000 (5 min) */
+          maxCollectMs: positiveInt.default(300_000),
+          /** Most requests in one batch job. @defaultValue 5000 */
+          maxRequests: positiveInt.default(5_000),
+          /** Most bytes of inline requests in one batch job (Google's limit is about 20 MB). @defaultValue 19000000 */
+          maxInlineBytes: positiveInt.default(19_000_000),
+          /** How often the fleet's leased submitter/poller looks at collections and open batches, ms. @defaultValue 10000 */
+          pollIntervalMs: positiveInt.default(10_000),
+          /** Lease of the submitter/poller (one holder fleet-wide), ms; a dead holder's lease lapses after this. @defaultValue 60000 */
+          leaseMs: positiveInt.default(60_000),
+          /** How long a batch answer waits for its job, s. @defaultValue 259200 (3 days) */
+          resultTtlSeconds: positiveInt.default(3 * 86_400),
+        })
+        .prefault({}),
+      flex: z
+        .strictObject({
+          /**
+           * Flex (Preview: Google may change the field or the endpoints) for jobs that may wait
+           * minutes, on links whose provider supports it. @defaultValue false
+           */
+          enabled: booleanFlag.default(false),
+          /**
+           * A job is sent Flex only when at least this long is left before its deadline, ms: Flex's
+           * latency target is up to 15 min, and a shed call still needs time for standard.
+           * @defaultValue 1200000 (20 min)
+           */
+          minRemainingMs: positiveInt.default(20 * 60_000),
+        })
+        .prefault({}),
     })
     .prefault({}),
   limiter: z
