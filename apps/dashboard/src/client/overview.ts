@@ -179,6 +179,11 @@ function renderTiles(view: Overview): void {
     setTile('cost-month', usd(usage.month.totals.costUsd), `${integer.format(usage.month.totals.jobs)} jobs (${usage.monthKey})`, usage.month.totals.costUsd);
     const rate = usage.cacheHitRateToday;
     setTile('cache', rate === null ? '–' : percent(rate), `${integer.format(today.cacheHits)} · saved ${usd(today.savedUsd)}`, rate ?? 0);
+    // Cost saved by tier (usage ledger): Batch API and Flex vs standard prices, and the cache's saving.
+    const nano = (value: number | undefined): number => (value ?? 0) / 1e9;
+    const batchSaved = nano(today.batchSavedNanoUsd);
+    const flexSaved = nano(today.flexSavedNanoUsd);
+    setTile('tier-savings', usd(batchSaved + flexSaved + today.savedUsd), `batch ${usd(batchSaved)} · flex ${usd(flexSaved)} · cache ${usd(today.savedUsd)}`, batchSaved + flexSaved);
   }
   setTile('workers', integer.format(view.workers.count), view.workers.count === 0 ? 'nothing consumes the queue' : '', view.workers.count, view.workers.count === 0);
 }

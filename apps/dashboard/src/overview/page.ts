@@ -54,6 +54,7 @@ export function overviewHtml(boardPath: string): string {
     ${tile('cost-today', 'Cost today')}
     ${tile('cost-month', 'Cost this month')}
     ${tile('cache', 'Cache hits')}
+    ${tile('tier-savings', 'Saved by tier today')}
     ${tile('workers', 'Live workers')}
   </div>
   <div class="grid">
