@@ -4,6 +4,7 @@ import {
   DEPTH_SAMPLE_MS,
   FleetLimiter,
   LATENCY_WINDOW_MS,
+  publishLinks,
   QueueName,
   recordDepthSample,
   recordProviderLatencies,
@@ -226,5 +227,26 @@ describe('GET /api/overview', () => {
     const view = await overviewOf(dashboard.app);
     expect(view.errors).toEqual([{ section: 'breakers', message: expect.stringMatching(/WRONGTYPE/) }]);
     expect(view.queues[0]!.counts).toBeDefined();
+  });
+
+  it('shows the links the workers publish, whatever their provider, and their limiter scopes', async () => {
+    const { dashboard, connection, prefix } = dashboards.create();
+    const now = Date.now();
+    const toy = {
+      id: 'toy:toy-model:default',
+      provider: 'toy',
+      name: 'toy',
+      model: 'toy-model',
+      limitKey: { provider: 'toy-pool', model: 'toy-model', project: 'default' },
+      limits: { rpm: 7, tpm: 0 },
+      credentials: [{ fingerprint: 'sha256:0123abcd', state: 'ok' as const }],
+      updatedAt: now,
+      workerId: 'host:1',
+    };
+    // A link published longer ago than the TTL has faded out.
+    await publishLinks(connection, prefix, [toy, { ...toy, id: 'old:toy-model:default', updatedAt: now - 10 * 60_000 }]);
+    const view = await overviewOf(dashboard.app);
+    expect(view.links).toEqual([toy]);
+    expect(view.limits).toContainEqual(expect.objectContaining({ provider: 'toy-pool', model: 'toy-model', project: 'default', rpmLimit: 7, configured: true }));
   });
 });

@@ -1,4 +1,4 @@
-import { configSchema, type Config } from '@prompt-queue/shared';
+import { configSchema, type Config, type PublishedLink } from '@prompt-queue/shared';
 import { describe, expect, it } from 'vitest';
 import { formatUsd, jobListName, withoutExternalLinks } from '../src/board.js';
 import { limitScopes } from '../src/overview/limits.js';
@@ -44,12 +44,32 @@ describe('limitScopes', () => {
     expect(limitScopes(withLimits({ 'gemini-3.6-flash': { rpm: 10, tpm: 1_000 } }))).toEqual([
       { key: { provider: 'gemini', model: 'gemini-3.6-flash' }, limits: { rpm: 10, tpm: 1_000 }, configured: true },
     ]);
-    expect(limitScopes(withLimits({ 'openai:llama3:8b': { rpm: 2, tpm: 0, project: 'lab' }, 'ollama:x': { rpm: 1 } }))).toEqual([
+    // `openai:` is a provider prefix because a chain link uses that provider; `ollama:` is not.
+    const openaiChain = { default: [{ provider: 'openai', model: 'llama3:8b', baseUrl: 'http://x/v1' }] };
+    expect(limitScopes({ ...withLimits({ 'openai:llama3:8b': { rpm: 2, tpm: 0, project: 'lab' }, 'ollama:x': { rpm: 1 } }), chains: openaiChain })).toEqual([
       { key: { provider: 'openai', model: 'llama3:8b', project: 'lab' }, limits: { rpm: 2, tpm: 0 }, configured: true },
       { key: { provider: 'gemini', model: 'ollama:x' }, limits: { rpm: 1, tpm: 0 }, configured: true },
     ]);
     expect(limitScopes(withLimits([{ provider: 'openai', model: 'gpt', project: 'p2', rpm: 3, tpm: -1 }, { nope: true }]))).toEqual([
       { key: { provider: 'openai', model: 'gpt', project: 'p2' }, limits: { rpm: 3, tpm: 0 }, configured: true },
+    ]);
+  });
+
+  it('adds the scope of every link the workers publish, whatever its provider (none is known to the dashboard)', () => {
+    const toy: PublishedLink = {
+      id: 'toy:m1:default',
+      provider: 'toy',
+      name: 'toy',
+      model: 'm1',
+      limitKey: { provider: 'toy-pool', model: 'm1', project: 'default' },
+      limits: { rpm: 5, tpm: 0 },
+      credentials: [],
+      updatedAt: 0,
+      workerId: 'w',
+    };
+    expect(limitScopes(withLimits({ 'toy-pool:m2': { rpm: 1 } }), [toy])).toEqual([
+      { key: { provider: 'toy-pool', model: 'm2' }, limits: { rpm: 1, tpm: 0 }, configured: true },
+      { key: { provider: 'toy-pool', model: 'm1', project: 'default' }, limits: { rpm: 5, tpm: 0 }, configured: true },
     ]);
   });
 });

@@ -3,7 +3,7 @@
 // dashboard serves from node_modules (window.Chart). Text from the server only ever goes in through
 // textContent: failure messages come from providers and must not become markup.
 import type { Chart as ChartClass, ChartConfiguration, ChartDataset } from 'chart.js';
-import type { LimitView, Overview, UsageSection } from '../overview/types.js';
+import type { LimitView, LinkView, Overview, UsageSection } from '../overview/types.js';
 
 const REFRESH_MS = 5_000;
 const PALETTE = ['#2563eb', '#16a34a', '#d97706', '#9333ea', '#dc2626', '#0891b2', '#db2777', '#65a30d', '#4b5563', '#ca8a04'];
@@ -268,6 +268,28 @@ function renderBreakers(view: Overview): void {
   );
 }
 
+/** Whatever the provider: the dashboard shows the fields every published link has. */
+function renderLinks(view: Overview): void {
+  fillTable(
+    'links',
+    ['link', 'provider', 'model', 'limiter scope', 'limits', 'credentials', 'published'],
+    view.links.map((link: LinkView) => [
+      link.id,
+      link.provider,
+      link.model,
+      `${link.limitKey.provider} · ${link.limitKey.project}`,
+      `${link.limits.rpm > 0 ? `${integer.format(link.limits.rpm)} rpm` : '∞ rpm'} / ${link.limits.tpm > 0 ? `${integer.format(link.limits.tpm)} tpm` : '∞ tpm'}`,
+      link.credentials.length === 0
+        ? '–'
+        : link.credentials
+            .map((credential) => `${credential.fingerprint} ${credential.state}${credential.detail ? ` (${credential.detail})` : ''}`)
+            .join(', '),
+      `${ago(link.updatedAt, view.generatedAt)} by ${link.workerId}`,
+    ]),
+    'No links published (the workers publish theirs at start and every 15 s).',
+  );
+}
+
 function renderFailures(view: Overview): void {
   const { failures } = view;
   byId('failures-sample').textContent = `(last ${failures.limit} failures${failures.sampled < failures.limit ? `: ${failures.sampled} found` : ''})`;
@@ -404,6 +426,7 @@ function render(view: Overview): void {
   renderCosts(view);
   renderLimits(view);
   renderBreakers(view);
+  renderLinks(view);
   renderFailures(view);
   renderWorkers(view);
   renderBudgets(view);

@@ -9,11 +9,13 @@ import {
   FleetLimiter,
   parseFailedReason,
   QueueName,
+  readPublishedLinks,
   readWebhookDeliveryErrors,
   READ_TIMEOUT_MS,
   UsageLedger,
   within,
   type Config,
+  type PublishedLink,
   type UsageOverview,
 } from '@prompt-queue/shared';
 import type { Queue } from 'bullmq';
@@ -29,6 +31,7 @@ import type {
   Failures,
   LimitView,
   LinkLatency,
+  LinkView,
   Overview,
   QueueOverview,
   QueueWait,
@@ -109,7 +112,7 @@ export class OverviewSource {
     const prompts = this.prompts();
     const nowMs = now.getTime();
     const emptyWebhooks: WebhookDeliveries = { pending: 0, retrying: 0, deadLettered: 0, delivered: 0, recentErrors: [] };
-    const [queues, throughput, depthHistory, queueWait, providerLatency, failures, usage, breakers, limits, workers, budgets, webhooks] = await Promise.all([
+    const [queues, throughput, depthHistory, queueWait, providerLatency, failures, usage, breakers, { limits, links }, workers, budgets, webhooks] = await Promise.all([
       section('queues', () => this.queueCounts(), []),
       section('throughput', () => this.throughput(prompts, nowMs), emptyThroughput(nowMs)),
       section('depthHistory', () => this.depthHistory(nowMs), { sampleMs: DEPTH_SAMPLE_MS, samples: [] }),
@@ -118,7 +121,7 @@ export class OverviewSource {
       section('failures', () => this.failures(prompts), { sampled: 0, limit: FAILURE_SAMPLE, byCode: [] }),
       section('usage', () => this.usage(now), undefined),
       section('breakers', () => this.breakers(), []),
-      section('limits', () => this.limits(), []),
+      section('limits', () => this.limitsAndLinks(nowMs), { limits: [], links: [] }),
       section('workers', () => this.workers(prompts), []),
       section('budgets', () => this.budgetViews(now), []),
       section('webhooks', () => this.webhooks(), emptyWebhooks),
@@ -142,6 +145,7 @@ export class OverviewSource {
       usage: usage ?? null,
       breakers,
       limits,
+      links,
       workers: { count: workers.length, list: workers },
       budgets,
       webhooks,
@@ -290,12 +294,18 @@ export class OverviewSource {
   }
 
   /**
-   * The limiter's rolling window per scope (one Lua call each). Scopes without configured limits
-   * are shown only while they have traffic or a pause, plus the default model.
+   * The links the workers publish (one HGETALL), and the limiter's rolling window per scope (one Lua
+   * call each): the configured scopes and the published links' scopes. Scopes without configured
+   * limits are shown only while they have traffic or a pause, plus the default model.
    */
-  private async limits(): Promise<LimitView[]> {
+  private async limitsAndLinks(nowMs: number): Promise<{ limits: LimitView[]; links: LinkView[] }> {
+    const links = await readPublishedLinks(this.deps.connection, this.prefix, nowMs);
+    return { limits: await this.limits(links), links };
+  }
+
+  private async limits(links: readonly PublishedLink[]): Promise<LimitView[]> {
     const views = await Promise.all(
-      limitScopes(this.deps.config).map(async ({ key, limits, configured }): Promise<LimitView> => {
+      limitScopes(this.deps.config, links).map(async ({ key, limits, configured }): Promise<LimitView> => {
         const state = await this.limiter.state(key, limits);
         return {
           provider: key.provider,

@@ -1,4 +1,4 @@
-import type { Config, LimitKey, RateLimits } from '@prompt-queue/shared';
+import type { Config, LimitKey, PublishedLink, RateLimits } from '@prompt-queue/shared';
 
 /** One rate-limit scope the overview shows, with the limits the worker enforces on it. */
 export interface LimitScope {
@@ -8,10 +8,8 @@ export interface LimitScope {
   configured: boolean;
 }
 
-/** The provider of the models in `config.models` (the Gemini adapter's name in the limiter keys). */
+/** The provider of the models in `config.models`, and of the worker's chain when none is configured. */
 const DEFAULT_PROVIDER = 'gemini';
-/** Providers a `limits` key may start with (`gemini:gemini-3.6-flash`). */
-const PROVIDERS = ['gemini', 'openai'];
 
 interface LimitEntry {
   provider?: unknown;
@@ -27,10 +25,16 @@ interface LimitEntry {
  * is read too); otherwise every known
  * model (`config.models`) without limits (0 = unlimited), so its current usage still shows.
  *
- * The `limits` section comes with the worker's rate-limit work; this reads it defensively so the
- * dashboard works before and after it lands. Limits set on chain links themselves are not shown yet.
+ * A `limits` key's `provider:` part is recognised when some link uses it: a provider or link name of
+ * `config.chains` or of the links the workers publish (`links`). The dashboard knows no provider by
+ * itself. Every published link's own scope is shown too, with the limits the worker enforces on it.
  */
-export function limitScopes(config: Config): LimitScope[] {
+export function limitScopes(config: Config, links: readonly PublishedLink[] = []): LimitScope[] {
+  const providers = new Set([DEFAULT_PROVIDER, ...links.flatMap((link) => [link.provider, link.name, link.limitKey.provider])]);
+  for (const chain of Object.values((config as unknown as { chains?: Record<string, unknown> }).chains ?? {})) {
+    if (!Array.isArray(chain)) continue;
+    for (const link of chain.filter(isObject)) for (const name of [link.provider, link.name]) if (typeof name === 'string') providers.add(name);
+  }
   const section = (config as unknown as { limits?: unknown }).limits;
   const entries: LimitEntry[] = [];
   if (Array.isArray(section)) {
@@ -41,7 +45,7 @@ export function limitScopes(config: Config): LimitScope[] {
       // Keys are `provider:model` or a bare model (a model name may itself contain colons).
       const colon = name.indexOf(':');
       const provider = colon > 0 ? name.slice(0, colon) : '';
-      entries.push(PROVIDERS.includes(provider) ? { provider, model: name.slice(colon + 1), ...value } : { model: name, ...value });
+      entries.push(providers.has(provider) ? { provider, model: name.slice(colon + 1), ...value } : { model: name, ...value });
     }
   }
   const scopes = entries.flatMap((entry): LimitScope[] => {
@@ -50,10 +54,20 @@ export function limitScopes(config: Config): LimitScope[] {
     if (typeof entry.project === 'string') key.project = entry.project;
     return [{ key, limits: { rpm: count(entry.rpm), tpm: count(entry.tpm) }, configured: true }];
   });
+  const shown = new Set(scopes.map(({ key }) => scopeId(key)));
+  for (const link of links) {
+    if (shown.has(scopeId(link.limitKey))) continue;
+    shown.add(scopeId(link.limitKey));
+    scopes.push({ key: { ...link.limitKey }, limits: { ...link.limits }, configured: link.limits.rpm > 0 || link.limits.tpm > 0 });
+  }
   if (scopes.length > 0) return scopes;
   return Object.keys(config.models)
     .sort()
     .map((model) => ({ key: { provider: DEFAULT_PROVIDER, model }, limits: { rpm: 0, tpm: 0 }, configured: false }));
+}
+
+function scopeId(key: LimitKey): string {
+  return `${key.provider}\u0000${key.model}\u0000${key.project ?? 'default'}`;
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

@@ -73,6 +73,7 @@ export function overviewHtml(boardPath: string): string {
     ${card('cost-model-card', 'Cost by model', '<table id="cost-by-model"></table>', 'span-6')}
     ${card('limits-card', 'Rate-limit utilization (rolling minute)', '<div id="limits"></div>', 'span-7')}
     ${card('breakers-card', 'Provider links (circuit breakers)', '<table id="breakers"></table>', 'span-5')}
+    ${card('links-card', 'Chain links and credentials <span class="muted">(as the workers publish them; fingerprints only)</span>', '<table id="links"></table>', 'span-12')}
     ${card('failures-card', 'Failures by error code <span class="muted" id="failures-sample"></span>', '<table id="failures"></table>', 'span-6')}
     ${card('workers-card', 'Live workers', '<table id="workers"></table>', 'span-3')}
     ${card('budgets-card', 'Budgets', '<table id="budgets"></table>', 'span-3')}

@@ -1,5 +1,5 @@
 // The JSON of `GET /api/overview`. Types only: the browser client (src/client) imports them too.
-import type { BudgetRemaining, FleetPeriodUsage, HourlyUsage, LearnedLimits, WebhookDeliveryError } from '@prompt-queue/shared';
+import type { BudgetRemaining, FleetPeriodUsage, HourlyUsage, LearnedLimits, PublishedLink, WebhookDeliveryError } from '@prompt-queue/shared';
 
 /** BullMQ job states with counts; `getJobCounts()` without arguments. */
 export type JobCounts = Record<string, number>;
@@ -89,6 +89,12 @@ export interface LimitView {
   configured: boolean;
 }
 
+/**
+ * A chain link as the workers publish it (packages/shared links/published-links.ts): any provider,
+ * shown as it comes; credentials as fingerprints only.
+ */
+export type LinkView = PublishedLink;
+
 export interface WorkerView {
   name: string;
   addr: string | null;
@@ -166,6 +172,8 @@ export interface Overview {
   usage: UsageSection | null;
   breakers: BreakerView[];
   limits: LimitView[];
+  /** The links the workers serve (published within the last minute), by id. */
+  links: LinkView[];
   workers: { count: number; list: WorkerView[] };
   budgets: BudgetView[];
   webhooks: WebhookDeliveries;
