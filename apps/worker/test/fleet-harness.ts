@@ -64,9 +64,10 @@ export function useFleet() {
       await queue.close();
       connection.disconnect();
     });
-    const start = async (count = 1) => {
+    /** Starts `count` workers; `timeoutMs` bounds each one's start (startServiceProcess's default otherwise). */
+    const start = async (count = 1, timeoutMs?: number) => {
       const started = await Promise.all(
-        Array.from({ length: count }, () => startServiceProcess({ args: [MAIN], env: processEnv, readyLine: READY_LINE })),
+        Array.from({ length: count }, () => startServiceProcess({ args: [MAIN], env: processEnv, readyLine: READY_LINE, ...(timeoutMs ? { timeoutMs } : {}) })),
       );
       processes.push(...started);
       return started;

@@ -119,6 +119,8 @@ export class ProviderBreaker {
 
   private readonly fleet: FleetLink | undefined;
   private readonly unlisten: (() => void) | undefined;
+  /** Until the fleet state is first read: a process that starts during an outage makes no call before it knows. */
+  private firstRead: Promise<void> | undefined;
   /** The newest fleet transition applied (FleetView.gen). */
   private fleetGen = 0;
   /** Set while the fleet forces the circuit open: the `open` handler takes these times. */
@@ -169,7 +171,11 @@ export class ProviderBreaker {
 
     if (deps.fleet !== false) {
       this.fleet = new FleetLink(deps.redis, deps.prefix, deps.link, this.workerId);
-      this.unlisten = BreakerFeed.acquire(deps.redis, deps.prefix, deps.logger, deps.fleet ?? {}).listen(this.fleet, (view) => this.applyFleet(view));
+      const { ready, unlisten } = BreakerFeed.acquire(deps.redis, deps.prefix, deps.logger, deps.fleet ?? {}).listen(this.fleet, (view) => this.applyFleet(view));
+      this.unlisten = unlisten;
+      this.firstRead = ready.then(() => {
+        this.firstRead = undefined;
+      });
     }
   }
 
@@ -195,6 +201,7 @@ export class ProviderBreaker {
    * `breakerOpen = true`. Half-open, the process that wins the fleet's trial lease makes the call.
    */
   async fire<T>(call: () => Promise<T>): Promise<T> {
+    if (this.firstRead) await this.firstRead;
     if (this.current.state !== 'closed') {
       const now = this.now();
       if (this.current.state === 'open' && now < this.current.retryAt) throw this.shortCircuit();

@@ -286,17 +286,23 @@ export class BreakerFeed {
     this.timer.unref?.();
   }
 
-  /** Calls `listener` with every fleet state of `link` from now on (the current one first, once read). Returns the unsubscribe. */
-  listen(fleet: FleetLink, listener: Listener): () => void {
+  /**
+   * Calls `listener` with every fleet state of `link` from now on, the current one first: `ready`
+   * settles once that one is read (or could not be). Returns it and the unsubscribe.
+   */
+  listen(fleet: FleetLink, listener: Listener): { ready: Promise<void>; unlisten: () => void } {
     let entry = this.listeners.get(fleet.link);
     if (!entry) this.listeners.set(fleet.link, (entry = { fleet, listeners: new Set() }));
     entry.listeners.add(listener);
-    fleet.read().then(listener, () => undefined);
-    return () => {
+    const ready = fleet.read().then(listener, (error: unknown) => {
+      this.logger.warn('cannot read the fleet breaker state', { link: fleet.link, error: String(error) });
+    });
+    const unlisten = () => {
       entry.listeners.delete(listener);
       if (entry.listeners.size === 0) this.listeners.delete(fleet.link);
       if (this.listeners.size === 0) this.close();
     };
+    return { ready, unlisten };
   }
 
   /** Re-reads every link now (the timer's work; tests call it). */
