@@ -102,6 +102,10 @@ export interface JobRequest {
   outputDimensionality?: number;
   /** Signed POST of the job's end (docs/webhooks.md). */
   webhook?: { url: string; secret?: string };
+  /** When the answer is needed by (ISO 8601 with offset): a job that can wait may go to a cheaper tier. */
+  deadline?: string;
+  /** How long the job may wait for its answer, seconds (instead of `deadline`). */
+  maxWaitSeconds?: number;
 }
 
 export type JobStatus = 'queued' | 'active' | 'completed' | 'failed' | 'cancelled';
@@ -147,6 +151,8 @@ export interface JobView {
   metadata?: Record<string, string | number | boolean | null>;
   /** A queued job held back for hours, and why (`daily-quota`, `budget`). */
   waiting?: { reason: string; until: string };
+  /** The service tier that answered (queued: the one it waits in); absent: standard. */
+  tier?: 'standard' | 'flex' | 'batch';
   result?: JobResult;
   error?: { code: ErrorCode; message: string; retryable: boolean };
 }

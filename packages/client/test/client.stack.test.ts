@@ -54,7 +54,7 @@ describe('client against the whole stack', () => {
     expect(view.result!.text.length).toBeGreaterThan(0);
     expect(view.metadata).toEqual({ ticket: 42 });
     // Runtime contract: no field the client does not know (compile-time checks: contract.types.ts).
-    const known: Record<keyof JobView, true> = { id: true, status: true, model: true, attempts: true, createdAt: true, finishedAt: true, metadata: true, waiting: true, result: true, error: true };
+    const known: Record<keyof JobView, true> = { id: true, status: true, model: true, attempts: true, createdAt: true, finishedAt: true, metadata: true, waiting: true, tier: true, result: true, error: true };
     expect(Object.keys(view).filter((key) => !(key in known))).toEqual([]);
     expect(await client.get(accepted.id)).toEqual(view);
   });

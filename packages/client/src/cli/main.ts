@@ -164,3 +164,7 @@ try {
   else process.stderr.write(`error: ${error instanceof Error ? error.message : String(error)}\n`);
   process.exitCode = EXIT.failed;
 }
+// Exit once stdout and stderr are flushed, rather than when fetch's idle keep-alive sockets let go
+// of the event loop (seconds later).
+await Promise.all([process.stdout, process.stderr].map((stream) => new Promise((resolve) => stream.write('', resolve))));
+process.exit();

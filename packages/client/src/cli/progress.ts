@@ -64,19 +64,23 @@ function fields(stats: RunStats) {
   };
 }
 
-/** A live bar on a terminal (stderr), redrawn up to 10 times a second by cli-progress. */
+/**
+ * A live bar on a terminal (stderr), redrawn up to 10 times a second by cli-progress. A MultiBar
+ * of one bar, because its `log` prints above the bar without breaking the redraw.
+ */
 export class BarReporter implements ProgressReporter {
-  private readonly bar: cliProgress.SingleBar;
-  private started = false;
+  private readonly bars: cliProgress.MultiBar;
+  private bar: cliProgress.SingleBar | undefined;
 
-  constructor(private readonly stream: NodeJS.WriteStream = process.stderr) {
-    this.bar = new cliProgress.SingleBar(
+  constructor(stream: NodeJS.WriteStream = process.stderr) {
+    this.bars = new cliProgress.MultiBar(
       {
         stream,
         format: '{bar} {percentage}% {value}/{total} | done {completedN} | failed {failedN} | waiting for quota {waitingN} | {rate} jobs/s | ETA {etaText} | cost {cost}',
         barsize: 24,
         hideCursor: true,
         clearOnComplete: false,
+        stopOnComplete: false,
         fps: 10,
       },
       cliProgress.Presets.shades_classic,
@@ -84,9 +88,8 @@ export class BarReporter implements ProgressReporter {
   }
 
   update(stats: RunStats): void {
-    if (!this.started) {
-      this.bar.start(stats.total, stats.written, fields(stats));
-      this.started = true;
+    if (!this.bar) {
+      this.bar = this.bars.create(stats.total, stats.written, fields(stats));
     } else {
       this.bar.setTotal(stats.total);
       this.bar.update(stats.written, fields(stats));
@@ -94,14 +97,12 @@ export class BarReporter implements ProgressReporter {
   }
 
   log(message: string): void {
-    // Clear the bar's line, print, and let the next redraw put the bar back underneath.
-    this.stream.write(`\r\x1b[2K${message}\n`);
+    this.bars.log(`${message}\n`);
   }
 
   stop(stats: RunStats): void {
-    if (!this.started) return;
-    this.bar.update(stats.written, fields(stats));
-    this.bar.stop();
+    this.bar?.update(stats.written, fields(stats));
+    this.bars.stop();
   }
 }
 
