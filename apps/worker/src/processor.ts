@@ -95,9 +95,9 @@ export function createPromptProcessor(deps: ProcessorDeps): PromptPipeline {
   const batcher = new Batcher<JobEntry, PromptJobResult>({
     size: config.batching.size,
     maxWaitMs: config.batching.maxWaitMs,
-    dispatch: (_route, entries) => {
+    dispatch: (_route, entries, settleEarly) => {
       for (const entry of entries) dispatched.add(entry);
-      return serveBatch(entries);
+      return serveBatch(entries, settleEarly);
     },
     onBatch: (route: string, size: number) => {
       stats?.batch(route, size);

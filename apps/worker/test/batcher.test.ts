@@ -132,4 +132,32 @@ describe('Batcher (adaptive micro-batches, fake timers)', () => {
     expect(batcher.load).toEqual({ pendingItems: 0, batchesInFlight: 0 });
     expect(vi.getTimerCount()).toBe(0);
   });
+
+  it('an item settled early resumes at once; the later batch outcome for it is ignored, and a failed batch fails only the rest', async () => {
+    const sent: { early(index: number, outcome: Outcome<string>): void; finish(outcomes: Outcome<string>[]): void; fail(error: Error): void }[] = [];
+    const batcher = new Batcher<number, string>({
+      size: 4,
+      maxWaitMs: 5,
+      dispatch: (_route, _items, early) => new Promise<Outcome<string>[]>((finish, fail) => void sent.push({ early, finish, fail })),
+    });
+    const first = batcher.submit('a', 1);
+    sent[0]!.early(0, { ok: true, value: 'early 1' });
+    await expect(first).resolves.toBe('early 1');
+    sent[0]!.finish([{ ok: true, value: 'late 1' }]);
+
+    // Route b: one alone (idle route), then two gathered into one batch while it is in flight.
+    const lone = batcher.submit('b', 2);
+    const [a, b] = [batcher.submit('b', 3), batcher.submit('b', 4)];
+    await vi.advanceTimersByTimeAsync(5);
+    expect(sent).toHaveLength(3);
+    sent[2]!.early(1, { ok: false, error: new Error('bad 4') });
+    await expect(b).rejects.toThrow('bad 4');
+    sent[2]!.fail(new Error('redis down'));
+    await expect(a).rejects.toThrow('redis down');
+    sent[1]!.early(0, { ok: true, value: 'early 2' });
+    sent[1]!.fail(new Error('redis down'));
+    await expect(lone).resolves.toBe('early 2');
+    await vi.advanceTimersByTimeAsync(0);
+    expect(batcher.load).toEqual({ pendingItems: 0, batchesInFlight: 0 });
+  });
 });

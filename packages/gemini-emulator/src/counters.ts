@@ -53,6 +53,11 @@ export interface CountersSnapshot {
   byTier: Record<string, TierCounters>;
   /** Batch API: batches created, requests in them, and what finished batches produced. */
   batches: BatchCounters;
+  /**
+   * Model calls being served right now (received, not yet answered or aborted), and the most at
+   * once since the last reset: how many calls a client holds in flight.
+   */
+  inFlight: { now: number; peak: number };
 }
 
 export interface TierCounters { calls: number; served: number; shed: number }
@@ -102,6 +107,8 @@ export class Counters {
   private truncated = false;
   private apis = new Map<string, number>();
   private tiers = new Map<string, TierCounters>();
+  private inFlightNow = 0;
+  private inFlightPeak = 0;
 
   constructor(
     private readonly now: () => number = Date.now,
@@ -121,6 +128,18 @@ export class Counters {
     this.truncated = false;
     this.apis.clear();
     this.tiers.clear();
+    // Calls in flight across a reset are still in flight; the peak restarts from them.
+    this.inFlightPeak = this.inFlightNow;
+  }
+
+  /** A model call arrived (`callStarted`) or was answered or dropped (`callEnded`): the in-flight gauge. */
+  callStarted(): void {
+    this.inFlightNow += 1;
+    if (this.inFlightNow > this.inFlightPeak) this.inFlightPeak = this.inFlightNow;
+  }
+
+  callEnded(): void {
+    this.inFlightNow = Math.max(0, this.inFlightNow - 1);
   }
 
   recordApi(api: string): void {
@@ -237,6 +256,7 @@ export class Counters {
       windows: this.windowStats(),
       byApi: Object.fromEntries(this.apis),
       byTier: Object.fromEntries([...this.tiers].map(([k, v]) => [k, { ...v }])),
+      inFlight: { now: this.inFlightNow, peak: this.inFlightPeak },
     };
   }
 }

@@ -130,6 +130,11 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
+/** How long an idle keep-alive socket stays open, ms: longer than clients' own idle timeouts. */
+const KEEP_ALIVE_TIMEOUT_MS = 65_000;
+/** Pending connections the listening socket queues (Node's default is 511). */
+const LISTEN_BACKLOG = 4_096;
+
 /** mulberry32: tiny seeded PRNG so jitter is reproducible. */
 function prng(seed: number): () => number {
   let a = seed >>> 0;
@@ -306,9 +311,11 @@ export function createEmulator(options: EmulatorOptions = {}): Emulator {
   ): Promise<void> {
     const ac = new AbortController();
     inflight.add(ac);
+    counters.callStarted();
     res.once('close', () => {
       if (!res.writableFinished) ac.abort();
       inflight.delete(ac);
+      counters.callEnded();
     });
     try {
       const prepared = prepare();
@@ -598,9 +605,14 @@ export function createEmulator(options: EmulatorOptions = {}): Emulator {
     });
   };
 
+  // One client process may hold thousands of calls in flight, each on its own keep-alive socket
+  // (a worker at concurrency 4096): no cap on connections, and idle sockets kept longer than a
+  // client's own idle timeout (undici: 4 s by default, the worker's HTTP_KEEP_ALIVE_TIMEOUT_MS),
+  // so the client closes first and never writes into a socket we just closed.
   const server = http.createServer(handle);
-  // Keep-alive sockets from SDK clients must not hold close() open.
-  server.keepAliveTimeout = 5_000;
+  server.maxConnections = Infinity;
+  // Keep-alive sockets from SDK clients must not hold close() open (close() ends them all).
+  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
 
   return {
     ...control,
@@ -614,7 +626,9 @@ export function createEmulator(options: EmulatorOptions = {}): Emulator {
       return new Promise((resolve, reject) => {
         const onError = (e: Error): void => reject(e);
         server.once('error', onError);
-        server.listen(port, host, () => {
+        // A deep accept queue: a client opening a thousand sockets at once must not see SYNs dropped
+        // (each drop costs it a 1 s retransmit). The kernel caps it at net.core.somaxconn.
+        server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
           server.off('error', onError);
           const addr = server.address() as AddressInfo;
           const h = host.includes(':') ? `[${host}]` : host;

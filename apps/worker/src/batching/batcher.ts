@@ -11,6 +11,11 @@
  *
  * An item submitted with a signal leaves its route when the signal aborts before its batch goes
  * out, and rejects with a {@link WithdrawnError}: it was not served (a shutdown hands it back).
+ *
+ * A batch may settle an item before the others (`dispatch`'s `settleEarly`): its submitter resumes
+ * at once, and the batch's final outcome for that item is ignored. Slow calls of one batch end at
+ * different times (2 s ± 1 s each: the slowest of 16 near 2.9 s), and an item released only with
+ * the slowest would hold its job, and its slot of the worker's concurrency, for nothing.
  */
 
 export type Outcome<R> = { ok: true; value: R } | { ok: false; error: unknown };
@@ -20,8 +25,11 @@ export interface BatcherOptions<T, R> {
   size: number;
   /** Longest an item waits for its batch to fill while the route is busy, ms. */
   maxWaitMs: number;
-  /** Serves one batch: one outcome per item, in order. A rejection fails every item of the batch. */
-  dispatch(route: string, items: T[]): Promise<Outcome<R>[]>;
+  /**
+   * Serves one batch: one outcome per item, in order. A rejection fails every item of the batch
+   * not yet settled early. `settleEarly(index, outcome)` settles one item before the batch ends.
+   */
+  dispatch(route: string, items: T[], settleEarly: (index: number, outcome: Outcome<R>) => void): Promise<Outcome<R>[]>;
   /** Observes each batch as it is dispatched (stats). */
   onBatch?(route: string, size: number): void;
 }
@@ -125,21 +133,26 @@ export class Batcher<T, R> {
   }
 
   private async run(route: string, batch: Waiter<T, R>[]): Promise<void> {
+    const settled = new Array<boolean>(batch.length).fill(false);
+    const settle = (i: number, outcome: Outcome<R> | undefined): void => {
+      const waiter = batch[i];
+      if (!waiter || settled[i]) return;
+      settled[i] = true;
+      if (!outcome) waiter.reject(new Error(`batch dispatch returned no outcome for item ${i} of ${batch.length}`));
+      else if (outcome.ok) waiter.resolve(outcome.value);
+      else waiter.reject(outcome.error);
+    };
     let outcomes: Outcome<R>[];
     try {
       outcomes = await this.options.dispatch(
         route,
         batch.map((waiter) => waiter.item),
+        settle,
       );
     } catch (error) {
-      for (const waiter of batch) waiter.reject(error);
+      batch.forEach((_, i) => settle(i, { ok: false, error }));
       return;
     }
-    batch.forEach((waiter, i) => {
-      const outcome = outcomes[i];
-      if (!outcome) waiter.reject(new Error(`batch dispatch returned no outcome for item ${i} of ${batch.length}`));
-      else if (outcome.ok) waiter.resolve(outcome.value);
-      else waiter.reject(outcome.error);
-    });
+    batch.forEach((_, i) => settle(i, outcomes[i]));
   }
 }

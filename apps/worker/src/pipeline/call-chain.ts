@@ -39,6 +39,13 @@ export interface CallChainDeps {
 }
 
 /**
+ * Offered each generate job as soon as its call is served, before the batch's other calls end.
+ * Returning true takes the job over, with its fate and its limiter items (settle, calibration
+ * sample): they stay out of the batch's `fates` and ledger (serve-batch.ts settles it early).
+ */
+export type ServedEarly = (job: BatchJob, fate: JobFate & { kind: 'served' }, items: { settle: SettleItem; sample: EstimateSample }) => boolean;
+
+/**
  * Limiter reservations to settle (call made, usage known) or release (call never made, or refused),
  * and what each served call teaches the token calibration.
  */
@@ -48,7 +55,7 @@ export interface LimiterLedger {
   samples: EstimateSample[];
 }
 
-export async function callChain(deps: CallChainDeps, batch: Batch, callers: readonly BatchJob[]): Promise<{ fates: Fates; ledger: LimiterLedger }> {
+export async function callChain(deps: CallChainDeps, batch: Batch, callers: readonly BatchJob[], servedEarly?: ServedEarly): Promise<{ fates: Fates; ledger: LimiterLedger }> {
   const fates: Fates = new Map();
   const ledger: LimiterLedger = { settle: [], release: [], samples: [] };
   const { links } = batch;
@@ -59,7 +66,7 @@ export async function callChain(deps: CallChainDeps, batch: Batch, callers: read
     if (candidates.length === 0) break;
     // An open breaker: straight to the next link, in the same attempt.
     if (link.breaker.isOpen()) continue;
-    candidates = await callLink(deps, batch, link, candidates, { fates, ledger, dailyQuotaSpent });
+    candidates = await callLink(deps, batch, link, candidates, { fates, ledger, dailyQuotaSpent, servedEarly });
   }
   if (candidates.length === 0) return { fates, ledger };
   // Left over: every link's breaker is open or its daily quota spent. Wait for the earliest link
@@ -82,6 +89,7 @@ interface ChainState {
   fates: Fates;
   ledger: LimiterLedger;
   dailyQuotaSpent: Map<Link, number>;
+  servedEarly?: ServedEarly | undefined;
 }
 
 /** Reserves quota for the candidates on one link, calls it, and returns the jobs for the next link. */
@@ -170,10 +178,17 @@ async function callLink(deps: CallChainDeps, batch: Batch, link: Link, candidate
           const answer = await link.breaker.fire(() => link.provider.generate({ ...job.request!, model: link.model }, { ...callOptions([job]), onSend }));
           const latencyMs = elapsed(started);
           metrics?.recordProviderCall(link.providerName, link.model, 'success', latencyMs / 1000);
-          ledger.settle.push({ reservation, actualTokens: answer.usage.inputTokens, sentAt });
-          ledger.samples.push({ key: link.limitKey, features: job.features, predicted: estimates![i]!.predicted, actual: answer.usage.inputTokens });
+          const settle: SettleItem = { reservation, actualTokens: answer.usage.inputTokens, sentAt };
+          const sample: EstimateSample = { key: link.limitKey, features: job.features, predicted: estimates![i]!.predicted, actual: answer.usage.inputTokens };
           served(job, () => ({ kind: 'served', result: results.generated({ ...answer, provider: link.providerName, model: link.model }, latencyMs), link: link.id }), latencyMs);
           deps.onServed?.(link, 1);
+          const fate = fates.get(job);
+          if (fate?.kind === 'served' && state.servedEarly?.(job, fate, { settle, sample })) {
+            fates.delete(job);
+          } else {
+            ledger.settle.push(settle);
+            ledger.samples.push(sample);
+          }
         } catch (error) {
           const latencyMs = elapsed(started);
           recordFailedCall(deps, link, error, latencyMs);

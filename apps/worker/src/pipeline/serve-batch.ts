@@ -19,7 +19,7 @@ import type { BatchJob, Fates, JobEntry } from './batch.js';
 import { admitBudgets, type BudgetAdmission } from './budget-admit.js';
 import { tellBullmq } from './bullmq-outcome.js';
 import { followerFate, groupIdentical, lookUpCache, NO_CACHE } from './cache-stage.js';
-import { callChain, type LimiterLedger } from './call-chain.js';
+import { callChain, type LimiterLedger, type ServedEarly } from './call-chain.js';
 import { attemptFacts, jobFateOfError } from './fate.js';
 import { prepareBatch } from './prepare.js';
 import type { JobResults } from './results.js';
@@ -42,6 +42,12 @@ import { NO_ROUTING, routeTiers, type TierRouting } from './tier-route.js';
  *   bullmq-outcome.ts  what BullMQ is told for each job
  *
  * Redis bookkeeping is a constant number of round trips per batch, never one per job.
+ *
+ * A generate job whose call is served is settled at once (with whatever else of its batch was
+ * served within `batching.maxWaitMs`: the same settle step on that group) and handed back to
+ * BullMQ, without waiting for the slowest call of its batch: the batch size then does not stretch
+ * how long a job holds its slot. Leaders of deduplicated followers and jobs holding a budget
+ * reservation still settle with the batch.
  */
 
 export interface BatchServiceDeps {
@@ -63,17 +69,23 @@ export interface BatchServiceDeps {
   onServed?: ((link: Link, jobs: number) => void) | undefined;
 }
 
-export type BatchService = (entries: JobEntry[]) => Promise<Outcome<PromptJobResult>[]>;
+/** `settleEarly(i, outcome)`: entry i is told before the batch ends (batcher.ts). */
+export type BatchService = (entries: JobEntry[], settleEarly?: (index: number, outcome: Outcome<PromptJobResult>) => void) => Promise<Outcome<PromptJobResult>[]>;
 
 export function createBatchService(deps: BatchServiceDeps): BatchService {
   const { config, logger, cache, results } = deps;
   const claimTtlMs = config.gemini.timeoutMs + 5_000;
 
-  return async function serveBatch(entries: JobEntry[]): Promise<Outcome<PromptJobResult>[]> {
+  return async function serveBatch(entries: JobEntry[], settleEarly?: (index: number, outcome: Outcome<PromptJobResult>) => void): Promise<Outcome<PromptJobResult>[]> {
     const first = entries[0]!.data;
     const links = deps.chains.linksFor(first.kind, first.model);
     const [{ batch, fates }] = await Promise.all([prepareBatch(deps, entries, links), announceActive(deps, entries)]);
-    const undecided = (jobs: readonly BatchJob[]): BatchJob[] => jobs.filter((job) => !fates.has(job));
+    /** Jobs settled before the batch ends, and what BullMQ is told for each. */
+    const early = new Map<BatchJob, Promise<Outcome<PromptJobResult>>>();
+    let group: { job: BatchJob; fate: Parameters<ServedEarly>[1]; items: Parameters<ServedEarly>[2] }[] = [];
+    let groupTimer: NodeJS.Timeout | undefined;
+    let flushGroup = (): void => {};
+    const undecided = (jobs: readonly BatchJob[]): BatchJob[] => jobs.filter((job) => !fates.has(job) && !early.has(job));
     let lookup = NO_CACHE;
     let admission: BudgetAdmission | undefined;
     let ledger: LimiterLedger = { settle: [], release: [], samples: [] };
@@ -88,22 +100,57 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
       }
       admission = await admitBudgets(deps, groupIdentical(undecided(batch.jobs), lookup), links);
       merge(fates, admission.fates);
+      const held = admission;
+      const leaders = new Set(held.leaders.values());
+      const settledLookup = { ...lookup, claims: [] };
+      // Served jobs within maxWaitMs of each other settle together, as a batch of their own; the
+      // cache claims are released with the rest of the batch (after every answer is stored).
+      flushGroup = (): void => {
+        clearTimeout(groupTimer);
+        groupTimer = undefined;
+        const members = group;
+        group = [];
+        if (members.length === 0) return;
+        const done = settleBatch(deps, {
+          batch: { ...batch, jobs: members.map(({ job }) => job) },
+          fates: new Map(members.map(({ job, fate }) => [job, fate])),
+          lookup: settledLookup,
+          reservations: new Map(),
+          ledger: { settle: members.map(({ items }) => items.settle), release: [], samples: members.map(({ items }) => items.sample) },
+        });
+        for (const { job, fate } of members) {
+          const told = done.then(() => tellBullmq(job.entry, fate, logger)).catch((error: unknown): Outcome<PromptJobResult> => ({ ok: false, error }));
+          early.set(job, told);
+          void told.then((outcome) => settleEarly!(entries.indexOf(job.entry), outcome));
+        }
+      };
+      const servedEarly: ServedEarly | undefined = settleEarly
+        ? (job, fate, items) => {
+            if (leaders.has(job) || held.reservations.has(job)) return false;
+            early.set(job, Promise.resolve({ ok: false, error: new Error('settling') }));
+            group.push({ job, fate, items });
+            groupTimer ??= setTimeout(flushGroup, config.batching.maxWaitMs);
+            return true;
+          }
+        : undefined;
       // Followers wait for their leader's answer; decided jobs (hits, refusals) make no call.
-      const called = await callChain(deps, batch, undecided(batch.jobs).filter((job) => !admission!.leaders.has(job)));
+      const called = await callChain(deps, batch, undecided(batch.jobs).filter((job) => !admission!.leaders.has(job)), servedEarly);
       merge(fates, called.fates);
       ledger = called.ledger;
     } catch (error) {
       // Redis failing under the limiter, a bug: every undecided job retries through its attempts.
       for (const job of undecided(batch.jobs)) if (!admission?.leaders.has(job)) fates.set(job, jobFateOfError(attemptFacts(job.entry), error, 0));
     }
+    flushGroup();
     admission?.stopRenewal();
     for (const [follower, leader] of admission?.leaders ?? []) {
       const lead = fates.get(leader);
       if (lead && !fates.has(follower)) fates.set(follower, followerFate(lead, follower, results));
     }
     for (const job of undecided(batch.jobs)) fates.set(job, jobFateOfError(attemptFacts(job.entry), new Error('job left the batch undecided'), 0));
-    await settleBatch(deps, { batch, fates, lookup, reservations: admission?.reservations ?? new Map(), ledger });
-    return Promise.all(batch.jobs.map((job) => tellBullmq(job.entry, fates.get(job)!, logger)));
+    const rest = batch.jobs.filter((job) => !early.has(job));
+    await settleBatch(deps, { batch: { ...batch, jobs: rest }, fates, lookup, reservations: admission?.reservations ?? new Map(), ledger });
+    return Promise.all(batch.jobs.map((job) => early.get(job) ?? tellBullmq(job.entry, fates.get(job)!, logger)));
   };
 }
 
