@@ -1,8 +1,14 @@
 import type { Redis } from 'ioredis';
 import type { Config, Logger } from '@prompt-queue/shared';
 import type { KeyRing } from './gemini/key-ring.js';
-import type { CredentialSource, PluginContext } from './plugin.js';
-import type { ResolvedLinkSpec } from './chain.js';
+import type { CredentialSource, LinkConfigBase, PluginContext, ProviderPlugin } from './plugin.js';
+
+/** A resolved link, as far as its credentials go (chain.ts ResolvedLinkSpec). */
+export interface CredentialTarget {
+  id: string;
+  plugin: ProviderPlugin;
+  link: LinkConfigBase;
+}
 
 /** The plugins' context of one worker process, with the `processScoped` store it closes. */
 export function createPluginContext(deps: { config: Config; logger: Logger; redis: Redis; keyRing: KeyRing; fetch?: typeof fetch }): PluginContext & { close(): void } {
@@ -30,7 +36,7 @@ export class LinkCredentials {
 
   constructor(readonly context: PluginContext & { close?(): void }) {}
 
-  for(spec: ResolvedLinkSpec): CredentialSource {
+  for(spec: CredentialTarget): CredentialSource {
     let source = this.sources.get(spec.id);
     if (!source) this.sources.set(spec.id, (source = spec.plugin.credentials(spec.link, this.context)));
     return source;
@@ -40,7 +46,7 @@ export class LinkCredentials {
    * The startup check: every link's `credentials.check()`. Throws one error naming every link
    * without a usable credential.
    */
-  async check(specs: readonly ResolvedLinkSpec[]): Promise<void> {
+  async check(specs: readonly CredentialTarget[]): Promise<void> {
     const results = await Promise.allSettled(specs.map((spec) => this.for(spec).check()));
     const problems = results.flatMap((result) => (result.status === 'rejected' ? [result.reason instanceof Error ? result.reason.message : String(result.reason)] : []));
     if (problems.length > 0) throw new Error([...new Set(problems)].join('; '));
