@@ -29,6 +29,8 @@ const BENCHES = [
   { name: 'scale', script: 'scale.mjs', limit: [180, 90] },
   { name: 'producer', script: 'producer.mjs', limit: [150, 60] },
   { name: 'memory', script: 'memory.mjs', limit: [300, 60] },
+  // One process at concurrency 256, 1,024 and 4,096, provider latency 2 s ± 1 s, beside a raw BullMQ worker.
+  { name: 'capacity', script: 'capacity.mjs', limit: [480, 60] },
 ];
 
 for (const file of ['apps/worker/dist/main.js', 'apps/producer/dist/main.js', 'packages/gemini-emulator/dist/main.js', 'packages/shared/dist/testing/index.js']) {
@@ -263,5 +265,15 @@ prompt is unique, so every job is a response-cache miss. Workers run with \`NODE
   samples once the queue is drained) after the warm-up jobs and again after the run; growth =
   after / before − 1, peak during the run beside it. The run is capped in time; the row names the
   number of jobs that went through.
+- **Capacity** (\`bench/capacity.mjs\`): how many slow calls ONE worker process keeps in flight.
+  Emulator latency 2 s ± 1 s (1 s plus a uniform jitter of 0–2 s), no quota (limits configured far
+  above the run, so the limiter reserves and settles every batch but never binds), one worker at
+  concurrency 256, 1,024 and 4,096 (batch size 16), on a backlog a feeder keeps topped up;
+  completions counted over 30 s after an 8 s warm-up. jobs/s against the ideal concurrency ÷ 2 s;
+  CPU per job = the worker process's utime + stime (\`/proc/<pid>/stat\`) over the interval ÷ jobs;
+  peak VmRSS sampled every 250 ms from start to end. Baseline, same run and emulator: a raw BullMQ
+  \`Worker\` process at the same concurrency making the same \`@google/generative-ai\` call
+  (\`bench/raw-worker.mjs\`, RAW_MODE=provider), without batching, limiter, cache or job-end
+  recording. On a busy machine both are bound by the CPU share they get: compare CPU per job.
 `;
 }
