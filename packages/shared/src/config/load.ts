@@ -60,8 +60,6 @@ export const ENV_PATHS: Readonly<Record<string, string>> = {
   METRICS_TOKEN: 'metrics.token',
   SCALING_LATENCY_MS: 'scaling.latencyMs',
   SCALING_TOKENS_PER_REQUEST: 'scaling.tokensPerRequest',
-  SCALING_LATENCY_MS: 'scaling.latencyMs',
-  SCALING_TOKENS_PER_REQUEST: 'scaling.tokensPerRequest',
   AUDIT_LOG: 'audit.destination',
   LOG_PROMPTS: 'audit.logPrompts',
   RESPONSE_CACHE: 'responseCache.enabled',

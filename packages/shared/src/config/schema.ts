@@ -420,24 +420,6 @@ export const configSchema = z.strictObject({
       tokensPerRequest: positiveInt.default(1_000),
     })
     .prefault({}),
-  /**
-   * The producer's `GET /scaling` (docs/running-at-scale.md): the backlog and how many workers it
-   * and the quota call for, for KEDA's metrics-api scaler.
-   */
-  scaling: z
-    .strictObject({
-      /**
-       * Provider call latency assumed for a link with too few observed calls in the fleet history
-       * (the last 15 min), ms. Workers needed to fill a quota grow with it. @defaultValue 5000
-       */
-      latencyMs: positiveInt.default(5_000),
-      /**
-       * Input tokens per request assumed for a link whose current window holds no request, to turn
-       * TPM into requests. @defaultValue 1000
-       */
-      tokensPerRequest: positiveInt.default(1_000),
-    })
-    .prefault({}),
   /** Prometheus `/metrics` endpoints (producer; the worker may share it). */
   metrics: z
     .strictObject({

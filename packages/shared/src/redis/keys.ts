@@ -118,14 +118,6 @@ export function breakerStatesKey(prefix: string): string {
 }
 
 /**
- * Hash of the chain links the workers serve (field = link id, value = JSON `PublishedLink`: provider,
- * model, limiter scope, credential fingerprints), refreshed with an expiry: read by the dashboard.
- */
-export function publishedLinksKey(prefix: string): string {
-  return `${ownPrefix(prefix)}:links`;
-}
-
-/**
  * One link's fleet-wide circuit breaker (apps/worker/src/providers/fleet-breaker.ts), tagged by the
  * link id so that one script touches all its parts in one slot: `state` (hash: `state`, `gen`,
  * `openedAt`, `retryAt`, `updatedAt`, `workerId`), `votes` (hash: worker id → its rolling window
@@ -138,6 +130,14 @@ export function breakerFleetKey(prefix: string, link: string, part: 'state' | 'v
 /** Pub/sub channel of fleet-wide breaker transitions, every link (a message is JSON with its `link`). */
 export function breakerChannel(prefix: string): string {
   return `${breakerStatesKey(prefix)}:events`;
+}
+
+/**
+ * Hash of the chain links the workers serve (field = link id, value = JSON `PublishedLink`: provider,
+ * model, limiter scope, credential fingerprints), refreshed with an expiry: read by the dashboard.
+ */
+export function publishedLinksKey(prefix: string): string {
+  return `${ownPrefix(prefix)}:links`;
 }
 
 /**
