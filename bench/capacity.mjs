@@ -35,8 +35,7 @@ await runBench('capacity', async ({ smoke, levels: levelsArg, 'warm-s': warmArg,
 
   /** One process (ours or the raw baseline) at `concurrency` on a fresh queue. */
   async function measure(kind, concurrency) {
-    // Tagged as the worker's config tags it (BullMQ's keys under `{prefix}`), so queue and worker meet.
-    const prefix = `{${uniquePrefix(`cap${kind[0]}${concurrency}`)}}`;
+    const prefix = uniquePrefix(`cap${kind[0]}${concurrency}`);
     const queue = openQueue(client, prefix);
     // Never run dry: at least two concurrencies' worth queued, topped up in slices.
     const low = Math.max(500, 2 * concurrency);

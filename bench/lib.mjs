@@ -10,10 +10,18 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { startTestRedis, uniquePrefix } from '../packages/shared/dist/testing/index.js';
+import { startTestRedis, uniquePrefix as untaggedPrefix } from '../packages/shared/dist/testing/index.js';
 import { assignFairPriorities, estimateTextTokens, loadConfig, promptJobOptions, QueueName } from '../packages/shared/dist/index.js';
 
-export { startTestRedis, uniquePrefix, QueueName };
+export { startTestRedis, QueueName };
+
+/**
+ * A fresh prefix in the form the apps read REDIS_PREFIX (`{name}`: BullMQ's keys in one hash slot,
+ * docs/decisions/redis-cluster.md), so queues opened here, raw BullMQ workers and our workers meet.
+ */
+export function uniquePrefix(label) {
+  return `{${untaggedPrefix(label)}}`;
+}
 export { createEmulator, startEmulatorProcess } from '../packages/gemini-emulator/dist/index.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');

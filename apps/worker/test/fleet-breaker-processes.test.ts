@@ -33,7 +33,7 @@ describe('fleet-wide breaker, real processes', () => {
       eight: { primary: 'gemini-3.6-flash', workers: 8 },
     };
     const started = Object.fromEntries(
-      Object.entries(fleets).map(([name, { primary }]) => [
+      Object.entries(fleets).map(([name]) => [
         name,
         fleet(emulator.url, env, { chains: { default: [{ provider: 'gemini', model: '$job' }, { provider: 'gemini', model: FALLBACK }] } }),
       ]),

@@ -219,9 +219,10 @@ describe('deadline-aware tiers (real Redis, emulator process, @google/genai)', (
         };
       };
     };
-    let apiFor: ((model: string) => BatchApi) | undefined;
-    const { config, queue } = setup({ batch: { minJobs: 8, maxCollectMs: 60_000 } }, { batchApiFor: (model) => apiFor!(model) });
-    apiFor = wrap(config);
+    // The wrapped API needs the config setup() builds: set once setup() returns.
+    const wrapped: { apiFor?: (model: string) => BatchApi } = {};
+    const { config, queue } = setup({ batch: { minJobs: 8, maxCollectMs: 60_000 } }, { batchApiFor: (model) => wrapped.apiFor!(model) });
+    wrapped.apiFor = wrap(config);
     const ids = await enqueueMany(queue, config, 8, Date.now() + 24 * 3600_000);
     await allFinished(queue, ids, 15_000);
     expect(killed).toBe(true);
