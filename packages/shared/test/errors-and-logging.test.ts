@@ -13,8 +13,12 @@ describe('failed reasons', () => {
     expect(parseFailedReason('[PROVIDER_UNAVAILABLE] overloaded').retryable).toBe(true);
   });
 
+  it("reads BullMQ's stall-limit reason as JOB_STALLED", () => {
+    expect(parseFailedReason('job stalled more than allowable limit')).toMatchObject({ code: 'JOB_STALLED', retryable: true });
+  });
+
   it('reports unclassified reasons as INTERNAL', () => {
-    expect(parseFailedReason('job stalled more than allowable limit').code).toBe('INTERNAL');
+    expect(parseFailedReason('job crashed').code).toBe('INTERNAL');
     expect(parseFailedReason('[NOT_A_CODE] x').code).toBe('INTERNAL');
     expect(parseFailedReason(undefined).code).toBe('INTERNAL');
   });
