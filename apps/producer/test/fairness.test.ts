@@ -1,7 +1,7 @@
 // Fairness between tenants (issue 3, point 7): BullMQ priorities from per-tenant backlog counters.
 // Real Redis, real BullMQ Worker draining in BullMQ's own order.
 import { describe, expect, it } from 'vitest';
-import { appendBacklogDone, fairPriority, readBacklog, type PriorityLevel, type PromptJobData } from '@prompt-queue/shared';
+import { appendBacklogDone, fairBacklogKey, fairPriority, readBacklog, type PriorityLevel, type PromptJobData } from '@prompt-queue/shared';
 import { waitFor } from '@prompt-queue/shared/testing';
 import { ACME, GLOBEX, RESULT, useHarness, type Harness } from './harness.js';
 
@@ -81,10 +81,10 @@ describe('fair priorities', () => {
     const done: { tenant: string; level?: PriorityLevel }[] = [{ tenant: 'acme', level: 'low' }, { tenant: 'acme', level: 'low' }, { tenant: 'acme' }];
     await appendBacklogDone(h.redis.pipeline(), prefix(), done).exec();
     expect(await readBacklog(h.redis, prefix(), 'acme')).toEqual({ high: 0, normal: 0, low: 0 });
-    expect(await h.redis.exists(`${prefix()}:fair:acme:low`)).toBe(0);
+    expect(await h.redis.exists(fairBacklogKey(prefix(), 'acme', 'low'))).toBe(0);
 
     // Counters expire when a tenant is idle at a level.
     await post({ prompt: 'three' });
-    expect(await h.redis.pttl(`${prefix()}:fair:acme:normal`)).toBeGreaterThan(3_500_000);
+    expect(await h.redis.pttl(fairBacklogKey(prefix(), 'acme', 'normal'))).toBeGreaterThan(3_500_000);
   });
 });
