@@ -15,6 +15,7 @@ WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
 COPY packages/shared/package.json packages/shared/
 COPY packages/gemini-emulator/package.json packages/gemini-emulator/
+COPY packages/client/package.json packages/client/
 COPY apps/producer/package.json apps/producer/
 COPY apps/worker/package.json apps/worker/
 COPY apps/dashboard/package.json apps/dashboard/
