@@ -1,9 +1,8 @@
 import { GoogleGenerativeAIFetchError } from '@google/generative-ai';
 import type { Redis } from 'ioredis';
-import { ProviderError, slotPipeline, type Config, type Logger } from '@prompt-queue/shared';
+import { slotPipeline, type Config, type Logger } from '@prompt-queue/shared';
 import { classifyProviderError } from '../providers/gemini/classify.js';
-import { toUsage } from '../providers/gemini/gemini-provider.js';
-import type { GenerateResult } from '../providers/provider.js';
+import { readAnswer, type WireResponse } from '../providers/gemini/answer.js';
 import { ttlMs, type CollectedRequest } from '../tiers/batch-runner.js';
 import { batchModelFor } from '../tiers/batch-link.js';
 import {
@@ -145,16 +144,6 @@ function waitInBatch(untilMs: number): JobFate {
   return { kind: 'wait', untilMs, reason: 'waiting-in-batch', fields: { tier: 'batch' } };
 }
 
-/** What the router stored as the Gemini wire response of one batch request. */
-interface WireResponse {
-  candidates?: { content?: { parts?: { text?: string; thought?: boolean }[] }; finishReason?: string }[];
-  promptFeedback?: { blockReason?: string };
-  usageMetadata?: Parameters<typeof toUsage>[0];
-  modelVersion?: string;
-}
-
-const BLOCKED_FINISH_REASONS = new Set(['SAFETY', 'RECITATION', 'LANGUAGE', 'BLOCKLIST', 'PROHIBITED_CONTENT', 'SPII', 'IMAGE_SAFETY']);
-
 /** A batch answer as the job's fate: served at the batch tier, or its error through the one classifier and fate function. */
 function answerFate(deps: TierRouteDeps, job: BatchJob, answer: BatchAnswer, provider: string, linkId: string | undefined, model: string): JobFate {
   const facts = attemptFacts(job.entry);
@@ -163,26 +152,8 @@ function answerFate(deps: TierRouteDeps, job: BatchJob, answer: BatchAnswer, pro
       // The per-request error as the SDK would have thrown it for a generateContent call.
       throw classifyProviderError(new GoogleGenerativeAIFetchError(`[${answer.code} ${answer.status}] ${answer.message}`, answer.code, answer.status, []));
     }
-    const response = answer.response as WireResponse;
-    const candidate = response.candidates?.[0];
-    if (!candidate) {
-      const blockReason = response.promptFeedback?.blockReason;
-      if (blockReason) throw new ProviderError('PROMPT_BLOCKED', `Gemini blocked the prompt (${blockReason})`, { disposition: 'fail' });
-      throw new ProviderError('PROVIDER_UNAVAILABLE', 'Gemini returned no candidates', { disposition: 'backoff' });
-    }
-    const finishReason = candidate.finishReason ?? 'FINISH_REASON_UNSPECIFIED';
-    if (BLOCKED_FINISH_REASONS.has(finishReason)) {
-      throw new ProviderError('RESPONSE_BLOCKED', `Gemini withheld the answer (finishReason ${finishReason})`, { disposition: 'fail' });
-    }
-    const text = (candidate.content?.parts ?? []).filter((part) => !part.thought && typeof part.text === 'string').map((part) => part.text).join('');
-    const generated: GenerateResult = {
-      text,
-      finishReason,
-      usage: toUsage(response.usageMetadata),
-      ...(response.modelVersion !== undefined ? { modelVersion: response.modelVersion } : {}),
-      provider,
-      model,
-    };
+    // A batch answer is a generateContent response: read like one (refusals included).
+    const generated = readAnswer(answer.response as WireResponse, { label: 'Gemini', provider, model });
     const { result, savedNanoUsd } = deps.results.atTier(generated, 0, 'batch');
     return { kind: 'served', result, ...(linkId !== undefined ? { link: linkId } : {}), savedNanoUsd };
   } catch (error) {

@@ -4,44 +4,13 @@ import {
   type Content,
   type GenerationConfig as SdkGenerationConfig,
 } from '@google/generative-ai';
-import { createLogger, isProviderError, ProviderError, type Config, type TokenUsage } from '@prompt-queue/shared';
+import { createLogger, isProviderError, ProviderError, type Config } from '@prompt-queue/shared';
 import { KeyRing, rejectionReason } from './key-ring.js';
 import { callSignal, CallNotSentError } from '../call-signal.js';
 import { classifyProviderError } from './classify.js';
 import { checkFileUris } from '../file-uris.js';
+import { readAnswer, type WireResponse } from './answer.js';
 import type { CallOptions, EmbedBatchRequest, EmbedBatchResult, GenerateRequest, GenerateResult, Provider } from '../provider.js';
-
-/**
- * Finish reasons that mean the answer was withheld. The SDK's `response.text()` throws only for
- * some of them (SAFETY, RECITATION, LANGUAGE) and returns '' for the rest, so we read
- * `finishReason` ourselves.
- */
-const BLOCKED_FINISH_REASONS = new Set([
-  'SAFETY',
-  'RECITATION',
-  'LANGUAGE',
-  'PROHIBITED_CONTENT',
-  'BLOCKLIST',
-  'SPII',
-  'IMAGE_SAFETY',
-]);
-
-/** What Google sends; the SDK 0.24 types lag behind (no thoughts, no modelVersion). */
-interface WireResponse {
-  candidates?: {
-    content?: { parts?: { text?: string; thought?: boolean }[] };
-    finishReason?: string;
-  }[];
-  promptFeedback?: { blockReason?: string };
-  usageMetadata?: {
-    promptTokenCount?: number;
-    candidatesTokenCount?: number;
-    thoughtsTokenCount?: number;
-    cachedContentTokenCount?: number;
-    totalTokenCount?: number;
-  };
-  modelVersion?: string;
-}
 
 /** What the adapter needs of a key ring (KeyRing). */
 export type KeySource = Pick<KeyRing, 'acquire' | 'succeeded' | 'settled' | 'reject'>;
@@ -204,48 +173,12 @@ export class GeminiProvider implements Provider {
         callOptions.onSend,
       );
     });
-    return this.toResult(request.model, result.response as WireResponse);
+    return readAnswer(result.response as WireResponse, { label: 'Gemini', provider: this.name, model: request.model });
   }
 
-  /** Reads candidates and promptFeedback directly: an HTTP 200 can still be a refusal. */
-  private toResult(requestedModel: string, response: WireResponse): GenerateResult {
-    const candidate = response.candidates?.[0];
-    if (!candidate) {
-      const blockReason = response.promptFeedback?.blockReason;
-      if (blockReason) {
-        throw new ProviderError('PROMPT_BLOCKED', `Gemini blocked the prompt (${blockReason})`, { disposition: 'fail' });
-      }
-      throw new ProviderError('PROVIDER_UNAVAILABLE', 'Gemini returned no candidates', { disposition: 'backoff' });
-    }
-    const finishReason = candidate.finishReason ?? 'FINISH_REASON_UNSPECIFIED';
-    if (BLOCKED_FINISH_REASONS.has(finishReason)) {
-      throw new ProviderError('RESPONSE_BLOCKED', `Gemini withheld the answer (finishReason ${finishReason})`, { disposition: 'fail' });
-    }
-    const text = (candidate.content?.parts ?? [])
-      .filter((part) => !part.thought && typeof part.text === 'string')
-      .map((part) => part.text)
-      .join('');
-    return {
-      text,
-      finishReason,
-      usage: toUsage(response.usageMetadata),
-      ...(response.modelVersion !== undefined ? { modelVersion: response.modelVersion } : {}),
-      provider: this.name,
-      model: requestedModel,
-    };
-  }
 }
 
 function isProviderErrorWithStatus(error: unknown): boolean {
   return isProviderError(error) && error.httpStatus !== undefined && error.httpStatus < 500;
 }
 
-export function toUsage(meta: WireResponse['usageMetadata']): TokenUsage {
-  return {
-    inputTokens: meta?.promptTokenCount ?? 0,
-    outputTokens: meta?.candidatesTokenCount ?? 0,
-    thoughtsTokens: meta?.thoughtsTokenCount ?? 0,
-    cachedTokens: meta?.cachedContentTokenCount ?? 0,
-    totalTokens: meta?.totalTokenCount ?? 0,
-  };
-}

@@ -1,18 +1,12 @@
-import { GoogleGenAI, type GenerateContentResponse } from '@google/genai';
+import { GoogleGenAI } from '@google/genai';
 import { AuthClient } from 'google-auth-library';
-import { isProviderError, ProviderError } from '@prompt-queue/shared';
+import { isProviderError } from '@prompt-queue/shared';
 import { callSignal, CallNotSentError } from '../call-signal.js';
 import { checkFileUris } from '../file-uris.js';
-import { toUsage } from '../gemini/gemini-provider.js';
+import { readAnswer, type WireResponse } from '../gemini/answer.js';
 import type { CallOptions, GenerateRequest, GenerateResult, Provider } from '../provider.js';
 import { classifyVertexError, errorInfoReason, googleError } from './classify.js';
 import type { AccessTokens } from './credentials.js';
-
-/**
- * Finish reasons that mean the answer was withheld (as in gemini/gemini-provider.ts: Vertex sends
- * the same candidates).
- */
-const BLOCKED_FINISH_REASONS = new Set(['SAFETY', 'RECITATION', 'LANGUAGE', 'PROHIBITED_CONTENT', 'BLOCKLIST', 'SPII', 'IMAGE_SAFETY']);
 
 export interface VertexProviderOptions {
   /** Recorded as the result's provider. */
@@ -84,7 +78,7 @@ export class VertexProvider implements Provider {
               httpOptions: { headers: { Authorization: `Bearer ${token}` } },
             },
           });
-          return this.toResult(request.model, response);
+          return readAnswer(response as WireResponse, { label: 'Vertex AI', provider: this.name, model: request.model });
         } catch (error) {
           const status = (error as { status?: unknown } | null)?.status;
           if (status === 401 && attempt === 1) {
@@ -109,31 +103,6 @@ export class VertexProvider implements Provider {
     }
   }
 
-  /** Reads candidates and promptFeedback directly: an HTTP 200 can still be a refusal. */
-  private toResult(requestedModel: string, response: GenerateContentResponse): GenerateResult {
-    const candidate = response.candidates?.[0];
-    if (!candidate) {
-      const blockReason = response.promptFeedback?.blockReason;
-      if (blockReason) throw new ProviderError('PROMPT_BLOCKED', `Vertex AI blocked the prompt (${blockReason})`, { disposition: 'fail' });
-      throw new ProviderError('PROVIDER_UNAVAILABLE', 'Vertex AI returned no candidates', { disposition: 'backoff' });
-    }
-    const finishReason = candidate.finishReason ?? 'FINISH_REASON_UNSPECIFIED';
-    if (BLOCKED_FINISH_REASONS.has(finishReason)) {
-      throw new ProviderError('RESPONSE_BLOCKED', `Vertex AI withheld the answer (finishReason ${finishReason})`, { disposition: 'fail' });
-    }
-    const text = (candidate.content?.parts ?? [])
-      .filter((part) => !part.thought && typeof part.text === 'string')
-      .map((part) => part.text)
-      .join('');
-    return {
-      text,
-      finishReason,
-      usage: toUsage(response.usageMetadata),
-      ...(response.modelVersion !== undefined ? { modelVersion: response.modelVersion } : {}),
-      provider: this.name,
-      model: requestedModel,
-    };
-  }
 }
 
 /** `promise`, or an AbortError as soon as `signal` aborts (our timeout bounds the token fetch too). */
