@@ -23,6 +23,14 @@ export interface Prepared {
   /** The service tier the request asked for (generate calls only); `tierRequested` is false when it named none. */
   tier?: ServiceTier;
   tierRequested?: boolean;
+  /** Latency this one request asks for on top of the configured one (`[[slow:<ms>]]` in the prompt). */
+  extraLatencyMs?: number;
+}
+
+/** `[[slow:<ms>]]` in the last user turn: that call alone answers so much later (at most 10 min). */
+export function promptLatencyMs(text: string): number | undefined {
+  const match = /\[\[slow:(\d{1,6})\]\]/.exec(text);
+  return match ? Math.min(Number(match[1]), 600_000) : undefined;
 }
 
 function usageMetadata(input: TokenCount, answer: Answer, candidatesSoFar: number, cached: number | undefined): Record<string, unknown> {
@@ -87,6 +95,8 @@ function generate(model: ModelInfo, body: unknown, responseId: string, stream: b
     thoughtsTokens: answer.thoughtsTokens,
     consumesQuota: true,
   };
+  const extraLatencyMs = promptLatencyMs(lastUserText(req.contents));
+  if (extraLatencyMs !== undefined) result.extraLatencyMs = extraLatencyMs;
 
   if (answer.outcome === 'blocked') {
     const blocked = {

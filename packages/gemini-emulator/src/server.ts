@@ -328,6 +328,7 @@ export function createEmulator(options: EmulatorOptions = {}): Emulator {
       }
       checkQuota(model, prepared, openAi, embedding, ctx);
       await tierLatency(tier, ac.signal);
+      if (prepared.extraLatencyMs) await sleep(prepared.extraLatencyMs, ac.signal);
       if (prepared.tier) markTier(prepared.sse ?? prepared.body, ctx, tier, prepared.tierRequested === true);
       if (prepared.sse) sendSse(res, prepared.sse, openAi);
       else send(res, 200, prepared.body);

@@ -1,6 +1,7 @@
 import { GoogleGenerativeAIResponseError } from '@google/generative-ai';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { answerText, textTokens } from '../src/index.js';
+import { promptLatencyMs } from '../src/gemini.js';
 import { fetchError, detail, KEY, startHarness, type Harness } from './helpers.js';
 
 let h: Harness;
@@ -107,6 +108,18 @@ describe('generateContent through the real SDK', () => {
     const r = await h.model('gemini-2.5-flash').generateContent('[[recitation]]');
     expect(r.response.candidates![0]!.finishReason).toBe('RECITATION');
     expect(() => r.response.text()).toThrow(/RECITATION/);
+  });
+
+  it('[[slow:<ms>]] holds that call alone: a plain call sent after it answers first', async () => {
+    const order: string[] = [];
+    const slow = h.model('gemini-2.5-flash').generateContent('take your time [[slow:1500]]').then(() => order.push('slow'));
+    const fast = h.model('gemini-2.5-flash').generateContent('no hurry needed').then(() => order.push('fast'));
+    await Promise.all([slow, fast]);
+    expect(order).toEqual(['fast', 'slow']);
+    expect(promptLatencyMs('x [[slow:250]] y')).toBe(250);
+    expect(promptLatencyMs('[[slow:9999999]]')).toBeUndefined();
+    expect(promptLatencyMs('[[slow:900000]]')).toBe(600_000);
+    expect(promptLatencyMs('[[slow]]')).toBeUndefined();
   });
 
   it('a blocked prompt in a stream surfaces promptFeedback on the aggregated response', async () => {
