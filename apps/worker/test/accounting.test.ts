@@ -151,6 +151,30 @@ describe('batch accounting (real Redis, emulator process)', () => {
     expect(ends.map((end) => end.job.attemptsMade)).toEqual(ends.map((end) => (end.state === 'completed' ? 1 : 0)));
   });
 
+  it("a served job settles (budget charged) and completes without waiting for the slowest call of its batch", async () => {
+    // Issue 12 (capacity): every job held its slot until the slowest call of its batch ended
+    // (2 s ± 1 s calls: the slowest of 16 near 2.9 s), a third of a worker's throughput.
+    const { config, queue, worker } = setup({ BATCH_SIZE: '16', BATCH_MAX_WAIT_MS: '1000' }, { acme: { dailyUsd: 10, onExceeded: 'fail' } });
+    const warm = await waitForJob(queue, await enqueue(queue, config, promptData({ text: 'warm-up: proves the key' })), ['completed']);
+    const costOf = ({ job }: { job: { returnvalue: unknown } }) => promptJobResultSchema.parse(job.returnvalue).costNanoUsd!;
+    // A lone job goes out at once and keeps the route busy, so the next six gather into one batch.
+    const blocker = await enqueue(queue, config, promptData({ text: 'blocker [[slow:8000]]' }));
+    await waitFor(async () => ((await emulator.client.counters()).inFlight.now === 1 ? true : undefined), { what: 'the blocker in flight' });
+    const slow = await enqueue(queue, config, promptData({ text: 'the slowest of its batch [[slow:8000]]' }));
+    const fast = await Promise.all(Array.from({ length: 5 }, (_, i) => enqueue(queue, config, promptData({ text: `fast question ${i}` }))));
+    const served = await Promise.all(fast.map((id) => waitForJob(queue, id, ['completed'], 7_000)));
+    expect(worker.stats.snapshot().batches.bySize[6]).toBe(1);
+    expect(await queue.getJobState(slow)).toBe('active');
+    // Their cost is charged already; the two slow jobs still hold their reservations.
+    const spentBefore = costOf(warm) + served.reduce((sum, end) => sum + costOf(end), 0);
+    const during = (await worker.budgets.remaining('acme'))!.daily!;
+    expect(during.spentNanoUsd).toBe(spentBefore);
+    expect(during.reservedNanoUsd).toBeGreaterThan(0);
+    const rest = await Promise.all([slow, blocker].map((id) => waitForJob(queue, id, ['completed'], 15_000)));
+    const after = (await worker.budgets.remaining('acme'))!.daily!;
+    expect(after).toMatchObject({ spentNanoUsd: spentBefore + rest.reduce((sum, end) => sum + costOf(end), 0), reservedNanoUsd: 0 });
+  });
+
   it("onExceeded 'fail': BUDGET_EXCEEDED only when the budget is spent, and the message states the true spent, reserved and limit", async () => {
     const limitNanoUsd = 1_000_000;
     const { config, queue, worker } = setup({ BATCH_SIZE: '4', WORKER_CONCURRENCY: '8' }, { acme: { dailyUsd: limitNanoUsd / 1e9, onExceeded: 'fail' } });

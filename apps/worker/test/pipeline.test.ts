@@ -72,7 +72,7 @@ describe('batch pipeline (real Redis, emulator process)', () => {
     expect(worker.stats.snapshot().batches.bySize).toEqual({ 1: 1, 10: 1 });
   });
 
-  it('Redis bookkeeping is a constant number of round trips per batch, not one per job (limiter, budget, cache, usage)', async () => {
+  it('Redis bookkeeping is a constant number of round trips per batch or settle step, not one per job (limiter, budget, cache, usage)', async () => {
     const { config, queue, worker } = setup({ BATCH_SIZE: '16', BATCH_MAX_WAIT_MS: '200', GEMINI_RPM: '1000', GEMINI_TPM: '1000000', GEMINI_MODEL: MODEL });
     const calls: Record<string, number> = {};
     const spy = <T extends object>(target: T, methods: (keyof T & string)[], label: string) => {
@@ -98,18 +98,24 @@ describe('batch pipeline (real Redis, emulator process)', () => {
     console.log('bookkeeping', JSON.stringify({ jobs: 49, batches, calls }));
     expect(batches.jobs).toBe(49);
     expect(batches.largest).toBeGreaterThan(1);
-    // Before the calls: one cache pipeline (MGET + in-flight claims), one budget script call, one limiter reserve (one link).
-    // After: one settle step = limiter settle + release, budget settle, one pipeline (cache store
-    // + fairness), one usage MULTI, all written together.
-    for (const name of ['limiter.reserve', 'limiter.settle', 'limiter.release', 'budget.reserve', 'cache.lookupAndClaim', 'cache.appendStore', 'cache.appendRelease', 'usage.record']) {
+    // Before the calls, per batch: one cache pipeline (MGET + in-flight claims), one budget script
+    // call, one limiter reserve (one link); after them, the batch's claims are released once.
+    for (const name of ['limiter.reserve', 'budget.reserve', 'cache.lookupAndClaim', 'cache.appendRelease']) {
       expect(calls[name], name).toBe(batches.count);
     }
+    // Served jobs settle as they come back, gathered across batches (for 25 ms at most): each
+    // settle step writes limiter settle, budget settle, cache store and usage together.
+    const settles = calls['usage.record']!;
+    for (const name of ['limiter.settle', 'budget.settle', 'cache.appendStore']) expect(calls[name], name).toBe(settles);
+    expect(calls['limiter.release']).toBe(0);
     expect(calls['limiter.reserve']).toBeLessThan(49);
+    expect(settles).toBeLessThan(49);
   });
 
   it('the budget reserve and settle go to Redis once per batch for a budgeted tenant', async () => {
     const { config, queue, worker } = setup({ BATCH_SIZE: '16', BATCH_MAX_WAIT_MS: '200' }, { acme: { dailyUsd: 1000, onExceeded: 'fail' } });
     const evals = { count: 0 };
+    const settle = vi.spyOn(worker.budgets, 'settle');
     const connection = (worker.budgets as unknown as { redis: { evalsha: (...args: unknown[]) => Promise<unknown> } }).redis;
     const original = connection.evalsha.bind(connection);
     vi.spyOn(connection, 'evalsha').mockImplementation((...args: unknown[]) => {
@@ -122,9 +128,10 @@ describe('batch pipeline (real Redis, emulator process)', () => {
     const done = await Promise.all(ids.map((id) => waitForJob(queue, id, ['completed', 'failed'])));
     expect(done.every((d) => d.state === 'completed')).toBe(true);
     const { batches } = worker.stats.snapshot();
-    console.log('budget round trips', JSON.stringify({ jobs: 40, batches: batches.count, budgetScriptCalls: evals.count }));
-    // One reserve and one settle per batch.
-    expect(evals.count).toBe(2 * batches.count);
+    console.log('budget round trips', JSON.stringify({ jobs: 40, batches: batches.count, budgetScriptCalls: evals.count, settleSteps: settle.mock.calls.length }));
+    // One reserve per batch, one settle per settle step (served jobs gathered across batches).
+    expect(evals.count).toBe(batches.count + settle.mock.calls.length);
+    expect(settle.mock.calls.length).toBeLessThan(40);
     const remaining = await worker.budgets.remaining('acme');
     expect(remaining.daily!.reservedNanoUsd).toBe(0);
     const usage = await worker.ledger.tenantUsage('acme');

@@ -23,7 +23,7 @@ import { callChain, type LimiterLedger, type ServedEarly } from './call-chain.js
 import { attemptFacts, jobFateOfError } from './fate.js';
 import { prepareBatch } from './prepare.js';
 import type { JobResults } from './results.js';
-import { settleBatch } from './settle.js';
+import { SettleCoalescer, settleBatch } from './settle.js';
 import { NO_ROUTING, routeTiers, type TierRouting } from './tier-route.js';
 
 /**
@@ -43,12 +43,15 @@ import { NO_ROUTING, routeTiers, type TierRouting } from './tier-route.js';
  *
  * Redis bookkeeping is a constant number of round trips per batch, never one per job.
  *
- * A generate job whose call is served is settled at once (with whatever else of its batch was
- * served within `batching.maxWaitMs`: the same settle step on that group) and handed back to
- * BullMQ, without waiting for the slowest call of its batch: the batch size then does not stretch
- * how long a job holds its slot. Leaders of deduplicated followers and jobs holding a budget
- * reservation still settle with the batch.
+ * A generate job whose call is served is settled at once (with whatever else the process served
+ * within 25 ms, or `batching.maxWaitMs` if shorter: settle.ts SettleCoalescer) and handed back to
+ * BullMQ, without waiting for the slowest call of its batch, its budget reservation settled with
+ * it: the batch size then does not stretch how long a job holds its slot. Leaders of deduplicated
+ * followers still settle with the batch (their followers take the leader's answer there).
  */
+
+/** Longest a served job's settle waits for others to share its round trip, ms. */
+const EARLY_SETTLE_GATHER_MS = 25;
 
 export interface BatchServiceDeps {
   config: Config;
@@ -75,6 +78,8 @@ export type BatchService = (entries: JobEntry[], settleEarly?: (index: number, o
 export function createBatchService(deps: BatchServiceDeps): BatchService {
   const { config, logger, cache, results } = deps;
   const claimTtlMs = config.gemini.timeoutMs + 5_000;
+  // Gathers for at most the batching wait, and never long: a served job waits for it.
+  const earlySettles = new SettleCoalescer(deps, Math.min(config.batching.maxWaitMs, EARLY_SETTLE_GATHER_MS));
 
   return async function serveBatch(entries: JobEntry[], settleEarly?: (index: number, outcome: Outcome<PromptJobResult>) => void): Promise<Outcome<PromptJobResult>[]> {
     const first = entries[0]!.data;
@@ -82,9 +87,6 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
     const [{ batch, fates }] = await Promise.all([prepareBatch(deps, entries, links), announceActive(deps, entries)]);
     /** Jobs settled before the batch ends, and what BullMQ is told for each. */
     const early = new Map<BatchJob, Promise<Outcome<PromptJobResult>>>();
-    let group: { job: BatchJob; fate: Parameters<ServedEarly>[1]; items: Parameters<ServedEarly>[2] }[] = [];
-    let groupTimer: NodeJS.Timeout | undefined;
-    let flushGroup = (): void => {};
     const undecided = (jobs: readonly BatchJob[]): BatchJob[] => jobs.filter((job) => !fates.has(job) && !early.has(job));
     let lookup = NO_CACHE;
     let admission: BudgetAdmission | undefined;
@@ -102,46 +104,35 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
       merge(fates, admission.fates);
       const held = admission;
       const leaders = new Set(held.leaders.values());
+      // The cache claims are released with the rest of the batch (after every answer is stored).
       const settledLookup = { ...lookup, claims: [] };
-      // Served jobs within maxWaitMs of each other settle together, as a batch of their own; the
-      // cache claims are released with the rest of the batch (after every answer is stored).
-      flushGroup = (): void => {
-        clearTimeout(groupTimer);
-        groupTimer = undefined;
-        const members = group;
-        group = [];
-        if (members.length === 0) return;
-        const done = settleBatch(deps, {
-          batch: { ...batch, jobs: members.map(({ job }) => job) },
-          fates: new Map(members.map(({ job, fate }) => [job, fate])),
-          lookup: settledLookup,
-          reservations: new Map(),
-          ledger: { settle: members.map(({ items }) => items.settle), release: [], samples: members.map(({ items }) => items.sample) },
-        });
-        for (const { job, fate } of members) {
-          const told = done.then(() => tellBullmq(job.entry, fate, logger)).catch((error: unknown): Outcome<PromptJobResult> => ({ ok: false, error }));
-          early.set(job, told);
-          void told.then((outcome) => settleEarly!(entries.indexOf(job.entry), outcome));
-        }
-      };
       const servedEarly: ServedEarly | undefined = settleEarly
         ? (job, fate, items) => {
-            if (leaders.has(job) || held.reservations.has(job)) return false;
-            early.set(job, Promise.resolve({ ok: false, error: new Error('settling') }));
-            group.push({ job, fate, items });
-            groupTimer ??= setTimeout(flushGroup, config.batching.maxWaitMs);
+            if (leaders.has(job)) return false;
+            const reservation = held.reservations.get(job);
+            // Settled with whatever else the process served meanwhile; a member's budget
+            // reservation settles with its answer (a renewal after that is a no-op).
+            const done = earlySettles.add({
+              batch: { ...batch, jobs: [job] },
+              fates: new Map([[job, fate]]),
+              lookup: settledLookup,
+              reservations: reservation ? new Map([[job, reservation]]) : new Map(),
+              ledger: { settle: [items.settle], release: [], samples: [items.sample] },
+            });
+            const told = done.then(() => tellBullmq(job.entry, fate, logger)).catch((error: unknown): Outcome<PromptJobResult> => ({ ok: false, error }));
+            early.set(job, told);
+            void told.then((outcome) => settleEarly(entries.indexOf(job.entry), outcome));
             return true;
           }
         : undefined;
       // Followers wait for their leader's answer; decided jobs (hits, refusals) make no call.
-      const called = await callChain(deps, batch, undecided(batch.jobs).filter((job) => !admission!.leaders.has(job)), servedEarly);
+      const called = await callChain(deps, batch, undecided(batch.jobs).filter((job) => !admission!.leaders.has(job)), servedEarly, routing.flex);
       merge(fates, called.fates);
       ledger = called.ledger;
     } catch (error) {
       // Redis failing under the limiter, a bug: every undecided job retries through its attempts.
       for (const job of undecided(batch.jobs)) if (!admission?.leaders.has(job)) fates.set(job, jobFateOfError(attemptFacts(job.entry), error, 0));
     }
-    flushGroup();
     admission?.stopRenewal();
     for (const [follower, leader] of admission?.leaders ?? []) {
       const lead = fates.get(leader);
@@ -149,6 +140,9 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
     }
     for (const job of undecided(batch.jobs)) fates.set(job, jobFateOfError(attemptFacts(job.entry), new Error('job left the batch undecided'), 0));
     const rest = batch.jobs.filter((job) => !early.has(job));
+    // Early answers go out before this batch's cache claims are released, so a worker waiting on
+    // a claim finds the answer once the claim is gone.
+    if (early.size > 0) earlySettles.flush();
     await settleBatch(deps, { batch: { ...batch, jobs: rest }, fates, lookup, reservations: admission?.reservations ?? new Map(), ledger });
     return Promise.all(batch.jobs.map((job) => early.get(job) ?? tellBullmq(job.entry, fates.get(job)!, logger)));
   };

@@ -57,14 +57,25 @@ export interface BatchDecisions {
 const QUIET_WAIT_MS = 1_000;
 
 export async function settleBatch(deps: SettleDeps, decided: BatchDecisions): Promise<void> {
-  const { config, logger, limiter, estimator, budgets, cache, outputEstimator, recorder, metrics } = deps;
+  await sendSettleWrites(deps, settleWritesOf(deps, decided));
+}
+
+/** What settling some jobs writes, gathered before anything is sent (several can be merged). */
+interface SettleWrites {
+  ends: JobEnd[];
+  events: JobEvent[];
+  budgetItems: { reservation: BudgetReservation; actualNanoUsd: number }[];
+  outputSamples: OutputSample[];
+  cacheEntries: CacheEntry[];
+  claims: CacheLookup['claims'];
+  ledger: LimiterLedger;
+}
+
+function settleWritesOf(deps: SettleDeps, decided: BatchDecisions): SettleWrites {
+  const { config, cache, metrics } = deps;
   const { batch, fates, lookup, reservations, ledger } = decided;
   const now = new Date();
-  const budgetItems: { reservation: BudgetReservation; actualNanoUsd: number }[] = [];
-  const outputSamples: OutputSample[] = [];
-  const cacheEntries: CacheEntry[] = [];
-  const ends: JobEnd[] = [];
-  const events: JobEvent[] = [];
+  const writes: SettleWrites = { ends: [], events: [], budgetItems: [], outputSamples: [], cacheEntries: [], claims: lookup.claims, ledger };
   let cacheHits = 0;
   let cacheMisses = 0;
 
@@ -74,7 +85,7 @@ export async function settleBatch(deps: SettleDeps, decided: BatchDecisions): Pr
     const keys = lookup.keys.get(job) ?? [];
     const reservation = reservations.get(job);
     const billed = fate.kind === 'served' && !fate.result.cached ? (fate.result.costNanoUsd ?? 0) : 0;
-    if (reservation) budgetItems.push({ reservation, actualNanoUsd: billed });
+    if (reservation) writes.budgetItems.push({ reservation, actualNanoUsd: billed });
     if (keys.length > 0) {
       if (fate.kind === 'served' && fate.result.cached) cacheHits += 1;
       else cacheMisses += 1;
@@ -82,45 +93,108 @@ export async function settleBatch(deps: SettleDeps, decided: BatchDecisions): Pr
     if (fate.kind === 'served' && !fate.result.cached) {
       const { result } = fate;
       const key = keys[batch.links.findIndex((link) => link.providerName === result.provider && link.model === result.model)];
-      if (cache && key !== undefined) cacheEntries.push({ key, answer: cachedAnswerOf(result), ttlSeconds: cache.ttlFor(data) });
+      if (cache && key !== undefined) writes.cacheEntries.push({ key, answer: cachedAnswerOf(result), ttlSeconds: cache.ttlFor(data) });
       if (data.kind === 'generate') {
         const bound = maxOutputTokens(data, config.models[result.model]?.outputTokenLimit);
-        outputSamples.push({ model: result.model, bound, tokens: result.usage.outputTokens + result.usage.thoughtsTokens });
+        writes.outputSamples.push({ model: result.model, bound, tokens: result.usage.outputTokens + result.usage.thoughtsTokens });
       }
     }
     const base = { jobId: job.entry.job.id ?? '', tenant: data.tenant, at: now.toISOString(), attempt: job.entry.job.attemptsMade + 1 };
     if (fate.kind === 'failed' && fate.retry) {
       metrics?.recordJob('retried', fate.code);
-      events.push({ ...base, type: 'retrying', code: fate.code });
+      writes.events.push({ ...base, type: 'retrying', code: fate.code });
     } else if (fate.kind === 'wait') {
       metrics?.recordJob(fate.reason === 'quota' || fate.reason === 'rate-limited' ? 'rate_limited' : 'delayed', waitCode(fate.reason));
       const routine = fate.reason === 'cache-pending' || fate.reason === 'budget-busy' || fate.reason === 'quota';
       if (!routine || fate.untilMs - now.getTime() >= QUIET_WAIT_MS) {
-        events.push({ ...base, type: 'waiting', reason: fate.reason, until: new Date(fate.untilMs).toISOString() });
+        writes.events.push({ ...base, type: 'waiting', reason: fate.reason, until: new Date(fate.untilMs).toISOString() });
       }
     } else if (fate.kind !== 'hand-back') {
       // Served, failed for good, cancelled: an end (fate.ts isFinal).
-      ends.push(jobEndOf(config, job, fate, batch.links, now));
+      writes.ends.push(jobEndOf(config, job, fate, batch.links, now));
     }
   }
   metrics?.recordCacheLookups(cacheHits, cacheMisses);
+  return writes;
+}
 
+/** Sends settle writes: one round trip, whatever they came from. */
+async function sendSettleWrites(deps: SettleDeps, writes: SettleWrites): Promise<void> {
+  const { config, logger, limiter, estimator, budgets, cache, outputEstimator, recorder } = deps;
+  const { ends, events, budgetItems, outputSamples, cacheEntries, claims, ledger } = writes;
   const warn = (what: string) => (error: unknown) => logger.warn(`settle: ${what} failed`, { error: String(error) });
   const append = (pipeline: ChainableCommander): void => {
     if (cache && cacheEntries.length > 0) cache.appendStore(pipeline, cacheEntries);
     // After the answers: a worker that waited for this claim finds the answer once it is gone.
-    if (cache) cache.appendRelease(pipeline, lookup.claims);
+    if (cache && claims.length > 0) cache.appendRelease(pipeline, claims);
     appendJobEvents(pipeline, config.redis.prefix, events, config.events.historyPerTenant);
   };
   // The pipelines go out back to back on one connection: one round trip for the whole step.
   await recorder.record(ends, {
     append,
     alongside: [
-      Promise.all([limiter.settle(ledger.settle), limiter.release(ledger.release), estimator.record(ledger.samples)]).catch(warn('limiter settle')),
+      Promise.all([
+        ledger.settle.length > 0 ? limiter.settle(ledger.settle) : undefined,
+        ledger.release.length > 0 ? limiter.release(ledger.release) : undefined,
+        ledger.samples.length > 0 ? estimator.record(ledger.samples) : undefined,
+      ]).catch(warn('limiter settle')),
       budgetItems.length > 0 ? budgets.settle(budgetItems).catch(warn('budget settle')) : Promise.resolve(),
       outputEstimator && outputSamples.length > 0 ? outputEstimator.record(outputSamples).catch(warn('output estimate record')) : Promise.resolve(),
     ],
   });
+}
+
+/**
+ * Settles jobs served ahead of their batch (serve-batch.ts), gathered across every batch of the
+ * process for up to `windowMs` (or until `maxJobs` wait), and sent as one settle: slow calls end
+ * one by one, and a settle per job would cost a round trip and a handful of pipelines each.
+ */
+export class SettleCoalescer {
+  private pending: { writes: SettleWrites; done: { resolve(): void } }[] = [];
+  private jobs = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly deps: SettleDeps,
+    private readonly windowMs: number,
+    private readonly maxJobs = 256,
+  ) {}
+
+  /** Resolves once these decisions are written (never rejects: failures are logged, as in settleBatch). */
+  add(decided: BatchDecisions): Promise<void> {
+    const writes = settleWritesOf(this.deps, decided);
+    return new Promise<void>((resolve) => {
+      this.pending.push({ writes, done: { resolve } });
+      this.jobs += decided.batch.jobs.length;
+      if (this.jobs >= this.maxJobs) this.flush();
+      else this.timer ??= setTimeout(() => this.flush(), this.windowMs);
+    });
+  }
+
+  /** Sends what is gathered now (a batch about to release its cache claims calls it first). */
+  flush(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const taken = this.pending;
+    this.pending = [];
+    this.jobs = 0;
+    if (taken.length === 0) return;
+    const merged: SettleWrites = { ends: [], events: [], budgetItems: [], outputSamples: [], cacheEntries: [], claims: [], ledger: { settle: [], release: [], samples: [] } };
+    for (const { writes } of taken) {
+      merged.ends.push(...writes.ends);
+      merged.events.push(...writes.events);
+      merged.budgetItems.push(...writes.budgetItems);
+      merged.outputSamples.push(...writes.outputSamples);
+      merged.cacheEntries.push(...writes.cacheEntries);
+      merged.claims.push(...writes.claims);
+      merged.ledger.settle.push(...writes.ledger.settle);
+      merged.ledger.release.push(...writes.ledger.release);
+      merged.ledger.samples.push(...writes.ledger.samples);
+    }
+    void sendSettleWrites(this.deps, merged).finally(() => {
+      for (const { done } of taken) done.resolve();
+    });
+  }
 }
 
 function waitCode(reason: string): ErrorCode | '' {
