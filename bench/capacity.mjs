@@ -13,13 +13,20 @@
 //             budgets, cache, audit or job-end recording
 // The emulator's in-flight gauge (GET /__admin/counters → inFlight.peak) shows how many calls were
 // held at once over the interval.
+// Both processes run with the heap cap the Helm chart gives a worker (worker.maxHeapMiB: 256 MiB,
+// NODE_OPTIONS=--max-old-space-size), raised to concurrency ÷ 4 MiB above 1,024 as
+// docs/running-at-scale.md sizes it: without a cap, Node sizes the heap from this machine's 24 GiB
+// and lets garbage reach hundreds of MiB before a full GC (`--heap=default` shows it).
 import { cpus, loadavg } from 'node:os';
 import {
   cpuSeconds, enqueueJobs, finishedCount, fmt, log, machineCpuSeconds, openQueue, redisClient, row, rssBytes, runBench, sleep,
   startEmulatorProcess, startRawWorkers, startRedis, startWorkers, stopAll, uniquePrefix, workerEnv,
 } from './lib.mjs';
 
-await runBench('capacity', async ({ smoke, levels: levelsArg, 'warm-s': warmArg, 'measure-s': measureArg, baseline: baselineArg }) => {
+/** The worker's heap cap at a concurrency, MiB: the chart's default, more above 1,024 in flight. */
+const heapCapMiB = (concurrency) => Math.max(256, Math.ceil(concurrency / 4));
+
+await runBench('capacity', async ({ smoke, levels: levelsArg, 'warm-s': warmArg, 'measure-s': measureArg, baseline: baselineArg, heap: heapArg }) => {
   // Smoke: one small level at a tenth of the latency, so CI exercises every step in seconds.
   const baseMs = smoke ? 100 : 1_000;
   const jitterMs = smoke ? 200 : 2_000;
@@ -29,6 +36,7 @@ await runBench('capacity', async ({ smoke, levels: levelsArg, 'warm-s': warmArg,
   const warmMs = warmArg ? Number(warmArg) * 1000 : smoke ? 1_500 : 8_000;
   const measureMs = measureArg ? Number(measureArg) * 1000 : smoke ? 3_000 : 30_000;
   const withBaseline = baselineArg !== 'no';
+  const nodeOptions = (concurrency) => (heapArg === 'default' ? {} : { NODE_OPTIONS: `--max-old-space-size=${heapCapMiB(concurrency)}` });
   const redis = await startRedis();
   const emulator = await startEmulatorProcess({ latencyMs: baseMs, jitterMs });
   const client = redisClient(redis.url);
@@ -61,8 +69,8 @@ await runBench('capacity', async ({ smoke, levels: levelsArg, 'warm-s': warmArg,
     const env = workerEnv({ redisUrl: redis.url, prefix, emulatorUrl: emulator.url, extra: { GEMINI_RPM: '100000000', GEMINI_TPM: '1000000000', ...(process.env.CAPACITY_WORKER_ENV ? JSON.parse(process.env.CAPACITY_WORKER_ENV) : {}) } });
     const [proc] =
       kind === 'ours'
-        ? await startWorkers(1, { ...env, WORKER_CONCURRENCY: String(concurrency) })
-        : await startRawWorkers(1, { ...env, RAW_MODE: 'provider', RAW_CONCURRENCY: String(concurrency) });
+        ? await startWorkers(1, { ...env, ...nodeOptions(concurrency), WORKER_CONCURRENCY: String(concurrency) })
+        : await startRawWorkers(1, { ...env, ...nodeOptions(concurrency), RAW_MODE: 'provider', RAW_CONCURRENCY: String(concurrency) });
     let peakRss = 0;
     const sampler = setInterval(() => {
       try {
@@ -135,6 +143,7 @@ await runBench('capacity', async ({ smoke, levels: levelsArg, 'warm-s': warmArg,
         note:
           `emulator held up to ${ours.peakInFlight} calls at once (raw: ${raw.peakInFlight}); worker process CPU ${Math.round(ours.processCpu * 100)}% ` +
           `(raw ${Math.round(raw.processCpu * 100)}%), emulator ${Math.round(ours.emulatorCpu * 100)}%, machine ${Math.round(ours.machineCpu * 100)}% of ${cpus().length * 100}%; ` +
+          `heap cap ${heapArg === 'default' ? "Node's default" : `${heapCapMiB(concurrency)} MiB`} for both; ` +
           `counted over ${measureMs / 1000} s after ${warmMs / 1000} s warm-up; load average ${loadStart.toFixed(1)} at start`,
       }),
     );

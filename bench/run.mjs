@@ -275,5 +275,9 @@ prompt is unique, so every job is a response-cache miss. Workers run with \`NODE
   \`Worker\` process at the same concurrency making the same \`@google/generative-ai\` call
   (\`bench/raw-worker.mjs\`, RAW_MODE=provider), without batching, limiter, cache or job-end
   recording. On a busy machine both are bound by the CPU share they get: compare CPU per job.
+  Both processes run with the heap cap the Helm chart gives a worker (\`worker.maxHeapMiB\`, 256 MiB,
+  as \`NODE_OPTIONS=--max-old-space-size\`), concurrency ÷ 4 MiB above 1,024; without one, Node
+  sizes its heap from this machine's 24 GiB and RSS measures uncollected garbage
+  (\`node bench/capacity.mjs --heap=default\` shows it).
 `;
 }

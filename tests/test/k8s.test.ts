@@ -145,6 +145,16 @@ describe('Helm chart deploy/helm/prompt-queue', () => {
     }
   });
 
+  it("caps the worker's heap below its memory limit, and leaves it to Node when unset", () => {
+    const container = podSpec(deployment(render(), 'worker')).containers[0]!;
+    const heapMiB = Number(/^--max-old-space-size=(\d+)$/.exec(env(container, 'NODE_OPTIONS')?.value ?? '')?.[1]);
+    const limitMiB = Number(/^(\d+)Mi$/.exec(String(container.resources?.limits?.memory))?.[1]);
+    expect(heapMiB).toBeGreaterThan(0);
+    expect(heapMiB).toBeLessThan(limitMiB);
+    const uncapped = podSpec(deployment(render({ values: { worker: { maxHeapMiB: 0 } } }), 'worker')).containers[0]!;
+    expect(env(uncapped, 'NODE_OPTIONS')).toBeUndefined();
+  });
+
   it('has a PodDisruptionBudget selecting each app', () => {
     const objects = render();
     const budgets = byKind(objects, 'PodDisruptionBudget');

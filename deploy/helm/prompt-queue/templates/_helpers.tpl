@@ -94,6 +94,10 @@ spec:
               value: {{ .spec.concurrency | quote }}
             - name: SHUTDOWN_TIMEOUT_MS
               value: {{ .spec.shutdownTimeoutMs | quote }}
+            {{- if .spec.maxHeapMiB }}
+            - name: NODE_OPTIONS
+              value: {{ printf "--max-old-space-size=%d" (int .spec.maxHeapMiB) | quote }}
+            {{- end }}
             {{- end }}
             {{- if eq .app "producer" }}
             - name: WORKER_CONCURRENCY
