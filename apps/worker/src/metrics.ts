@@ -27,7 +27,8 @@ import { QUEUE_DEPTH_METRIC, isErrorCode, type ErrorCode, type JobEndObserver, t
  * pause) / delayed (waiting for a budget period or for an open breaker), no attempt spent.
  */
 export type JobOutcome = 'completed' | 'failed' | 'retried' | 'rate_limited' | 'delayed' | 'cached';
-export type ProviderCallOutcome = 'success' | 'error' | 'rate_limited' | 'timeout';
+/** `flex_shed`: a Flex call shed (503) or late; its job went standard on the same link. */
+export type ProviderCallOutcome = 'success' | 'error' | 'rate_limited' | 'timeout' | 'flex_shed';
 export type TokenKind = 'input' | 'output' | 'thoughts' | 'cached';
 export type CacheResult = 'hit' | 'miss';
 export type BreakerState = 'closed' | 'half-open' | 'open';

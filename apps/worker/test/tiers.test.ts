@@ -39,12 +39,16 @@ describe('deadline-aware tiers (real Redis, emulator process, @google/genai)', (
     await emulator.client.reset();
     await emulator.client.setLatency(0);
     await emulator.client.setBatchConfig({ pendingMs: 0, completeAfterMs: 50, expireAfterMs: null, requestErrorEvery: null });
+    await emulator.client.setFlex({ latencyMs: 0, jitterMs: 0, shedProbability: 0, maxConcurrent: null });
   });
   afterEach(async () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
-  function setup(tiers: { batch?: Partial<Config['tiers']['batch']> } = {}, options: { batchApiFor?: (model: string) => BatchApi } = {}) {
+  function setup(
+    tiers: { batch?: Partial<Config['tiers']['batch']>; flex?: Partial<Config['tiers']['flex']> } = {},
+    options: { batchApiFor?: (model: string) => BatchApi; env?: Record<string, string> } = {},
+  ) {
     const config: Config = testConfig({
       REDIS_URL: redisServer.url,
       REDIS_PREFIX: uniquePrefix('tier'),
@@ -52,9 +56,15 @@ describe('deadline-aware tiers (real Redis, emulator process, @google/genai)', (
       GEMINI_BASE_URL: emulator.url,
       WORKER_CONCURRENCY: '200',
       BATCH_SIZE: '64',
+      ...options.env,
     });
     config.tiers.batch = { ...config.tiers.batch, pollIntervalMs: 100, maxCollectMs: 500, minJobs: 10_000, ...tiers.batch };
-    const worker: PromptWorker = createPromptWorker({ config, logger: createLogger({ service: 'worker-test', level: (process.env.TIER_LOG as 'info') ?? 'error' }), ...options });
+    config.tiers.flex = { ...config.tiers.flex, ...tiers.flex };
+    const worker: PromptWorker = createPromptWorker({
+      config,
+      logger: createLogger({ service: 'worker-test', level: (process.env.TIER_LOG as 'info') ?? 'error' }),
+      ...(options.batchApiFor ? { batchApiFor: options.batchApiFor } : {}),
+    });
     cleanups.push(() => worker.close(2_000));
     const connection = createRedis(config.redis.url, 'worker');
     const queue = new Queue(QueueName.Prompts, { connection, prefix: config.redis.prefix });
@@ -143,6 +153,64 @@ describe('deadline-aware tiers (real Redis, emulator process, @google/genai)', (
     expect((await emulator.client.counters()).batches.created).toBe(0);
     expect(servedMs).toBeLessThan(5_000);
     console.info(`[tiers] 5 jobs with a 2 min deadline served standard in ${servedMs} ms`);
+  });
+
+  it('Flex: jobs that may wait an hour are sent Flex and priced at exactly half the standard cost', async () => {
+    const { config, queue, worker } = setup({ flex: { enabled: true } });
+    await emulator.client.setFlex({ latencyMs: 300, jitterMs: 200, shedProbability: 0, maxConcurrent: null });
+    const ids = await enqueueMany(queue, config, 10, Date.now() + 3600_000);
+    await allFinished(queue, ids, 20_000);
+    const price = config.prices[MODEL]!;
+    let flexTotal = 0;
+    let standardTotal = 0;
+    for (const result of await results(queue, ids)) {
+      expect(result.tier).toBe('flex');
+      const standard = costNanoUsd(result.usage, price);
+      expect(result.costNanoUsd).toBe(standard / 2);
+      flexTotal += result.costNanoUsd!;
+      standardTotal += standard;
+    }
+    const counters = await emulator.client.counters();
+    expect(counters.byTier?.['flex']).toMatchObject({ calls: 10, served: 10, shed: 0 });
+    const usage = await worker.ledger.tenantUsage('acme');
+    expect(usage.today).toMatchObject({ costNanoUsd: flexTotal, flexCostNanoUsd: flexTotal, flexSavedNanoUsd: standardTotal - flexTotal });
+  });
+
+  it('Flex shed: each shed job is sent standard at once on the same link, same attempt, and the breaker stays closed', async () => {
+    const { config, queue, worker } = setup({ flex: { enabled: true } });
+    await emulator.client.setFlex({ latencyMs: 0, jitterMs: 0, shedProbability: 1, maxConcurrent: null });
+    const ids = await enqueueMany(queue, config, 10, Date.now() + 3600_000);
+    await allFinished(queue, ids, 20_000);
+    for (const result of await results(queue, ids)) expect(result.tier).toBe('standard');
+    for (const id of ids) expect((await queue.getJob(id))!.attemptsMade).toBe(1);
+    const counters = await emulator.client.counters();
+    expect(counters.byTier?.['flex']).toMatchObject({ calls: 10, shed: 10, served: 0 });
+    expect(counters.totals.successes).toBe(10);
+    // Ten sheds are more than the breaker's volume threshold: counted, they would have opened it.
+    const [link] = worker.chains.linksFor('generate', MODEL);
+    expect(link!.breaker.state.state).toBe('closed');
+  });
+
+  it("Flex late: a Flex call that has not answered when only a standard call's time is left goes standard, before the deadline", async () => {
+    // Flex call timeout = time to the deadline − GEMINI_TIMEOUT_MS: 9 s − 4 s.
+    const { config, queue } = setup({ flex: { enabled: true, minRemainingMs: 5_000 } }, { env: { GEMINI_TIMEOUT_MS: '4000' } });
+    // A fresh key carries one probe call at a time (key-ring.ts), and a timeout proves nothing: prove it first.
+    const warm = await enqueueMany(queue, config, 1, Date.now() + 60_000, () => 'Warm-up: prove the key.');
+    await allFinished(queue, warm, 5_000);
+    await emulator.client.reset();
+    await emulator.client.setFlex({ latencyMs: 60_000, jitterMs: 0, shedProbability: 0, maxConcurrent: null });
+    const deadline = Date.now() + 9_000;
+    const ids = await enqueueMany(queue, config, 3, deadline);
+    await allFinished(queue, [...warm, ...ids], 15_000);
+    for (const result of await results(queue, ids)) expect(result.tier).toBe('standard');
+    for (const id of ids) {
+      const job = (await queue.getJob(id))!;
+      expect(job.attemptsMade).toBe(1);
+      expect(job.finishedOn!).toBeLessThan(deadline);
+    }
+    const counters = await emulator.client.counters();
+    expect(counters.byTier?.['flex']).toMatchObject({ calls: 3, served: 0 });
+    expect(counters.totals.successes).toBe(3);
   });
 
   it('a batch forced to EXPIRED falls back to standard before the deadline, and no job is lost', async () => {

@@ -1,4 +1,5 @@
 import {
+  isProviderError,
   type EstimateSample,
   type FleetLimiter,
   type Logger,
@@ -9,6 +10,7 @@ import {
   type TokenEstimator,
 } from '@prompt-queue/shared';
 import type { WorkerMetrics } from '../metrics.js';
+import { isCallNotSent } from '../providers/call-signal.js';
 import type { Link } from '../providers/chain.js';
 import type { Batch, BatchJob, Fates } from './batch.js';
 import { attemptFacts, callFate, callMetricOutcome, jobFateOfError, type JobFate, type WaitReason } from './fate.js';
@@ -55,7 +57,20 @@ export interface LimiterLedger {
   samples: EstimateSample[];
 }
 
-export async function callChain(deps: CallChainDeps, batch: Batch, callers: readonly BatchJob[], servedEarly?: ServedEarly): Promise<{ fates: Fates; ledger: LimiterLedger }> {
+/**
+ * Jobs to send at the Flex tier (tier-route.ts), each with its Flex call's timeout, ms: a Flex call
+ * that is shed (503) or runs out of that time is sent again at standard at once, on the same link,
+ * in the same attempt; sheds do not count against the link's breaker.
+ */
+export type FlexJobs = ReadonlyMap<BatchJob, number>;
+
+export async function callChain(
+  deps: CallChainDeps,
+  batch: Batch,
+  callers: readonly BatchJob[],
+  servedEarly?: ServedEarly,
+  flex: FlexJobs = new Map(),
+): Promise<{ fates: Fates; ledger: LimiterLedger }> {
   const fates: Fates = new Map();
   const ledger: LimiterLedger = { settle: [], release: [], samples: [] };
   const { links } = batch;
@@ -66,7 +81,7 @@ export async function callChain(deps: CallChainDeps, batch: Batch, callers: read
     if (candidates.length === 0) break;
     // An open breaker: straight to the next link, in the same attempt.
     if (link.breaker.isOpen()) continue;
-    candidates = await callLink(deps, batch, link, candidates, { fates, ledger, dailyQuotaSpent, servedEarly });
+    candidates = await callLink(deps, batch, link, candidates, { fates, ledger, dailyQuotaSpent, servedEarly, flex });
   }
   if (candidates.length === 0) return { fates, ledger };
   // Left over: every link's breaker is open or its daily quota spent. Wait for the earliest link
@@ -90,7 +105,11 @@ interface ChainState {
   ledger: LimiterLedger;
   dailyQuotaSpent: Map<Link, number>;
   servedEarly?: ServedEarly | undefined;
+  flex: FlexJobs;
 }
+
+/** A Flex call that was shed or ran late: the job goes standard. */
+const FLEX_SHED = Symbol('flex-shed');
 
 /** Reserves quota for the candidates on one link, calls it, and returns the jobs for the next link. */
 async function callLink(deps: CallChainDeps, batch: Batch, link: Link, candidates: BatchJob[], state: ChainState): Promise<BatchJob[]> {
@@ -174,13 +193,43 @@ async function callLink(deps: CallChainDeps, batch: Batch, link: Link, candidate
         const onSend = (): void => {
           sentAt = limiter.toServerTime(Date.now());
         };
+        const flexTimeoutMs = state.flex.get(job);
+        const call = (tier: 'flex' | 'standard') =>
+          link.provider.generate(
+            { ...job.request!, model: link.model, ...(tier === 'flex' ? { serviceTier: 'flex' as const } : {}) },
+            { ...callOptions([job]), onSend, ...(tier === 'flex' ? { timeoutMs: flexTimeoutMs } : {}) },
+          );
         try {
-          const answer = await link.breaker.fire(() => link.provider.generate({ ...job.request!, model: link.model }, { ...callOptions([job]), onSend }));
+          let answer = await link.breaker.fire(async () => {
+            if (flexTimeoutMs === undefined) return call('standard');
+            try {
+              return await call('flex');
+            } catch (error) {
+              // Shed or late is Flex being Flex, not the link failing: no breaker failure.
+              if (!isFlexShed(error) || job.entry.signal?.aborted) throw error;
+              return FLEX_SHED;
+            }
+          });
+          if (answer === FLEX_SHED) {
+            deps.logger.info('Flex call shed or late: the job goes standard on the same link', { link: link.id });
+            metrics?.recordProviderCall(link.providerName, link.model, 'flex_shed', elapsed(started) / 1000);
+            answer = await link.breaker.fire(() => call('standard'));
+          }
           const latencyMs = elapsed(started);
           metrics?.recordProviderCall(link.providerName, link.model, 'success', latencyMs / 1000);
           const settle: SettleItem = { reservation, actualTokens: answer.usage.inputTokens, sentAt };
           const sample: EstimateSample = { key: link.limitKey, features: job.features, predicted: estimates![i]!.predicted, actual: answer.usage.inputTokens };
-          served(job, () => ({ kind: 'served', result: results.generated({ ...answer, provider: link.providerName, model: link.model }, latencyMs), link: link.id }), latencyMs);
+          const generated = { ...answer, provider: link.providerName, model: link.model };
+          served(
+            job,
+            () => {
+              // Priced at the tier the provider says served it (a provider without Flex: standard).
+              if (generated.servedTier !== 'flex') return { kind: 'served', result: results.generated(generated, latencyMs), link: link.id };
+              const { result, savedNanoUsd } = results.atTier(generated, latencyMs, 'flex');
+              return { kind: 'served', result, link: link.id, savedNanoUsd };
+            },
+            latencyMs,
+          );
           deps.onServed?.(link, 1);
           const fate = fates.get(job);
           if (fate?.kind === 'served' && state.servedEarly?.(job, fate, { settle, sample })) {
@@ -282,6 +331,11 @@ function callOptions(jobs: readonly BatchJob[]): { signal?: AbortSignal } {
   };
   for (const signal of signals) signal.addEventListener('abort', onAbort, { once: true });
   return { signal: all.signal };
+}
+
+/** A Flex call the provider shed (503) or that ran out of its deadline-bound time. */
+function isFlexShed(error: unknown): boolean {
+  return isProviderError(error) && (error.code === 'PROVIDER_UNAVAILABLE' || error.code === 'PROVIDER_TIMEOUT') && !isCallNotSent(error);
 }
 
 function elapsed(started: number): number {

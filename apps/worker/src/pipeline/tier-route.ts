@@ -38,8 +38,11 @@ import type { JobResults } from './results.js';
 /** What the router decided: the batch path's fates; every other job goes on (standard or flex). */
 export interface TierRouting {
   fates: Fates;
-  /** Jobs to send at the Flex tier (tiers.flex.enabled and enough time left). */
-  flex: Set<BatchJob>;
+  /**
+   * Jobs to send at the Flex tier (tiers.flex.enabled and enough time left), each with its Flex
+   * call's timeout: until the deadline, less one standard call's time (`gemini.timeoutMs`).
+   */
+  flex: Map<BatchJob, number>;
 }
 
 export interface TierRouteDeps {
@@ -50,7 +53,7 @@ export interface TierRouteDeps {
   now?: () => number;
 }
 
-export const NO_ROUTING: TierRouting = Object.freeze({ fates: new Map(), flex: new Set() }) as TierRouting;
+export const NO_ROUTING: TierRouting = Object.freeze({ fates: new Map(), flex: new Map() }) as TierRouting;
 
 export async function routeTiers(deps: TierRouteDeps, batch: Batch, jobs: readonly BatchJob[]): Promise<TierRouting> {
   const { config, redis } = deps;
@@ -60,7 +63,7 @@ export async function routeTiers(deps: TierRouteDeps, batch: Batch, jobs: readon
   if (withDeadline.length === 0) return NO_ROUTING;
   const batchModel = batchModelFor(config, batch.model);
   const fates: Fates = new Map();
-  const flex = new Set<BatchJob>();
+  const flex = new Map<BatchJob, number>();
   const link = batch.links[0];
 
   // One read: each job's batch record and answer (tenant-tagged keys, by slot on a Cluster).
@@ -136,7 +139,7 @@ export async function routeTiers(deps: TierRouteDeps, batch: Batch, jobs: readon
 
   function routeNow(job: BatchJob): void {
     const remaining = job.entry.data.deadline! - now;
-    if (config.tiers.flex.enabled && remaining >= config.tiers.flex.minRemainingMs) flex.add(job);
+    if (config.tiers.flex.enabled && remaining >= config.tiers.flex.minRemainingMs) flex.set(job, Math.max(1_000, remaining - config.gemini.timeoutMs));
   }
 }
 

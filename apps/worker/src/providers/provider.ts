@@ -30,6 +30,8 @@ export interface CallOptions {
    * quota use from here, as the provider counts it on arrival.
    */
   onSend?: () => void;
+  /** This call's timeout, ms, instead of the link's (a Flex call's is bounded by its job's deadline). */
+  timeoutMs?: number;
 }
 
 export interface EmbedItem {
@@ -67,6 +69,11 @@ export interface GenerateRequest {
   contents: ProviderContent[];
   systemInstruction?: string;
   generationConfig?: GenerationConfig;
+  /**
+   * Ask for Google's Flex tier (half price, best effort, minutes, may be shed with a 503). A
+   * provider without Flex ignores it; the answer's `servedTier` says what actually served it.
+   */
+  serviceTier?: 'flex';
 }
 
 export interface GenerateResult {
@@ -79,4 +86,6 @@ export interface GenerateResult {
   /** Which provider and model actually answered (a fallback chain may differ from the request). */
   provider: string;
   model: string;
+  /** The tier the provider says served the call, when it says one (Gemini API, Vertex); else standard. */
+  servedTier?: 'standard' | 'flex' | 'priority';
 }

@@ -35,6 +35,10 @@ export interface WireResponse {
     thoughtsTokenCount?: number;
     cachedContentTokenCount?: number;
     totalTokenCount?: number;
+    /** Gemini API: the tier that served a request that named one (`flex`, `standard`, `priority`). */
+    serviceTier?: string;
+    /** Vertex AI: ON_DEMAND, ON_DEMAND_FLEX, ON_DEMAND_PRIORITY, PROVISIONED_THROUGHPUT. */
+    trafficType?: string;
   };
   modelVersion?: string;
 }
@@ -62,7 +66,16 @@ export function readAnswer(response: WireResponse, call: { label: string; provid
     ...(response.modelVersion !== undefined ? { modelVersion: response.modelVersion } : {}),
     provider: call.provider,
     model: call.model,
+    ...servedTierOf(response.usageMetadata),
   };
+}
+
+/** What the answer says served it; nothing when it says nothing (then it is priced as standard). */
+function servedTierOf(meta: WireResponse['usageMetadata']): { servedTier?: 'standard' | 'flex' | 'priority' } {
+  const said = (meta?.serviceTier ?? meta?.trafficType)?.toLowerCase().replace(/^(service_tier_|on_demand_?)/, '');
+  if (said === 'flex' || said === 'priority') return { servedTier: said };
+  if (said === '' || said === 'standard') return { servedTier: 'standard' };
+  return {};
 }
 
 export function toUsage(meta: WireResponse['usageMetadata']): TokenUsage {

@@ -134,17 +134,17 @@ export class GeminiProvider implements Provider {
    * Runs an SDK call under our own timeout (cleared when it settles) and classifies its failure.
    * `onSend` is told just before the call goes out, never for one abandoned before it.
    */
-  private async withTimeout<T>(outer: AbortSignal | undefined, call: (signal: AbortSignal) => Promise<T>, onSend?: () => void): Promise<T> {
+  private async withTimeout<T>(outer: AbortSignal | undefined, call: (signal: AbortSignal) => Promise<T>, onSend?: () => void, timeoutMs = this.options.timeoutMs): Promise<T> {
     // The SDK only listens for a later 'abort': a signal aborted already would not stop its fetch,
     // and the abandoned call would run to its end (or our timeout).
     if (outer?.aborted) throw new CallNotSentError(this.name, outer.reason);
     onSend?.();
     // Not AbortSignal.any: it leaks one signal per call once the SDK listens to it (call-signal.ts).
-    const call$ = callSignal(outer, this.options.timeoutMs);
+    const call$ = callSignal(outer, timeoutMs);
     try {
       return await call(call$.signal);
     } catch (error) {
-      throw classifyProviderError(error, call$.timedOut ? { timeoutMs: this.options.timeoutMs } : {});
+      throw classifyProviderError(error, call$.timedOut ? { timeoutMs } : {});
     } finally {
       call$.dispose();
     }
@@ -169,8 +169,10 @@ export class GeminiProvider implements Provider {
       );
       return this.withTimeout(
         callOptions.signal,
-        (signal) => model.generateContent({ contents: request.contents as Content[] }, { signal }),
+        // The SDK (0.24) has no field for the tier, but sends the request object as it is.
+        (signal) => model.generateContent({ contents: request.contents as Content[], ...(request.serviceTier ? { serviceTier: request.serviceTier } : {}) }, { signal }),
         callOptions.onSend,
+        callOptions.timeoutMs,
       );
     });
     return readAnswer(result.response as WireResponse, { label: 'Gemini', provider: this.name, model: request.model });

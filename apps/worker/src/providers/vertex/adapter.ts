@@ -1,4 +1,4 @@
-import { GoogleGenAI } from '@google/genai';
+import { GoogleGenAI, ServiceTier } from '@google/genai';
 import { AuthClient } from 'google-auth-library';
 import { isProviderError } from '@prompt-queue/shared';
 import { callSignal, CallNotSentError } from '../call-signal.js';
@@ -62,7 +62,8 @@ export class VertexProvider implements Provider {
     checkFileUris(request.contents, 'openai', this.options.fileUriAllow ?? [], this.name);
     const outer = callOptions.signal;
     if (outer?.aborted) throw new CallNotSentError(this.name, outer.reason);
-    const call$ = callSignal(outer, this.options.timeoutMs);
+    const timeoutMs = callOptions.timeoutMs ?? this.options.timeoutMs;
+    const call$ = callSignal(outer, timeoutMs);
     try {
       for (let attempt = 1; ; attempt++) {
         const token = await abortable(this.options.tokens.token(), call$.signal);
@@ -74,6 +75,7 @@ export class VertexProvider implements Provider {
             config: {
               ...(request.generationConfig as object | undefined),
               ...(request.systemInstruction !== undefined ? { systemInstruction: request.systemInstruction } : {}),
+              ...(request.serviceTier === 'flex' ? { serviceTier: ServiceTier.FLEX } : {}),
               abortSignal: call$.signal,
               httpOptions: { headers: { Authorization: `Bearer ${token}` } },
             },
@@ -97,7 +99,7 @@ export class VertexProvider implements Provider {
       }
     } catch (error) {
       if (isProviderError(error)) throw error;
-      throw classifyVertexError(error, call$.timedOut ? { timeoutMs: this.options.timeoutMs } : {});
+      throw classifyVertexError(error, call$.timedOut ? { timeoutMs } : {});
     } finally {
       call$.dispose();
     }
