@@ -47,7 +47,7 @@ describe('deadline-aware tiers (real Redis, emulator process, @google/genai)', (
 
   function setup(
     tiers: { batch?: Partial<Config['tiers']['batch']>; flex?: Partial<Config['tiers']['flex']> } = {},
-    options: { batchApiFor?: (model: string) => BatchApi; env?: Record<string, string> } = {},
+    options: { batchApiFor?: (model: string) => BatchApi; env?: Record<string, string>; tenants?: Config['tenants'] } = {},
   ) {
     const config: Config = testConfig({
       REDIS_URL: redisServer.url,
@@ -60,6 +60,7 @@ describe('deadline-aware tiers (real Redis, emulator process, @google/genai)', (
     });
     config.tiers.batch = { ...config.tiers.batch, pollIntervalMs: 100, maxCollectMs: 500, minJobs: 10_000, ...tiers.batch };
     config.tiers.flex = { ...config.tiers.flex, ...tiers.flex };
+    if (options.tenants) config.tenants = options.tenants;
     const worker: PromptWorker = createPromptWorker({
       config,
       logger: createLogger({ service: 'worker-test', level: (process.env.TIER_LOG as 'info') ?? 'error' }),
@@ -248,6 +249,25 @@ describe('deadline-aware tiers (real Redis, emulator process, @google/genai)', (
       expect(promptJobResultSchema.parse(job!.returnvalue).tier).toBe('standard');
       expect(job!.finishedOn!).toBeLessThan(deadline);
     }
+  });
+
+  it("Batch API answers count against the tenant's budget, and a tenant whose budget is spent is not batched", async () => {
+    const { config, queue, worker } = setup({ batch: { minJobs: 20, maxCollectMs: 60_000 } }, { tenants: { acme: { dailyUsd: 1, onExceeded: 'fail' } } });
+    const ids = await enqueueMany(queue, config, 20, Date.now() + 24 * 3600_000);
+    await allFinished(queue, ids, 15_000);
+    const out = await results(queue, ids);
+    for (const result of out) expect(result.tier).toBe('batch');
+    const spent = out.reduce((sum, result) => sum + result.costNanoUsd!, 0);
+    expect((await worker.budgets.remaining('acme')).daily).toMatchObject({ spentNanoUsd: spent, reservedNanoUsd: 0 });
+
+    // Spend the rest of the day's budget: the next jobs are refused, not collected for a batch.
+    await worker.budgets.charge([{ tenant: 'acme', nanoUsd: 1_000_000_000 - spent }]);
+    const refused = await enqueueMany(queue, config, 3, Date.now() + 24 * 3600_000, (i) => `After the budget ${i}`);
+    await allFinished(queue, [...ids, ...refused], 15_000);
+    for (const id of refused) expect((await queue.getJob(id))!.failedReason).toMatch(/^\[BUDGET_EXCEEDED\] /);
+    const counters = await emulator.client.counters();
+    expect(counters.batches.requests).toBe(20);
+    expect(counters.byTier?.['standard']?.calls ?? 0).toBe(0);
   });
 
   it("a per-request error in a batch decides that job's fate only", async () => {

@@ -25,8 +25,8 @@ import type { JobFate } from './fate.js';
 
 /**
  * Stage 5: settle, one round trip for the whole batch: the limiter's settle/release and token
- * calibration · budget settle · [cache store + in-flight claim release + live events] in one
- * pipeline · output-token samples · and the jobs that ended, through THE recorder (usage, audit,
+ * calibration · budget settle (Batch API answers, which held no reservation, charged as they are) ·
+ * [cache store + in-flight claim release + live events] in one pipeline · output-token samples · and the jobs that ended, through THE recorder (usage, audit,
  * fairness, final events, webhooks, metrics: lifecycle/job-ends.ts in shared), all sent together.
  * Never throws: a failed write is logged (budget reservations then expire on their own, usage
  * counters miss this batch, reservations stay at their estimate until they leave the window).
@@ -65,6 +65,8 @@ interface SettleWrites {
   ends: JobEnd[];
   events: JobEvent[];
   budgetItems: { reservation: BudgetReservation; actualNanoUsd: number }[];
+  /** Billed calls that held no reservation (Batch API answers): charged as they are. */
+  budgetCharges: { tenant: string; nanoUsd: number }[];
   outputSamples: OutputSample[];
   cacheEntries: CacheEntry[];
   claims: CacheLookup['claims'];
@@ -75,7 +77,7 @@ function settleWritesOf(deps: SettleDeps, decided: BatchDecisions): SettleWrites
   const { config, cache, metrics } = deps;
   const { batch, fates, lookup, reservations, ledger } = decided;
   const now = new Date();
-  const writes: SettleWrites = { ends: [], events: [], budgetItems: [], outputSamples: [], cacheEntries: [], claims: lookup.claims, ledger };
+  const writes: SettleWrites = { ends: [], events: [], budgetItems: [], budgetCharges: [], outputSamples: [], cacheEntries: [], claims: lookup.claims, ledger };
   let cacheHits = 0;
   let cacheMisses = 0;
 
@@ -86,6 +88,7 @@ function settleWritesOf(deps: SettleDeps, decided: BatchDecisions): SettleWrites
     const reservation = reservations.get(job);
     const billed = fate.kind === 'served' && !fate.result.cached ? (fate.result.costNanoUsd ?? 0) : 0;
     if (reservation) writes.budgetItems.push({ reservation, actualNanoUsd: billed });
+    else if (billed > 0) writes.budgetCharges.push({ tenant: data.tenant, nanoUsd: billed });
     if (keys.length > 0) {
       if (fate.kind === 'served' && fate.result.cached) cacheHits += 1;
       else cacheMisses += 1;
@@ -121,7 +124,7 @@ function settleWritesOf(deps: SettleDeps, decided: BatchDecisions): SettleWrites
 /** Sends settle writes: one round trip, whatever they came from. */
 async function sendSettleWrites(deps: SettleDeps, writes: SettleWrites): Promise<void> {
   const { config, logger, limiter, estimator, budgets, cache, outputEstimator, recorder } = deps;
-  const { ends, events, budgetItems, outputSamples, cacheEntries, claims, ledger } = writes;
+  const { ends, events, budgetItems, budgetCharges, outputSamples, cacheEntries, claims, ledger } = writes;
   const warn = (what: string) => (error: unknown) => logger.warn(`settle: ${what} failed`, { error: String(error) });
   const append = (pipeline: ChainableCommander): void => {
     if (cache && cacheEntries.length > 0) cache.appendStore(pipeline, cacheEntries);
@@ -139,6 +142,7 @@ async function sendSettleWrites(deps: SettleDeps, writes: SettleWrites): Promise
         ledger.samples.length > 0 ? estimator.record(ledger.samples) : undefined,
       ]).catch(warn('limiter settle')),
       budgetItems.length > 0 ? budgets.settle(budgetItems).catch(warn('budget settle')) : Promise.resolve(),
+      budgetCharges.length > 0 ? budgets.charge(budgetCharges).catch(warn('budget charge')) : Promise.resolve(),
       outputEstimator && outputSamples.length > 0 ? outputEstimator.record(outputSamples).catch(warn('output estimate record')) : Promise.resolve(),
     ],
   });
@@ -179,11 +183,12 @@ export class SettleCoalescer {
     this.pending = [];
     this.jobs = 0;
     if (taken.length === 0) return;
-    const merged: SettleWrites = { ends: [], events: [], budgetItems: [], outputSamples: [], cacheEntries: [], claims: [], ledger: { settle: [], release: [], samples: [] } };
+    const merged: SettleWrites = { ends: [], events: [], budgetItems: [], budgetCharges: [], outputSamples: [], cacheEntries: [], claims: [], ledger: { settle: [], release: [], samples: [] } };
     for (const { writes } of taken) {
       merged.ends.push(...writes.ends);
       merged.events.push(...writes.events);
       merged.budgetItems.push(...writes.budgetItems);
+      merged.budgetCharges.push(...writes.budgetCharges);
       merged.outputSamples.push(...writes.outputSamples);
       merged.cacheEntries.push(...writes.cacheEntries);
       merged.claims.push(...writes.claims);

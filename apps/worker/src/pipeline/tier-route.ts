@@ -1,6 +1,6 @@
 import { GoogleGenerativeAIFetchError } from '@google/generative-ai';
 import type { Redis } from 'ioredis';
-import { slotPipeline, type Config, type Logger } from '@prompt-queue/shared';
+import { slotPipeline, type BudgetGuard, type Config, type Logger } from '@prompt-queue/shared';
 import { classifyProviderError } from '../providers/gemini/classify.js';
 import { readAnswer, type WireResponse } from '../providers/gemini/answer.js';
 import { ttlMs, type CollectedRequest } from '../tiers/batch-runner.js';
@@ -50,6 +50,8 @@ export interface TierRouteDeps {
   logger: Logger;
   redis: Redis;
   results: JobResults;
+  /** A tenant whose budget is spent is not batched: the standard path refuses it per its policy. */
+  budgets: Pick<BudgetGuard, 'policy' | 'isOverBudget'>;
   now?: () => number;
 }
 
@@ -73,6 +75,8 @@ export async function routeTiers(deps: TierRouteDeps, batch: Batch, jobs: readon
     const id = job.entry.job.id ?? '';
     read.get(batchJobKey(prefix, tenant, id)).get(batchAnswerKey(prefix, tenant, id));
   }
+  // Budgeted tenants about to be batched: is their budget spent already (settled spend only)?
+  const mayBatch = batchModel !== undefined ? await tenantsWithBudgetLeft(deps, withDeadline) : new Set<string>();
   const replies = (await read.exec()) ?? [];
   const value = (i: number): string | null => {
     const [error, reply] = replies[i] ?? [null, null];
@@ -116,7 +120,7 @@ export async function routeTiers(deps: TierRouteDeps, batch: Batch, jobs: readon
       return routeNow(job);
     }
     const remaining = data.deadline! - now;
-    if (batchModel !== undefined && remaining >= config.tiers.batch.minRemainingMs) {
+    if (batchModel !== undefined && remaining >= config.tiers.batch.minRemainingMs && mayBatch.has(data.tenant)) {
       const fallbackAt = data.deadline! - config.tiers.batch.fallbackMarginMs;
       const collected: BatchJobRecord = { state: 'collected', model: batchModel, fallbackAt };
       const request: CollectedRequest = { request: { ...job.request!, model: batchModel }, fallbackAt };
@@ -141,6 +145,13 @@ export async function routeTiers(deps: TierRouteDeps, batch: Batch, jobs: readon
     const remaining = job.entry.data.deadline! - now;
     if (config.tiers.flex.enabled && remaining >= config.tiers.flex.minRemainingMs) flex.set(job, Math.max(1_000, remaining - config.gemini.timeoutMs));
   }
+}
+
+/** Tenants of `jobs` that may send work to a batch: no budget, or one not spent yet. One read per budgeted tenant, in parallel. */
+async function tenantsWithBudgetLeft(deps: TierRouteDeps, jobs: readonly BatchJob[]): Promise<Set<string>> {
+  const tenants = [...new Set(jobs.map((job) => job.entry.data.tenant))];
+  const left = await Promise.all(tenants.map(async (tenant) => !deps.budgets.policy(tenant).budgeted || !(await deps.budgets.isOverBudget(tenant)).over));
+  return new Set(tenants.filter((_, i) => left[i]));
 }
 
 function waitInBatch(untilMs: number): JobFate {

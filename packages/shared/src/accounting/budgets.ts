@@ -264,6 +264,24 @@ export class BudgetGuard {
     return renewed.reduce<number>((sum, count) => sum + Number(count), 0);
   }
 
+  /**
+   * Charges costs that had no reservation (calls the Batch API answered: they were sent hours
+   * before, in a batch) to their tenants' budgets, each to today and this month. One round trip.
+   */
+  async charge(items: { tenant: string; nanoUsd: number }[], now: Date = new Date()): Promise<void> {
+    const day = utcDay(now);
+    const month = utcMonth(now);
+    // A reservation that was never made: settling it adds exactly the actual cost.
+    await this.settle(
+      items
+        .filter(({ tenant, nanoUsd }) => this.limits.has(tenant) && nanoUsd > 0)
+        .map(({ tenant, nanoUsd }) => ({
+          reservation: { tenant, id: randomUUID(), amountNanoUsd: 0, day, month, expiresAtMs: now.getTime(), tracked: true },
+          actualNanoUsd: nanoUsd,
+        })),
+    );
+  }
+
   /** Frees reservations whose requests were not sent (or whose cost is unknown and deemed 0). */
   async release(reservations: BudgetReservation[]): Promise<void> {
     await this.settle(reservations.map((reservation) => ({ reservation, actualNanoUsd: 0 })));
