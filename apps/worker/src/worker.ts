@@ -30,6 +30,7 @@ import { jitteredBackoffStrategy } from './backoff.js';
 import { ResponseCache } from './cache/response-cache.js';
 import { KeyRing } from './providers/gemini/key-ring.js';
 import { metricsObserver, type WorkerMetrics } from './metrics.js';
+import { JobResults } from './pipeline/results.js';
 import { createPromptProcessor, SHUTDOWN_ABORT_REASON } from './processor.js';
 import { ProviderChains, type ChainDeps } from './providers/chain.js';
 import { createPluginContext, LinkCredentials } from './providers/credentials.js';
@@ -39,6 +40,7 @@ import { WorkerStats } from './status.js';
 import type { BatchApi } from './tiers/batch-api.js';
 import { batchApis } from './tiers/batch-link.js';
 import { BatchRunner } from './tiers/batch-runner.js';
+import { orphanedAnswerRecorder } from './tiers/orphaned-answers.js';
 
 /** After a forced shutdown aborts the provider calls, how long their hand-back may take, ms. */
 const HAND_BACK_GRACE_MS = 2_000;
@@ -169,7 +171,14 @@ export function createPromptWorker(deps: PromptWorkerDeps): PromptWorker {
   const publisher = new LinkPublisher({ redis: connection, prefix, chains, credentials, logger, workerId: `${hostname()}:${process.pid}` }).start();
   // The Batch API tier: collected jobs submitted and polled by whichever worker holds the lease.
   const tierQueue = new Queue(QueueName.Prompts, { connection, prefix });
-  const batchRunner = new BatchRunner({ config, logger, redis: connection, queue: tierQueue, apiFor: deps.batchApiFor ?? batchApis(config) }).start();
+  const batchRunner = new BatchRunner({
+    config,
+    logger,
+    redis: connection,
+    queue: tierQueue,
+    apiFor: deps.batchApiFor ?? batchApis(config),
+    orphaned: orphanedAnswerRecorder({ results: new JobResults({ config, logger }), ledger, budgets, logger }),
+  }).start();
   const { processor, handBackUnstarted } = createPromptProcessor({
     config,
     logger,

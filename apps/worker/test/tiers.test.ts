@@ -249,6 +249,32 @@ describe('deadline-aware tiers (real Redis, emulator process, @google/genai)', (
       expect(promptJobResultSchema.parse(job!.returnvalue).tier).toBe('standard');
       expect(job!.finishedOn!).toBeLessThan(deadline);
     }
+    // Nobody waits for the batch any more: it is cancelled, so Google stops (and bills no more).
+    await waitFor(async () => ((await emulator.client.counters()).batches.cancelled === 1 ? true : undefined), { what: 'the batch cancelled' });
+  });
+
+  it('an answer that comes back after its job fell back is billed twice: recorded as spend (ledger and budget), not counted as a job', async () => {
+    // One batch of two jobs: A's deadline comes near before the batch answers, B's does not.
+    await emulator.client.setBatchConfig({ completeAfterMs: 3_000 });
+    const { config, queue, worker } = setup(
+      { batch: { minJobs: 2, maxCollectMs: 60_000, minRemainingMs: 2_000, fallbackMarginMs: 1_500 } },
+      { tenants: { acme: { dailyUsd: 1, onExceeded: 'fail' } } },
+    );
+    const [a] = await enqueueMany(queue, config, 1, Date.now() + 3_000, () => 'Job A: in a hurry.');
+    const [b] = await enqueueMany(queue, config, 1, Date.now() + 60_000, () => 'Job B: can wait.');
+    await allFinished(queue, [a!, b!], 15_000);
+    const [resultA, resultB] = await results(queue, [a!, b!]);
+    expect(resultA!.tier).toBe('standard');
+    expect(resultB!.tier).toBe('batch');
+    // A's batch answer has the usage of its standard call (same request), at half the price.
+    const orphaned = costNanoUsd(resultA!.usage, config.prices[MODEL]!) / 2;
+    const spent = resultA!.costNanoUsd! + resultB!.costNanoUsd! + orphaned;
+    const usage = await waitFor(async () => {
+      const today = (await worker.ledger.tenantUsage('acme')).today;
+      return today.orphanedCostNanoUsd > 0 ? today : undefined;
+    }, { what: "A's orphaned answer recorded" });
+    expect(usage).toMatchObject({ jobs: 2, orphanedCostNanoUsd: orphaned, costNanoUsd: spent, batchCostNanoUsd: resultB!.costNanoUsd! + orphaned });
+    expect((await worker.budgets.remaining('acme')).daily).toMatchObject({ spentNanoUsd: spent, reservedNanoUsd: 0 });
   });
 
   it("Batch API answers count against the tenant's budget, and a tenant whose budget is spent is not batched", async () => {

@@ -22,6 +22,8 @@ export interface BatchApi {
   get(name: string): Promise<BatchStatus>;
   /** The name of a batch created with this display name, if any (a killed submitter's). */
   findByDisplayName(displayName: string): Promise<string | undefined>;
+  /** Asks Google to stop a batch nobody waits for any more (requests not yet run are not billed). */
+  cancel(name: string): Promise<void>;
 }
 
 export interface BatchApiOptions {
@@ -55,6 +57,9 @@ export function createBatchApi(options: BatchApiOptions): BatchApi {
         ...(inlined.error ? { error: errorOf(inlined.error) } : {}),
       }));
       return { name, state, answers };
+    },
+    async cancel(name) {
+      await ai.batches.cancel({ name });
     },
     async findByDisplayName(displayName) {
       for await (const job of await ai.batches.list({ config: { pageSize: 100 } })) {

@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis';
 import { slotPipeline, type Config, type Logger } from '@prompt-queue/shared';
 import type { GenerateRequest } from '../providers/provider.js';
 import type { BatchApi } from './batch-api.js';
+import type { OrphanedAnswer } from './orphaned-answers.js';
 import {
   batchAnswerKey,
   batchJobKey,
@@ -26,7 +27,9 @@ import {
  *   submit  collected ≥ minJobs, or the oldest waited maxCollectMs → batches of at most
  *           maxRequests requests and maxInlineBytes bytes: intent → create → record.
  *   poll    each open batch: SUCCEEDED → every answer stored for its job (TTL), jobs promoted;
- *           FAILED / EXPIRED / CANCELLED → its jobs marked `fallback` and promoted (standard now).
+ *           an answer whose job already fell back is billed twice: recorded (`orphaned`);
+ *           FAILED / EXPIRED / CANCELLED → its jobs marked `fallback` and promoted (standard now);
+ *           still running once every job reached its fallback time → cancelled.
  *
  * Crash safety: all state is in Redis and every step is idempotent. A submit writes its intent
  * (members + a unique displayName) before calling create; a successor that finds an intent looks
@@ -46,7 +49,10 @@ interface OpenBatch {
   createdAt: number;
   /** The latest fallbackAt of its jobs: past it, nobody waits for this batch. */
   lastFallbackAt: number;
+  /** Cancel was asked for (every job had fallen back). */
+  cancelled?: boolean;
 }
+
 
 /** Bytes a request adds to the batch body besides its own JSON (wrapper, metadata key). */
 const PER_REQUEST_OVERHEAD_BYTES = 256;
@@ -63,6 +69,8 @@ export interface BatchRunnerDeps {
   queue: Queue;
   /** The Batch API client of a model's first link. */
   apiFor(model: string): BatchApi;
+  /** Prices and records answers whose job had already been served standard (orphaned-answers.ts). */
+  orphaned?: (answers: OrphanedAnswer[]) => Promise<void>;
   now?: () => number;
 }
 
@@ -217,18 +225,33 @@ export class BatchRunner {
       const batch = JSON.parse(json) as OpenBatch;
       const status = await api.get(name);
       if (status.state === 'SUCCEEDED') {
+        const answered = status.answers.flatMap((answer, i) => {
+          const member = answer.key ?? batch.members[i];
+          return member === undefined ? [] : [{ answer, ...parseMember(member) }];
+        });
+        // Jobs that fell back were served standard meanwhile: nobody reads their answer, but it
+        // was billed, so it is recorded (usage ledger and budget) instead of stored.
+        const records = slotPipeline(redis);
+        for (const { tenant, jobId } of answered) records.get(batchJobKey(prefix, tenant, jobId));
+        const states = ((await records.exec()) ?? []).map(([, json]) => (json ? (JSON.parse(json as string) as BatchJobRecord).state : undefined));
         const store = slotPipeline(redis);
         const ttlSeconds = config.tiers.batch.resultTtlSeconds;
-        status.answers.forEach((answer, i) => {
-          const member = answer.key ?? batch.members[i];
-          if (member === undefined) return;
-          const { tenant, jobId } = parseMember(member);
+        const orphans: OrphanedAnswer[] = [];
+        answered.forEach(({ answer, tenant, jobId }, i) => {
+          if (states[i] === 'fallback') {
+            if (answer.response !== undefined) orphans.push({ tenant, model, response: answer.response });
+            return;
+          }
           const stored: BatchAnswer = answer.error
             ? { kind: 'error', ...answer.error, batch: name }
             : { kind: 'response', response: answer.response ?? {}, batch: name };
           store.set(batchAnswerKey(prefix, tenant, jobId), JSON.stringify(stored), 'EX', ttlSeconds);
         });
         await store.exec();
+        if (orphans.length > 0) {
+          await this.deps.orphaned?.(orphans);
+          logger.warn('batch answers came back after their jobs were served standard: billed twice, recorded', { model, batch: name, requests: orphans.length });
+        }
         await redis.hdel(openBatchesKey(prefix, model), name);
         logger.info('batch answered', { model, batch: name, requests: status.answers.length });
         await this.promote(batch.members);
@@ -243,6 +266,16 @@ export class BatchRunner {
         await redis.hdel(openBatchesKey(prefix, model), name);
         logger.warn('batch did not answer: its jobs fall back to standard', { model, batch: name, state: status.state, requests: batch.members.length });
         await this.promote(batch.members);
+      } else if (this.now() > batch.lastFallbackAt && !batch.cancelled) {
+        // Every job of it has reached its fallback time and goes standard: stop Google's work
+        // (requests it has not run are not billed). Its next state, CANCELLED, ends it above.
+        try {
+          await api.cancel(name);
+          await redis.hset(openBatchesKey(prefix, model), name, JSON.stringify({ ...batch, cancelled: true } satisfies OpenBatch));
+          logger.warn('batch unanswered after every job fell back to standard: cancelled', { model, batch: name, state: status.state });
+        } catch (error) {
+          logger.warn('batch runner: could not cancel a batch nobody waits for', { model, batch: name, error: String(error) });
+        }
       } else if (this.now() > batch.lastFallbackAt + config.tiers.batch.fallbackMarginMs) {
         // Every job of it has been served standard by now: stop polling it.
         await redis.hdel(openBatchesKey(prefix, model), name);

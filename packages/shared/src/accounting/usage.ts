@@ -38,6 +38,11 @@ export const USAGE_METRICS = [
   /** What those calls would have cost more at standard prices. */
   'batchSavedNanoUsd',
   'flexSavedNanoUsd',
+  /**
+   * Of `costNanoUsd`, Batch API answers that came back after their job had been served standard
+   * (billed twice: the batch request and the standard call).
+   */
+  'orphanedCostNanoUsd',
 ] as const;
 export type UsageMetric = (typeof USAGE_METRICS)[number];
 
@@ -58,7 +63,8 @@ export interface UsageEntry {
   /** The model actually called (a fallback may differ from the requested one). */
   model: string;
   provider: string;
-  outcome: 'completed' | 'failed';
+  /** `orphaned`: a billed Batch API answer whose job was served otherwise (counts cost, not a job). */
+  outcome: 'completed' | 'failed' | 'orphaned';
   /** Billed tokens. Ignored for response-cache hits: nothing was billed. */
   usage?: TokenUsage;
   /** Billed cost, integer nano-USD; `null` when the model has no price. Ignored for cache hits. */
@@ -263,7 +269,8 @@ function zeroCounters(): UsageCounters {
 }
 
 function addEntry(counters: UsageCounters, entry: UsageEntry): void {
-  counters.jobs += 1;
+  if (entry.outcome === 'orphaned') counters.orphanedCostNanoUsd += nonNegativeInteger('costNanoUsd', entry.costNanoUsd ?? 0);
+  else counters.jobs += 1;
   if (entry.outcome === 'failed') counters.failures += 1;
   if (entry.cached) {
     // A response-cache hit was not billed: only the avoided cost counts.
