@@ -11,7 +11,7 @@ import { Redis } from 'ioredis';
 import winston from 'winston';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createServiceAccountKeyFile, startEmulatorProcess, type EmulatorProcess, type ServiceAccountFile } from '@prompt-queue/gemini-emulator';
-import { createLogger, isProviderError, promptJobResultSchema, QueueName, readPublishedLinks, type Config } from '@prompt-queue/shared';
+import { costNanoUsd, createLogger, isProviderError, promptJobResultSchema, QueueName, readPublishedLinks, type Config } from '@prompt-queue/shared';
 import { startTestRedis, uniquePrefix, type TestRedis } from '@prompt-queue/shared/testing';
 import { configuredLinks } from '../src/providers/chain.js';
 import { createPluginContext, LinkCredentials } from '../src/providers/credentials.js';
@@ -78,9 +78,9 @@ describe('Vertex AI links (emulator process, real signed JWTs)', () => {
   });
   const geminiLink = { provider: 'gemini', model: '$job' };
 
-  function configWith(chains: unknown, env: Record<string, string> = {}): Config {
+  function configWith(chains: unknown, env: Record<string, string> = {}, more: Record<string, unknown> = {}): Config {
     const file = join(dir, `${uniquePrefix('c')}.json`);
-    writeFileSync(file, JSON.stringify({ chains }));
+    writeFileSync(file, JSON.stringify({ chains, ...more }));
     return loadWorkerConfig({
       CONFIG_FILE: file,
       NODE_ENV: 'test',
@@ -166,6 +166,25 @@ describe('Vertex AI links (emulator process, real signed JWTs)', () => {
     });
     expectNoSecrets(await redisDump(config.redis.prefix));
     expectNoSecrets(lines());
+  });
+
+  it("Vertex's own prices are data (providerPrices.vertex.<model>); Flex on Vertex is priced at half of them", async () => {
+    const vertexPrice = { input: 0.4, output: 3, cachedInput: 0.1 };
+    const config = configWith({ default: [vertexLink()] }, {}, { providerPrices: { vertex: { [MODEL]: vertexPrice } } });
+    config.tiers.flex = { ...config.tiers.flex, enabled: true };
+    const { queue, failures } = await startWorker(config, createLogger({ service: 'vertex-test', level: 'error' }));
+    const standardId = await enqueue(queue, config, promptData({ text: 'priced by vertex' }));
+    const flexId = await enqueue(queue, config, promptData({ text: 'flex on vertex', deadline: Date.now() + 3600_000 }));
+    const [standard, flex] = await Promise.all([standardId, flexId].map(async (id) => promptJobResultSchema.parse((await waitForJob(queue, id, ['completed'])).job.returnvalue)));
+    expect(standard!.tier).toBe('standard');
+    expect(standard!.costNanoUsd).toBe(costNanoUsd(standard!.usage, vertexPrice));
+    expect(standard!.costNanoUsd).not.toBe(costNanoUsd(standard!.usage, config.prices[MODEL]!));
+    expect(flex!.tier).toBe('flex');
+    expect(flex!.costNanoUsd).toBe(costNanoUsd(flex!.usage, vertexPrice) / 2);
+    expect((await emulator.client.counters()).byTier?.['flex']).toMatchObject({ served: 1 });
+    expect(failures).toEqual([]);
+    // A provider name without a plug-in refuses to start, naming it.
+    expect(() => configWith({ default: [vertexLink()] }, {}, { providerPrices: { vertx: {} } })).toThrow(/providerPrices\.vertx: unknown provider, did you mean vertex\?/);
   });
 
   it('caches the token across calls, shared by links of one key file, and refreshes it before it expires', async () => {

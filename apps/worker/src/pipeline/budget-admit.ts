@@ -1,5 +1,6 @@
 import {
   nanoUsdToUsd,
+  priceFor,
   PromptQueueError,
   worstCaseCostNanoUsd,
   type BudgetDecision,
@@ -104,7 +105,7 @@ export function estimatedCost(deps: Pick<BudgetAdmitDeps, 'config' | 'outputEsti
   const data = job.entry.data;
   let cost = 0;
   for (const link of links) {
-    const price = config.prices[link.model];
+    const price = priceFor(config, link.providerName, link.model);
     if (!price) continue;
     const bound = data.kind === 'embed' ? 0 : maxOutputTokens(data, config.models[link.model]?.outputTokenLimit);
     const output = outputEstimator && bound > 0 ? outputEstimator.estimate(link.model, bound) : bound;

@@ -1,5 +1,6 @@
 import {
   costNanoUsd,
+  priceFor,
   tierCostNanoUsd,
   type ServiceTier,
   nanoUsdToUsd,
@@ -40,7 +41,7 @@ export class JobResults {
    * would have cost more at standard (the usage ledger's savings by tier).
    */
   atTier(answer: GenerateResult, latencyMs: number, tier: Exclude<ServiceTier, 'standard'>): { result: PromptJobResult; savedNanoUsd: number } {
-    const standard = this.priceOf(answer.model, answer.usage);
+    const standard = this.priceOf(answer.provider, answer.model, answer.usage);
     const nano = standard === null ? null : tierCostNanoUsd(standard, this.deps.config.tiers.priceMultiplier[tier]);
     const result = promptJobResultSchema.parse({
       text: answer.text,
@@ -88,12 +89,12 @@ export class JobResults {
   }
 
   private priced(fields: Omit<PromptJobResult, 'cached' | 'costUsd' | 'costNanoUsd'>): PromptJobResult {
-    const nano = this.priceOf(fields.model, fields.usage);
+    const nano = this.priceOf(fields.provider, fields.model, fields.usage);
     return promptJobResultSchema.parse({ ...fields, cached: false, costUsd: nano === null ? null : nanoUsdToUsd(nano), costNanoUsd: nano });
   }
 
-  private priceOf(model: string, usage: TokenUsage): number | null {
-    const price = this.deps.config.prices[model];
+  private priceOf(provider: string, model: string, usage: TokenUsage): number | null {
+    const price = priceFor(this.deps.config, provider, model);
     if (price) return costNanoUsd(usage, price);
     if (!this.unpricedModels.has(model)) {
       this.unpricedModels.add(model);

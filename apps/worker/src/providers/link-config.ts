@@ -15,6 +15,11 @@ import { defaultRegistry, type ProviderRegistry } from './registry.js';
 export function validateChainLinks(config: Config, registry: ProviderRegistry = defaultRegistry, configFile?: string): Config {
   const where = (path: readonly PropertyKey[]): string => `${configFile ? 'CONFIG_FILE ' : ''}${path.map(String).join('.')}`;
   const problems: string[] = [];
+  for (const provider of Object.keys(config.providerPrices)) {
+    if (registry.get(provider)) continue;
+    const suggestion = closestKey(provider, registry.names());
+    problems.push(`${where(['providerPrices', provider])}: unknown provider${suggestion ? `, did you mean ${suggestion}?` : ''} (registered: ${registry.names().join(', ')})`);
+  }
   const chains: Record<string, ChainLinkSpec[]> = {};
   for (const [chain, links] of Object.entries(config.chains)) {
     chains[chain] = links.map((link, index) => {

@@ -14,6 +14,8 @@ const priceRates = z.strictObject({
   cachedInput: z.number().nonnegative(),
 });
 
+const modelPrice = priceRates.extend({ longPrompt: priceRates.extend({ aboveInputTokens: positiveInt }).optional() });
+
 const modelSpec = z.strictObject({
   kind: z.enum(['generate', 'embed']).default('generate'),
   inputTokenLimit: positiveInt,
@@ -145,7 +147,7 @@ export type LinkConfigBase = z.infer<z.ZodObject<typeof chainLinkBaseShape>>;
  * The whole configuration, parsed once at start. Every field documents its default and unit;
  * docs/configuration.md lists the environment variables that set them. Every object is strict: an
  * unknown key (a typo such as `tenants.acme.dailyUSD`) refuses to start instead of being ignored;
- * only the keys of tables (`limits`, `chains`, `tenants`, `models`, `prices`) are free.
+ * only the keys of tables (`limits`, `chains`, `tenants`, `models`, `prices`, `providerPrices`) are free.
  */
 export const configSchema = z.strictObject({
   /** `production` refuses unsafe defaults (no API keys, no dashboard credentials). */
@@ -520,12 +522,13 @@ export const configSchema = z.strictObject({
   /** Known models; CONFIG_FILE entries add to or override the defaults. */
   models: z.record(z.string(), modelSpec).default(DEFAULT_MODELS),
   /** Prices in USD per 1M tokens; CONFIG_FILE entries add to or override the defaults. */
-  prices: z
-    .record(
-      z.string(),
-      priceRates.extend({ longPrompt: priceRates.extend({ aboveInputTokens: positiveInt }).optional() }),
-    )
-    .default(DEFAULT_PRICES),
+  prices: z.record(z.string(), modelPrice).default(DEFAULT_PRICES),
+  /**
+   * One provider's own prices where they differ from `prices` (e.g. Vertex AI's list for a model):
+   * `providerPrices.<provider>.<model>`, same shape; a model not listed there is priced by `prices`.
+   * The worker refuses a provider name it has no plug-in for. CONFIG_FILE only.
+   */
+  providerPrices: z.record(z.string(), z.record(z.string(), modelPrice)).default({}),
 });
 
 export type Config = z.infer<typeof configSchema>;

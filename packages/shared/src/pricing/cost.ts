@@ -30,6 +30,15 @@ export function costNanoUsd(usage: TokenUsage, price: ModelPrice): number {
   );
 }
 
+/** The price a provider charges for a model: its own (`providerPrices`) if listed, else `prices`. */
+export function priceFor(
+  config: { prices: Record<string, ModelPrice>; providerPrices: Record<string, Record<string, ModelPrice>> },
+  provider: string,
+  model: string,
+): ModelPrice | undefined {
+  return config.providerPrices[provider]?.[model] ?? config.prices[model];
+}
+
 function nanoPerToken(usdPerMillionTokens: number): number {
   return Math.round(usdPerMillionTokens * 1000);
 }
