@@ -70,7 +70,7 @@ describe('a provider plug-in (toy provider)', () => {
     credentials.close();
   });
 
-  it('serves a job through createPromptWorker, and the published links show it (fingerprint, never the token)', async () => {
+  it("serves a job through createPromptWorker, its own classifier decides its failures, and the published links show it (fingerprint, never the token)", async () => {
     const config = configWith({ default: [{ provider: 'toy', answer: 'from memory', token: TOKEN }] });
     const logger = createLogger({ service: 'toy-test', level: 'error' });
     const worker = createPromptWorker({ config, logger, registry });
@@ -82,6 +82,12 @@ describe('a provider plug-in (toy provider)', () => {
     const { job, state } = await waitForJob(queue, id, ['completed', 'failed']);
     expect(state, String(job.failedReason)).toBe('completed');
     expect(promptJobResultSchema.parse(job.returnvalue)).toMatchObject({ provider: 'toy', model: MODEL, text: 'from memory: hello toy' });
+
+    // Its adapter throws a plain TypeError: its plugin's classifier decides (bad request, no retry).
+    const refused = await waitForJob(queue, await enqueue(queue, config, promptData({ text: 'please refuse me' })), ['completed', 'failed']);
+    expect(refused.state).toBe('failed');
+    expect(refused.job.failedReason).toBe('[PROVIDER_BAD_REQUEST] toy: the toy cannot answer that');
+    expect(refused.job.attemptsMade).toBe(1);
 
     const links = await readPublishedLinks(redis, config.redis.prefix);
     const link = links.find((candidate) => candidate.id === `toy:${MODEL}:default`);

@@ -1,10 +1,10 @@
 import type { Redis } from 'ioredis';
-import type { ChainLinkSpec, Config, LimitKey, Logger, RateLimits } from '@prompt-queue/shared';
+import { isProviderError, type ChainLinkSpec, type Config, type LimitKey, type Logger, type RateLimits } from '@prompt-queue/shared';
 import { ProviderBreaker, type BreakerState } from './breaker.js';
 import { createPluginContext, LinkCredentials } from './credentials.js';
 import { KeyRing } from './gemini/key-ring.js';
 import { linkId, type LinkConfigBase, type ProviderPlugin } from './plugin.js';
-import type { Provider } from './provider.js';
+import type { CallOptions, EmbedBatchRequest, Provider } from './provider.js';
 import { defaultRegistry, type ProviderRegistry } from './registry.js';
 
 /**
@@ -136,7 +136,8 @@ export class ProviderChains {
     if (known) return known;
     const { config, logger, redis } = this.deps;
     const { credentials } = this;
-    const provider = this.deps.createProvider?.(spec) ?? spec.plugin.create(spec.link, { ...credentials.context, credentials: credentials.for(spec) });
+    const adapter = this.deps.createProvider?.(spec) ?? spec.plugin.create(spec.link, { ...credentials.context, credentials: credentials.for(spec) });
+    const provider = classifiedBy(spec, adapter);
     const onTransition = this.deps.onBreakerTransition;
     const breaker =
       this.deps.createBreaker?.(spec.id) ??
@@ -163,6 +164,22 @@ export class ProviderChains {
     this.deps.onLinkBuilt?.(spec);
     return link;
   }
+}
+
+/**
+ * The adapter with every failure in the shared vocabulary: whatever it throws that is not yet a
+ * ProviderError goes through its plugin's `classify`, so the pipeline's one fate mapping (fate.ts)
+ * only ever sees ProviderErrors, whichever provider failed and however its adapter was written.
+ */
+function classifiedBy(spec: ResolvedLinkSpec, adapter: Provider): Provider {
+  const classify = (error: unknown): never => {
+    throw isProviderError(error) ? error : spec.plugin.classify(error, { timeoutMs: spec.timeoutMs });
+  };
+  return {
+    name: adapter.name,
+    generate: (request, options) => adapter.generate(request, options).catch(classify),
+    ...(adapter.embedBatch ? { embedBatch: (request: EmbedBatchRequest, options?: CallOptions) => adapter.embedBatch!(request, options).catch(classify) } : {}),
+  };
 }
 
 /**

@@ -29,7 +29,10 @@ export interface ProviderPlugin<L extends LinkConfigBase = LinkConfigBase> {
   credentials(link: L, context: PluginContext): CredentialSource;
   /** The adapter (apps/worker/src/providers/provider.ts `Provider`). */
   create(link: L, context: PluginContext & { credentials: CredentialSource }): Provider;
-  /** Any error of this provider's calls → a shared ProviderError; fate.ts (pipeline) maps it to the job's fate. */
+  /**
+   * Any error of this provider's calls → a shared ProviderError; fate.ts (pipeline) maps it to the
+   * job's fate. The chain applies it to whatever the adapter throws unclassified (chain.ts).
+   */
   classify(error: unknown, context: { timeoutMs?: number }): ProviderError;
 }
 

@@ -36,6 +36,8 @@ class ToyProvider implements Provider {
   constructor(private readonly answer: string) {}
   async generate(request: GenerateRequest): Promise<GenerateResult> {
     const asked = request.contents.flatMap((content) => content.parts.flatMap((part) => ('text' in part ? [part.text] : []))).join(' ');
+    // An adapter that throws its own errors unclassified: its plugin's `classify` names them.
+    if (asked.includes('refuse me')) throw new TypeError('the toy cannot answer that');
     const inputTokens = asked.split(/\s+/).length;
     return {
       text: `${this.answer}: ${asked}`,
@@ -53,5 +55,9 @@ export const toyPlugin: ProviderPlugin<ToyLink> = {
   limitScope: () => 'toy-pool',
   credentials: (link) => new ToyToken(link.token, linkId(link)),
   create: (link) => new ToyProvider(link.answer),
-  classify: (error) => (isProviderError(error) ? error : new ProviderError('INTERNAL', `toy: ${String(error)}`, { disposition: 'backoff', cause: error })),
+  classify: (error) => {
+    if (isProviderError(error)) return error;
+    if (error instanceof TypeError) return new ProviderError('PROVIDER_BAD_REQUEST', `toy: ${error.message}`, { disposition: 'fail', cause: error });
+    return new ProviderError('INTERNAL', `toy: ${String(error)}`, { disposition: 'backoff', cause: error });
+  },
 };
