@@ -344,6 +344,22 @@ describe('FleetLimiter (real Redis)', () => {
     expect(converted).toBeLessThanOrEqual(after + 5);
   });
 
+  it('never dates a call earlier than the Redis clock, even from a reply a busy event loop read late', async () => {
+    // The scripts loaded on the connection, so the reserve below goes out in one command.
+    await new FleetLimiter(redis, uniquePrefix()).reserve(KEY, { rpm: 10, tpm: 0 }, [1]);
+    const limiter = new FleetLimiter(redis, uniquePrefix());
+    const reserving = limiter.reserve(KEY, { rpm: 10, tpm: 0 }, [1]);
+    // The event loop is busy (a worker starting up): the first reply is read 300 ms after Redis sent it.
+    const busyUntil = Date.now() + 300;
+    while (Date.now() < busyUntil) {
+      // blocked
+    }
+    await reserving;
+    const before = await serverNow();
+    // A call sent now is dated no earlier than the server time already read before it.
+    expect(limiter.toServerTime(Date.now())).toBeGreaterThanOrEqual(before - 1);
+  });
+
   it('uses Redis server time, not the client clock', async () => {
     vi.useFakeTimers({ toFake: ['Date'] });
     try {

@@ -60,11 +60,12 @@ export class FleetLimiter {
   private readonly slowStartRequests: number;
   private readonly slowStartGrowth: number;
   /**
-   * Local wall clock minus Redis server time, the smallest seen over the last minute: each reply
-   * arrives a little after the server read its clock (more when this event loop is busy), so the
-   * smallest difference is the closest to the clocks' real offset.
+   * A lower bound of (local wall clock − Redis server time), the largest seen over the last minute:
+   * the server reads its clock after the request was sent, so (local time at send − server time)
+   * never exceeds the real offset, however late this event loop reads the reply. Dating a call
+   * with it errs late, never early: the window then frees its room after the provider's does.
    */
-  private clockOffset = { ms: Number.POSITIVE_INFINITY, since: 0 };
+  private clockOffset = { ms: Number.NEGATIVE_INFINITY, since: 0 };
 
   constructor(redis: Redis, prefix: string, options: FleetLimiterOptions = {}) {
     this.windowMs = positiveInteger(options.windowMs ?? 60_000, 'windowMs');
@@ -96,6 +97,7 @@ export class FleetLimiter {
   async reserve(key: LimitKey, limits: RateLimits, estimatedTokens: number[]): Promise<ReserveResult> {
     const estimates = estimatedTokens.map((tokens) => tokenCount(tokens, 'estimatedTokens'));
     const idPrefix = randomBytes(9).toString('base64url');
+    const sentLocal = Date.now();
     const [granted, waitMs, now, pausedUntil, pauseReason, probe] = (await this.redis.pqLimitReserve(
       ...this.keys(key, 'log', 'est', 'total', 'pause', 'learned', 'probe', 'open'),
       this.windowMs,
@@ -109,7 +111,7 @@ export class FleetLimiter {
     const reservations = estimates
       .slice(0, granted)
       .map((tokens, i): Reservation => ({ key: { ...key }, id: `${idPrefix}:${i}`, estimatedTokens: tokens, reservedAt: now }));
-    this.observeServerTime(now);
+    this.observeServerTime(now, sentLocal);
     const result: ReserveResult = { granted: reservations, waitMs, now };
     if (pausedUntil >= 0) {
       result.pausedUntil = pausedUntil;
@@ -121,18 +123,19 @@ export class FleetLimiter {
 
   /**
    * A local wall-clock time (`Date.now()`) on the Redis clock the window uses, for `sentAt`. Never
-   * later than the truth by more than the fastest reply seen: a busy event loop delays when a reply
-   * is read, not when the server answered.
+   * earlier than the truth, and later by at most the fastest round trip seen. (Estimated from when
+   * replies were read instead, a reply read late by a busy event loop, as at startup, dated every
+   * call after it that much too early: the window freed room before the provider did, and the
+   * first window's rollover drew 429s.)
    */
   toServerTime(localMs: number): number {
     return Number.isFinite(this.clockOffset.ms) ? localMs - this.clockOffset.ms : localMs;
   }
 
-  private observeServerTime(serverNow: number): void {
-    const local = Date.now();
-    const offset = local - serverNow;
-    // A fresh minimum each minute follows a clock that was stepped.
-    if (offset < this.clockOffset.ms || local - this.clockOffset.since > 60_000) this.clockOffset = { ms: offset, since: local };
+  private observeServerTime(serverNow: number, sentLocal: number): void {
+    const offset = sentLocal - serverNow;
+    // A fresh bound each minute follows a clock that was stepped.
+    if (offset > this.clockOffset.ms || sentLocal - this.clockOffset.since > 60_000) this.clockOffset = { ms: offset, since: sentLocal };
   }
 
   /**
