@@ -18,6 +18,7 @@ import { createHealthApp } from './health.js';
 import { configuredLinks } from './providers/chain.js';
 import { createPluginContext, LinkCredentials } from './providers/credentials.js';
 import { KeyRing } from './providers/gemini/key-ring.js';
+import { installProviderHttpPool } from './providers/http-pool.js';
 import { loadWorkerConfigOrExit } from './providers/link-config.js';
 import { createWorkerMetrics, metricsHandler } from './metrics.js';
 import { statusReport } from './status.js';
@@ -32,6 +33,8 @@ const SHUTDOWN_SLACK_MS = 5_000;
 // The shared loader, then every chain link checked by its provider plugin's schema.
 const config = loadWorkerConfigOrExit();
 const logger = createLogger({ service: 'worker', level: config.logLevel, json: config.env === 'production' });
+// Before any provider call: every SDK's fetch goes through this process's keep-alive pool.
+installProviderHttpPool({ keepAliveMs: config.worker.providerKeepAliveMs });
 
 let shuttingDown: Promise<void> | undefined;
 const shutdown = (reason: string, exitCode = 0): Promise<void> => (shuttingDown ??= stop(reason, exitCode));

@@ -258,4 +258,33 @@ describe('worker process (node dist/main.js)', () => {
     expect(job.attemptsMade).toBe(1);
     expect((await emulator.client.counters()).totalCalls).toBe(2);
   });
+
+  it('keeps its provider connections alive across a 5 s pause for PROVIDER_KEEP_ALIVE_MS (one keep-alive pool per process)', async () => {
+    /** Two bursts of 40 jobs 5 s apart; the connections the emulator saw opened by each. */
+    async function twoBursts(env: Record<string, string>): Promise<[number, number]> {
+      const { config, queue, start } = setup({ WORKER_CONCURRENCY: '8', ...env });
+      const proc = await start();
+      const burst = async (label: string): Promise<void> => {
+        const ids = await Promise.all(Array.from({ length: 40 }, (_, i) => enqueue(queue, config, promptData({ text: `${label} ${i}` }))));
+        for (const id of ids) await waitForJob(queue, id, ['completed']);
+      };
+      await emulator.client.reset();
+      await burst('first burst');
+      const first = (await emulator.client.counters()).connectionsOpened;
+      // Idle: a quota wait, a quiet minute.
+      await new Promise((resolve) => setTimeout(resolve, 5_000));
+      await emulator.client.reset();
+      await burst('second burst');
+      const second = (await emulator.client.counters()).connectionsOpened;
+      await proc.stop('SIGKILL');
+      return [first, second];
+    }
+    const [first, second] = await twoBursts({});
+    expect(first).toBeGreaterThan(0);
+    expect(first).toBeLessThanOrEqual(8);
+    expect(second).toBe(0);
+    // The same pause with a 1 s keep-alive: every connection is opened again.
+    const [, reopened] = await twoBursts({ PROVIDER_KEEP_ALIVE_MS: '1000' });
+    expect(reopened).toBeGreaterThan(0);
+  }, 30_000);
 });

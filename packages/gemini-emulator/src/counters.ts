@@ -58,6 +58,8 @@ export interface CountersSnapshot {
    * once since the last reset: how many calls a client holds in flight.
    */
   inFlight: { now: number; peak: number };
+  /** TCP connections clients opened (since start or the last reset). */
+  connectionsOpened: number;
 }
 
 export interface TierCounters { calls: number; served: number; shed: number }
@@ -109,6 +111,7 @@ export class Counters {
   private tiers = new Map<string, TierCounters>();
   private inFlightNow = 0;
   private inFlightPeak = 0;
+  private connections = 0;
 
   constructor(
     private readonly now: () => number = Date.now,
@@ -128,11 +131,17 @@ export class Counters {
     this.truncated = false;
     this.apis.clear();
     this.tiers.clear();
+    this.connections = 0;
     // Calls in flight across a reset are still in flight; the peak restarts from them.
     this.inFlightPeak = this.inFlightNow;
   }
 
   /** A model call arrived (`callStarted`) or was answered or dropped (`callEnded`): the in-flight gauge. */
+  /** A client opened a TCP connection to the emulator. */
+  connectionOpened(): void {
+    this.connections += 1;
+  }
+
   callStarted(): void {
     this.inFlightNow += 1;
     if (this.inFlightNow > this.inFlightPeak) this.inFlightPeak = this.inFlightNow;
@@ -257,6 +266,7 @@ export class Counters {
       byApi: Object.fromEntries(this.apis),
       byTier: Object.fromEntries([...this.tiers].map(([k, v]) => [k, { ...v }])),
       inFlight: { now: this.inFlightNow, peak: this.inFlightPeak },
+      connectionsOpened: this.connections,
     };
   }
 }

@@ -608,10 +608,12 @@ export function createEmulator(options: EmulatorOptions = {}): Emulator {
 
   // One client process may hold thousands of calls in flight, each on its own keep-alive socket
   // (a worker at concurrency 4096): no cap on connections, and idle sockets kept longer than a
-  // client's own idle timeout (undici: 4 s by default, the worker's HTTP_KEEP_ALIVE_TIMEOUT_MS),
+  // client's own idle timeout (undici: 4 s by default, the worker's PROVIDER_KEEP_ALIVE_MS),
   // so the client closes first and never writes into a socket we just closed.
   const server = http.createServer(handle);
   server.maxConnections = Infinity;
+  // Connections clients opened (keep-alive reuse shows as few of them for many calls).
+  server.on('connection', () => counters.connectionOpened());
   // Keep-alive sockets from SDK clients must not hold close() open (close() ends them all).
   server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
 

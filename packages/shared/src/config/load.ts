@@ -34,6 +34,7 @@ export const ENV_PATHS: Readonly<Record<string, string>> = {
   RESULT_TTL_SECONDS: 'producer.resultTtlSeconds',
   WORKER_PORT: 'worker.port',
   WORKER_CONCURRENCY: 'worker.concurrency',
+  PROVIDER_KEEP_ALIVE_MS: 'worker.providerKeepAliveMs',
   JOB_ATTEMPTS: 'worker.attempts',
   BACKOFF_BASE_MS: 'worker.backoffBaseMs',
   BACKOFF_MAX_MS: 'worker.backoffMaxMs',

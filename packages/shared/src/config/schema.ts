@@ -234,6 +234,13 @@ export const configSchema = z.strictObject({
        * in flight, or waiting for their provider call. High enough that batches can fill. @defaultValue 64
        */
       concurrency: positiveInt.default(64),
+      /**
+       * How long an idle keep-alive connection to a provider stays open in the worker's pool, ms
+       * (a shorter `Keep-Alive: timeout` from the server wins). Node's own default, 4 s, closes a
+       * fleet's connections in every pause longer than that (a quota wait), and each call after it
+       * pays a new TCP + TLS handshake. @defaultValue 60000
+       */
+      providerKeepAliveMs: positiveInt.default(60_000),
       /** Attempts per job for retryable failures (5xx, timeouts, network). */
       attempts: positiveInt.default(5),
       /** Exponential backoff with full jitter: base and cap, ms. */
