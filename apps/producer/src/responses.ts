@@ -88,3 +88,46 @@ export type UsageResponse = z.infer<typeof usageResponseSchema>;
 
 export const livenessSchema = z.object({ status: z.literal('ok') });
 export const readinessSchema = z.object({ status: z.literal('ready') });
+
+const pauseReason = z.enum(['rate-limited', 'daily-quota']);
+
+/** `GET /scaling` (scaling/read.ts): what KEDA's metrics-api scaler reads. */
+export const scalingResponseSchema = z
+  .object({
+    queue: z.string(),
+    at: z.number().int().describe('Redis server time of the count, ms since the epoch.'),
+    backlog: z.number().int().describe('Jobs a worker could start now: waiting + prioritized + delayed and due.'),
+    jobs: z.object({
+      waiting: z.number().int(),
+      prioritized: z.number().int(),
+      delayedDue: z.number().int(),
+      delayedLater: z.number().int().describe('Delayed until later (retries, quota and budget waits): not backlog yet.'),
+      active: z.number().int(),
+    }),
+    concurrency: z.number().int().describe('WORKER_CONCURRENCY the count assumes.'),
+    backlogWorkers: z.number().int().describe('Workers the backlog and the jobs in flight would fill.'),
+    quotaWorkers: z.number().int().nullable().describe('Workers the quota can feed (null: no limit known).'),
+    recommendedWorkers: z.number().int().describe('What to scale to: the smaller of the two.'),
+    capped: z.boolean().describe('The quota capped the recommendation.'),
+    saturated: z.boolean().describe('Some quota scope is full now: more workers would only wait.'),
+    scopes: z.array(
+      z.object({
+        scope: z.string(),
+        rpmLimit: z.number(),
+        tpmLimit: z.number(),
+        requests: z.number(),
+        tokens: z.number(),
+        tokensPerRequest: z.number(),
+        latencyMs: z.number(),
+        latencySource: z.enum(['observed', 'configured']),
+        observedP50Ms: z.number().nullable(),
+        requestsPerMinute: z.number().nullable(),
+        callsInFlight: z.number().nullable(),
+        saturated: z.boolean(),
+        pausedUntil: z.number().nullable(),
+        pauseReason: pauseReason.optional(),
+      }),
+    ),
+  })
+  .meta({ id: 'Scaling' });
+export type ScalingResponse = z.infer<typeof scalingResponseSchema>;

@@ -242,6 +242,10 @@ describe('every answer of the running producer agrees with the document', () => 
     expect((await call('GET', '/readyz')).status).toBe(200);
     expect((await call('GET', '/metrics', { headers: METRICS })).status).toBe(200);
     expect((await call('GET', '/metrics')).status).toBe(401);
+    const scaling = await call('GET', '/scaling', { headers: METRICS });
+    expect(scaling.status).toBe(200);
+    expect(scaling.json.recommendedWorkers).toBeGreaterThanOrEqual(0);
+    expect((await call('GET', '/scaling')).status).toBe(401);
 
     expect((await call('GET', '/nope')).status).toBe(404);
     expect((await call('GET', '/v1/nope', { headers: ACME })).status).toBe(404);
@@ -269,6 +273,8 @@ describe('every answer of the running producer agrees with the document', () => 
       const answer = await call(method, path, { headers: ACME, ...(body ? { body } : {}) });
       expect([answer.status, answer.json?.error?.code], `${method} ${path}`).toEqual([503, 'REDIS_UNAVAILABLE']);
     }
+    const scaling = await call('GET', '/scaling', { headers: METRICS });
+    expect([scaling.status, scaling.json?.error?.code]).toEqual([503, 'REDIS_UNAVAILABLE']);
   });
 
   it('no documented answer went unexercised (500 INTERNAL aside)', () => {

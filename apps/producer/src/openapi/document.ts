@@ -20,6 +20,7 @@ import {
   issueSchema,
   livenessSchema,
   readinessSchema,
+  scalingResponseSchema,
   usageResponseSchema,
 } from '../responses.js';
 
@@ -302,6 +303,19 @@ export function buildOpenApiDocument(options: OpenApiOptions): Record<string, un
     responses: {
       200: { description: 'Prometheus text exposition format.', content: { 'text/plain': { schema: { type: 'string' } } } },
       ...errorResponses(['UNAUTHORIZED']),
+    },
+  });
+
+  registry.registerPath({
+    method: 'get',
+    path: '/scaling',
+    operationId: 'scaling',
+    tags: ['operations'],
+    summary: "The backlog and the worker count it and the quota call for (KEDA's metrics-api scaler)",
+    security: [{}, { metricsToken: [] }],
+    responses: {
+      200: { description: 'Backlog, recommended workers, and each quota scope.', content: jsonContent(scalingResponseSchema) },
+      ...errorResponses(['UNAUTHORIZED', ...REDIS]),
     },
   });
 

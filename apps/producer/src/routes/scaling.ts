@@ -4,6 +4,7 @@ import { requireMetricsToken } from '../bearer.js';
 import { methodNotAllowed, tagRoute } from '../http-errors.js';
 import type { PromptQueue } from '../queue.js';
 import { assertRedisAvailable } from '../redis-availability.js';
+import type { ScalingResponse } from '../responses.js';
 import type { ScalingReader } from '../scaling/read.js';
 
 /**
@@ -20,7 +21,8 @@ export function scalingRouter(deps: { redis: Redis; queue: PromptQueue; reader: 
     .all(tagRoute)
     .get(requireMetricsToken(token), async (_req, res) => {
       await assertRedisAvailable(redis, queue);
-      res.set('Cache-Control', 'no-store').json(await reader.read());
+      const reading: ScalingResponse = await reader.read();
+      res.set('Cache-Control', 'no-store').json(reading);
     })
     .all(methodNotAllowed(['GET']));
   return router;
