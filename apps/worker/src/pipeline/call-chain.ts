@@ -28,6 +28,21 @@ import type { JobResults } from './results.js';
 const HALF_OPEN_RECHECK_MS = 1_000;
 /** Shortest wait before a job that did not get quota looks again, ms. */
 const MIN_WAIT_MS = 25;
+/** A call answered within this long of being sent is dated at its answer (see countedAt), ms. */
+const DATE_AT_ANSWER_WITHIN_MS = 1_000;
+
+/**
+ * When the provider counted a served call, as late as we can tell: it counts a call on arrival,
+ * somewhere between our send and its answer. A fast call is dated at its answer: that is at most
+ * its own latency late, while its arrival may lag the send by far more when the provider (or our
+ * event loop) is busy, as in a fleet's first burst, and dating it at the send then frees its room
+ * in our window before the provider frees it (429s at the window's rollover). A slow call is
+ * dated at its send (its latency is the provider thinking, not the request in transit).
+ */
+export function countedAt(limiter: Pick<FleetLimiter, 'toServerTime'>, sentAt: number): number {
+  const answeredAt = limiter.toServerTime(Date.now());
+  return answeredAt - sentAt <= DATE_AT_ANSWER_WITHIN_MS ? answeredAt : sentAt;
+}
 
 export interface CallChainDeps {
   logger: Logger;
@@ -217,7 +232,7 @@ async function callLink(deps: CallChainDeps, batch: Batch, link: Link, candidate
           }
           const latencyMs = elapsed(started);
           metrics?.recordProviderCall(link.providerName, link.model, 'success', latencyMs / 1000);
-          const settle: SettleItem = { reservation, actualTokens: answer.usage.inputTokens, sentAt };
+          const settle: SettleItem = { reservation, actualTokens: answer.usage.inputTokens, sentAt: countedAt(limiter, sentAt) };
           const sample: EstimateSample = { key: link.limitKey, features: job.features, predicted: estimates![i]!.predicted, actual: answer.usage.inputTokens };
           const generated = { ...answer, provider: link.providerName, model: link.model };
           served(
