@@ -143,7 +143,11 @@ describe('FleetLimiter (real Redis)', () => {
       expect(refused.waitMs).toBeLessThanOrEqual(30_000);
       expect(refused.pausedUntil).toBe(refused.now + refused.waitMs);
       expect((await a.reserve(KEY, limits, [1])).granted).toEqual([]);
-      expect((await a.state(KEY, limits)).pausedUntil).toBeGreaterThanOrEqual(refused.pausedUntil!);
+      // Every reader reports the same end, to the millisecond (TIME + PTTL drifted by one).
+      for (let i = 0; i < 20; i++) {
+        expect((await a.state(KEY, limits)).pausedUntil).toBe(refused.pausedUntil);
+        expect((await b.reserve(KEY, limits, [1])).pausedUntil).toBe(refused.pausedUntil);
+      }
       // Other scopes are not paused.
       expect((await a.reserve({ ...KEY, project: 'other' }, limits, [1])).granted).toHaveLength(1);
       // A longer pause extends it.
@@ -152,6 +156,17 @@ describe('FleetLimiter (real Redis)', () => {
     } finally {
       otherConnection.disconnect();
     }
+  });
+
+  it('reads a pause written without its end (by an older worker) as now + its TTL', async () => {
+    const prefix = uniquePrefix();
+    const limiter = new FleetLimiter(redis, prefix);
+    await redis.set(limiterKey(prefix, KEY, 'pause'), 'daily-quota', 'PX', 30_000);
+    const refused = await limiter.reserve(KEY, { rpm: 10, tpm: 0 }, [1]);
+    expect(refused.granted).toEqual([]);
+    expect(refused.pauseReason).toBe('daily-quota');
+    expect(refused.waitMs).toBeGreaterThan(29_000);
+    expect(refused.pausedUntil).toBe(refused.now + refused.waitMs);
   });
 
   it('a pause ends by itself', async () => {

@@ -16,6 +16,23 @@ local function nowMs()
 end
 `;
 
+/**
+ * `pauseOf(key, now)`: end (server ms) and reason of the fleet pause in force, or nil. The pause
+ * key holds "<reason>|<end>" with a PX TTL, so every reader reports the same end: now + PTTL
+ * drifts by a millisecond between scripts, because TIME and the expiry clock are read apart.
+ * A value without an end (written before the end was stored) falls back to now + PTTL.
+ */
+export const PAUSE_OF_LUA = `
+local function pauseOf(key, now)
+  local remaining = redis.call('PTTL', key)
+  if remaining <= 0 then return nil end
+  local value = redis.call('GET', key) or ''
+  local reason, untilMs = string.match(value, '^(.-)|(%d+)$')
+  if untilMs then return tonumber(untilMs), reason end
+  return now + remaining, value
+end
+`;
+
 /** `effective(configured, learned)`: min of the two where 0 / nil mean unlimited. */
 export const EFFECTIVE_LUA = `
 local function effective(configured, learned)

@@ -1,4 +1,4 @@
-import { EFFECTIVE_LUA, NOW_MS_LUA, PRUNE_LUA } from './common.js';
+import { EFFECTIVE_LUA, NOW_MS_LUA, PAUSE_OF_LUA, PRUNE_LUA } from './common.js';
 
 /** Reserves the longest prefix of a batch that fits the rolling window. One call per batch. */
 export const RESERVE_LUA = `--[[
@@ -7,7 +7,7 @@ export const RESERVE_LUA = `--[[
   KEYS[1]  log: sorted set, reservation id -> reservation time (ms)
   KEYS[2]  est: hash, reservation id -> tokens
   KEYS[3]  total: string, sum of est
-  KEYS[4]  pause: string with a PX TTL, set while the fleet is paused (429 RetryInfo)
+  KEYS[4]  pause: string "<reason>|<end>" with a PX TTL, set while the fleet is paused (429 RetryInfo)
   KEYS[5]  learned: hash {rpm, tpm, reported?} with a PX TTL, limits learned from 429s
   KEYS[6]  probe: hash {cap, held}: the slow start's cap on calls in flight while a limit is
            unknown, and when it last held a request back (server ms)
@@ -35,6 +35,7 @@ export const RESERVE_LUA = `--[[
 ]]
 ${NOW_MS_LUA}
 ${EFFECTIVE_LUA}
+${PAUSE_OF_LUA}
 ${PRUNE_LUA}
 
 local function fits(count, tokens, want, rpm, tpm)
@@ -74,8 +75,8 @@ local SLOW_START_RECHECK_MS = 200
 local INFLIGHT_RECHECK_MS = 1000
 local window = tonumber(ARGV[1])
 local now = nowMs()
-local paused = redis.call('PTTL', KEYS[4])
-if paused > 0 then return { 0, paused, now, now + paused, redis.call('GET', KEYS[4]) or '', -1 } end
+local pausedUntil, pauseReason = pauseOf(KEYS[4], now)
+if pausedUntil then return { 0, math.max(1, pausedUntil - now), now, pausedUntil, pauseReason, -1 } end
 
 local count, tokens = prune(KEYS[1], KEYS[2], KEYS[3], now - window)
 local learned = redis.call('HMGET', KEYS[5], 'rpm', 'tpm', 'reported')

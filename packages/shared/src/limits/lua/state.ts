@@ -1,4 +1,4 @@
-import { EFFECTIVE_LUA, NOW_MS_LUA } from './common.js';
+import { EFFECTIVE_LUA, NOW_MS_LUA, PAUSE_OF_LUA } from './common.js';
 
 /** Read-only view of one scope (no writes, so it may run on a replica). */
 export const STATE_LUA = `#!lua flags=no-writes
@@ -9,7 +9,7 @@ export const STATE_LUA = `#!lua flags=no-writes
   KEYS[1]  log: sorted set, reservation id -> reservation time (ms)
   KEYS[2]  est: hash, reservation id -> tokens
   KEYS[3]  total: string, sum of est
-  KEYS[4]  pause: string with a PX TTL
+  KEYS[4]  pause: string "<reason>|<end>" with a PX TTL
   KEYS[5]  learned: hash {rpm, tpm} with a PX TTL
   KEYS[6]  probe: hash {cap, held}, the slow start's cap on calls in flight
 
@@ -22,6 +22,7 @@ export const STATE_LUA = `#!lua flags=no-writes
 ]]
 ${NOW_MS_LUA}
 ${EFFECTIVE_LUA}
+${PAUSE_OF_LUA}
 
 local window = tonumber(ARGV[1])
 local now = nowMs()
@@ -48,13 +49,13 @@ end
 
 local learned = redis.call('HMGET', KEYS[5], 'rpm', 'tpm')
 local learnedPttl = redis.call('PTTL', KEYS[5])
-local paused = redis.call('PTTL', KEYS[4])
+local pausedUntil, pauseReason = pauseOf(KEYS[4], now)
 return {
   count, tokens,
   effective(tonumber(ARGV[2]), learned[1]), effective(tonumber(ARGV[3]), learned[2]),
   tonumber(learned[1]) or -1, tonumber(learned[2]) or -1, learnedPttl,
-  (paused > 0) and (now + paused) or -1, now,
-  (paused > 0) and (redis.call('GET', KEYS[4]) or '') or '',
+  pausedUntil or -1, now,
+  pauseReason or '',
   tonumber(redis.call('HGET', KEYS[6], 'cap')) or -1,
 }
 `;
