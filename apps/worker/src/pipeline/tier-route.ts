@@ -75,9 +75,11 @@ export async function routeTiers(deps: TierRouteDeps, batch: Batch, jobs: readon
     const id = job.entry.job.id ?? '';
     read.get(batchJobKey(prefix, tenant, id)).get(batchAnswerKey(prefix, tenant, id));
   }
-  // Budgeted tenants about to be batched: is their budget spent already (settled spend only)?
-  const mayBatch = batchModel !== undefined ? await tenantsWithBudgetLeft(deps, withDeadline) : new Set<string>();
-  const replies = (await read.exec()) ?? [];
+  // Budgeted tenants that could be batched (enough time left): is their budget spent already
+  // (settled spend only)? Read beside the records, and not at all when nothing could be batched.
+  const mayBeBatched = batchModel !== undefined ? withDeadline.filter((job) => job.entry.data.deadline! - now >= config.tiers.batch.minRemainingMs) : [];
+  const [execReplies, mayBatch] = await Promise.all([read.exec(), tenantsWithBudgetLeft(deps, mayBeBatched)]);
+  const replies = execReplies ?? [];
   const value = (i: number): string | null => {
     const [error, reply] = replies[i] ?? [null, null];
     if (error) throw error;
