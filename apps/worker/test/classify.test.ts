@@ -3,7 +3,7 @@ import { GoogleGenerativeAI, GoogleGenerativeAIFetchError, type ErrorDetails, ty
 import { startEmulatorProcess, type EmulatorProcess } from '@prompt-queue/gemini-emulator';
 import { freePort } from '@prompt-queue/shared/testing';
 import type { ProviderError } from '@prompt-queue/shared';
-import { classifyProviderError, DEFAULT_RATE_LIMIT_RETRY_MS, retryDelayMs } from '../src/providers/gemini/classify.js';
+import { classifyProviderError, retryDelayMs } from '../src/providers/gemini/classify.js';
 import { MODEL } from './helpers.js';
 
 const PROMPT = 'A prompt that must never appear in an error message: SECRET-PROMPT-42';
@@ -153,8 +153,8 @@ describe('classifyProviderError (edge cases)', () => {
     expect(classifyProviderError(fetchError(429, 'Quota exceeded. Please retry in 47.17s.')).retryAfterMs).toBe(47_170);
   });
 
-  it('falls back to a default delay when the 429 names none', () => {
-    expect(classifyProviderError(fetchError(429, 'Resource exhausted.')).retryAfterMs).toBe(DEFAULT_RATE_LIMIT_RETRY_MS);
+  it('names no delay when the 429 names none (the call chain backs off)', () => {
+    expect(classifyProviderError(fetchError(429, 'Resource exhausted.')).retryAfterMs).toBeUndefined();
   });
 
   it('never asks for a zero-length pause', () => {

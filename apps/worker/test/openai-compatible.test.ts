@@ -2,7 +2,6 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startEmulatorProcess, textTokens, type EmulatorProcess } from '@prompt-queue/gemini-emulator';
 import { isProviderError } from '@prompt-queue/shared';
 import { freePort } from '@prompt-queue/shared/testing';
-import { DEFAULT_RATE_LIMIT_RETRY_MS } from '../src/providers/gemini/classify.js';
 import { classifyOpenAIError, OpenAICompatibleProvider, toOpenAIUsage } from '../src/providers/openai/openai-compatible.js';
 import type { GenerateRequest } from '../src/providers/provider.js';
 
@@ -220,14 +219,14 @@ describe('OpenAICompatibleProvider against the emulator', () => {
 describe('classifyOpenAIError', () => {
   const now = Date.parse('2026-01-01T00:00:00Z');
 
-  it('reads retry-after-ms, retry-after seconds, an HTTP date, the message, else the default', () => {
+  it('reads retry-after-ms, retry-after seconds, an HTTP date, the message, else names none', () => {
     const ms = (headers: Record<string, string>, body: unknown = {}) => classifyOpenAIError(429, body, headers, { now }).retryAfterMs;
     expect(ms({ 'retry-after-ms': '1500', 'retry-after': '2' })).toBe(1_500);
     expect(ms({ 'Retry-After': '2' })).toBe(2_000);
     expect(ms({ 'retry-after': new Date(now + 30_000).toUTCString() })).toBe(30_000);
     expect(ms({}, { error: { message: 'Rate limit reached. Please try again in 1.25s.' } })).toBe(1_250);
     expect(ms({}, { error: { message: 'Please try again in 20ms.' } })).toBe(100); // at least 100 ms
-    expect(ms({})).toBe(DEFAULT_RATE_LIMIT_RETRY_MS);
+    expect(ms({})).toBeUndefined();
     expect(classifyOpenAIError(429, {}, new Headers({ 'retry-after': '3' })).retryAfterMs).toBe(3_000);
   });
 

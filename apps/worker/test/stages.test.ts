@@ -7,6 +7,7 @@ import {
   BudgetGuard,
   createLogger,
   FleetLimiter,
+  limiterKey,
   JobEndRecorder,
   promptFeatures,
   putBlobs,
@@ -34,6 +35,7 @@ import { JobResults } from '../src/pipeline/results.js';
 import { settleBatch } from '../src/pipeline/settle.js';
 import { DEFAULT_BREAKER_OPTIONS, ProviderBreaker, type BreakerOptions } from '../src/providers/breaker.js';
 import type { Link } from '../src/providers/chain.js';
+import { UnnamedRateLimitBackoff } from '../src/providers/rate-limit.js';
 import { classifyProviderError } from '../src/providers/gemini/classify.js';
 import type { GenerateRequest, GenerateResult, Provider } from '../src/providers/provider.js';
 import { MODEL, promptData, testConfig } from './helpers.js';
@@ -140,7 +142,7 @@ describe('pipeline stages, one branch at a time (real Redis)', () => {
       const { rpm = 1_000, ...breakerOptions } = options;
       const breaker = new ProviderBreaker({ link: id, redis, prefix, logger, options: { ...DEFAULT_BREAKER_OPTIONS, volumeThreshold: 100, resetTimeoutMs: 60_000, ...breakerOptions } });
       cleanups.push(() => breaker.shutdown());
-      return { id, providerName: provider.name, model, limitKey: { provider: provider.name, model, project: 'default' }, limits: { rpm, tpm: 1_000_000 }, provider, breaker };
+      return { id, providerName: provider.name, model, limitKey: { provider: provider.name, model, project: 'default' }, limits: { rpm, tpm: 1_000_000 }, provider, breaker, rateLimitBackoff: new UnnamedRateLimitBackoff() };
     };
 
     /** The prepare stage's batch: how every later stage receives its jobs. */
@@ -507,6 +509,38 @@ describe('pipeline stages, one branch at a time (real Redis)', () => {
       // Fleet-wide: another worker's reservation for the model is refused until the pause ends.
       const other = await new FleetLimiter(redis, s.prefix, { windowMs: 60_000 }).reserve(limitKey, limits, [10]);
       expect(other).toMatchObject({ granted: [], pauseReason: 'rate-limited' });
+    });
+
+    it('a 429 that names no delay (Dynamic Shared Quota) → 1 s, then 2 s and 4 s while they come in a row; a served call starts again at 1 s', async () => {
+      const s = setup();
+      let answer429 = true;
+      const links = [s.link(MODEL, new ScriptedProvider('gemini', () => (answer429 ? httpError(429) : undefined)))];
+      const { limitKey, limits } = links[0]!;
+      /** One call round; the fleet pause and the limit learned in the round before are lifted first, so the call goes out. */
+      const round = async (text: string) => {
+        await redis.del(limiterKey(s.prefix, limitKey, 'pause'), limiterKey(s.prefix, limitKey, 'learned'));
+        const before = Date.now();
+        const { batch, fates, ledger } = await call(s, [s.entry(promptData({ text }))], links);
+        const after = Date.now();
+        await applyLedger(s, ledger); // the 429's reservation leaves the window
+        return { fate: fates.get(batch.jobs[0]!)!, before, after };
+      };
+      for (const expected of [1_000, 2_000, 4_000, 1_000]) {
+        const { fate, before, after } = await round(`shared pool ${expected}`);
+        expect(fate).toMatchObject({ kind: 'wait', reason: 'rate-limited', fields: { code: 'PROVIDER_RATE_LIMITED' } });
+        const { untilMs } = fate as JobFate & { kind: 'wait' };
+        expect(untilMs).toBeGreaterThanOrEqual(before + expected);
+        expect(untilMs).toBeLessThanOrEqual(after + expected);
+        // The fleet pauses as long as the job waits, not a fixed 10 s.
+        const state = await s.limiter.state(limitKey, limits);
+        expect(state.pauseReason).toBe('rate-limited');
+        expect(state.pausedUntil! - state.now).toBeLessThanOrEqual(expected);
+        if (expected === 4_000) {
+          answer429 = false;
+          expect((await round('served')).fate).toMatchObject({ kind: 'served' });
+          answer429 = true;
+        }
+      }
     });
 
     it("a requests-per-day 429 → the next link serves in the same attempt; the first link paused until its reset", async () => {

@@ -188,6 +188,7 @@ async function callLink(deps: CallChainDeps, batch: Batch, link: Link, candidate
         served(job, () => ({ kind: 'served', result: results.embedded(embedding, latencyMs), link: link.id }), latencyMs);
       });
       deps.onServed?.(link, granted.length);
+      link.rateLimitBackoff.served();
       // batchEmbedContents reports no usage: the estimate stays in the window as reserved (the
       // settle closes the call, so it no longer counts as in flight).
       ledger.settle.push({ reservation, actualTokens: reservation.estimatedTokens });
@@ -246,6 +247,7 @@ async function callLink(deps: CallChainDeps, batch: Batch, link: Link, candidate
             latencyMs,
           );
           deps.onServed?.(link, 1);
+          link.rateLimitBackoff.served();
           const fate = fates.get(job);
           if (fate?.kind === 'served' && state.servedEarly?.(job, fate, { settle, sample })) {
             fates.delete(job);
@@ -266,6 +268,9 @@ async function callLink(deps: CallChainDeps, batch: Batch, link: Link, candidate
   let retryAfterMs = 0;
   let dailyResetMs = 0;
   let reportedQuota: ReportedQuota | undefined;
+  // A 429 that named no delay: the link's backoff grows once per call round, not once per job.
+  let unnamedWaitMs: number | undefined;
+  const waitFor = (fate: { retryAfterMs?: number }): number => fate.retryAfterMs ?? (unnamedWaitMs ??= link.rateLimitBackoff.next());
   for (const { job, error, latencyMs, reservation } of failures) {
     const fate = callFate(error, { linkOpen: link.breaker.isOpen(), lastLink: batch.links.indexOf(link) === batch.links.length - 1 });
     if (reservation && fate.reservation === 'release') ledger.release.push(reservation);
@@ -283,12 +288,14 @@ async function callLink(deps: CallChainDeps, batch: Batch, link: Link, candidate
         if (fate.reason === 'daily-quota') dailyResetMs = Math.max(dailyResetMs, fate.retryAfterMs);
         next.push(job);
         break;
-      case 'wait':
-        retryAfterMs = Math.max(retryAfterMs, fate.retryAfterMs);
+      case 'wait': {
+        const waitMs = waitFor(fate);
+        retryAfterMs = Math.max(retryAfterMs, waitMs);
         reportedQuota ??= fate.reportedQuota;
-        metrics?.limiterWait.observe({ model: link.model }, fate.retryAfterMs / 1000);
-        fates.set(job, { kind: 'wait', untilMs: Date.now() + fate.retryAfterMs, reason: 'rate-limited', fields: { link: link.id, code: 'PROVIDER_RATE_LIMITED' } });
+        metrics?.limiterWait.observe({ model: link.model }, waitMs / 1000);
+        fates.set(job, { kind: 'wait', untilMs: Date.now() + waitMs, reason: 'rate-limited', fields: { link: link.id, code: 'PROVIDER_RATE_LIMITED' } });
         break;
+      }
       case 'fail':
         fates.set(job, jobFateOfError(attemptFacts(job.entry), error, latencyMs, link.id));
         break;

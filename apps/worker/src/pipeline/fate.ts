@@ -9,6 +9,7 @@ import {
   type ReportedQuota,
 } from '@prompt-queue/shared';
 import { isBreakerOpenError, isCallNotSent } from '../providers/call-signal.js';
+import { DEFAULT_DAILY_QUOTA_RETRY_MS } from '../providers/rate-limit.js';
 
 /**
  * What a failure means, decided here and nowhere else. Two pure functions:
@@ -34,8 +35,11 @@ export type ReservationVerdict = 'settle' | 'keep' | 'release';
 
 export type CallFate =
   | { kind: 'served'; reservation: 'settle' }
-  /** A per-minute quota: the job waits, the model pauses fleet-wide, the limiter learns. */
-  | { kind: 'wait'; reason: 'rate-limited'; retryAfterMs: number; reportedQuota?: ReportedQuota; reservation: ReservationVerdict }
+  /**
+   * A per-minute quota: the job waits, the model pauses fleet-wide, the limiter learns. Without
+   * `retryAfterMs` the 429 named no delay: the link's backoff decides (UnnamedRateLimitBackoff).
+   */
+  | { kind: 'wait'; reason: 'rate-limited'; retryAfterMs?: number; reportedQuota?: ReportedQuota; reservation: ReservationVerdict }
   /**
    * Try the next link in this attempt: the daily quota is spent (hours away), or the link is down
    * (breaker open, or the call never went out).
@@ -64,9 +68,15 @@ export function callFate(error: unknown, context: { linkOpen: boolean; lastLink?
   const reservation: ReservationVerdict = !sent || answered ? 'release' : 'keep';
   if (!isProviderError(error)) return { kind: 'fail', error, reservation };
   if (error.disposition === 'rate-limit') {
-    const retryAfterMs = error.retryAfterMs ?? 0;
-    if (error.reportedQuota?.dimension === 'rpd') return { kind: 'next-link', reason: 'daily-quota', retryAfterMs, reservation };
-    return { kind: 'wait', reason: 'rate-limited', retryAfterMs, ...(error.reportedQuota ? { reportedQuota: error.reportedQuota } : {}), reservation };
+    const { retryAfterMs } = error;
+    if (error.reportedQuota?.dimension === 'rpd') return { kind: 'next-link', reason: 'daily-quota', retryAfterMs: retryAfterMs ?? DEFAULT_DAILY_QUOTA_RETRY_MS, reservation };
+    return {
+      kind: 'wait',
+      reason: 'rate-limited',
+      ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
+      ...(error.reportedQuota ? { reportedQuota: error.reportedQuota } : {}),
+      reservation,
+    };
   }
   if (error.disposition === 'backoff' && (!sent || context.linkOpen)) return { kind: 'next-link', reason: 'unavailable', reservation };
   if (error.code === 'PROVIDER_AUTH_FAILED' && context.lastLink === false) return { kind: 'next-link', reason: 'auth-failed', reservation };

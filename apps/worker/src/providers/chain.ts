@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { isProviderError, type ChainLinkSpec, type Config, type LimitKey, type Logger, type RateLimits } from '@prompt-queue/shared';
 import { ProviderBreaker, type BreakerState } from './breaker.js';
+import { UnnamedRateLimitBackoff } from './rate-limit.js';
 import { createPluginContext, LinkCredentials } from './credentials.js';
 import { KeyRing } from './gemini/key-ring.js';
 import { linkId, type LinkConfigBase, type ProviderPlugin } from './plugin.js';
@@ -35,6 +36,8 @@ export interface Link {
   readonly limits: RateLimits;
   readonly provider: Provider;
   readonly breaker: LinkBreaker;
+  /** How long to wait after a 429 that names no delay (this process's streak on the link). */
+  readonly rateLimitBackoff: UnnamedRateLimitBackoff;
 }
 
 export interface ChainDeps {
@@ -158,6 +161,7 @@ export class ProviderChains {
       limits: spec.limits,
       provider,
       breaker,
+      rateLimitBackoff: new UnnamedRateLimitBackoff(),
     };
     this.links.set(spec.id, link);
     this.builtSpecs.set(spec.id, spec);

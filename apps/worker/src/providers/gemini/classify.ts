@@ -1,6 +1,6 @@
 import { GoogleGenerativeAIAbortError, GoogleGenerativeAIFetchError } from '@google/generative-ai';
 import { isProviderError, ProviderError, type ReportedQuota } from '@prompt-queue/shared';
-import { DEFAULT_RATE_LIMIT_RETRY_MS, MIN_RATE_LIMIT_RETRY_MS } from '../rate-limit.js';
+import { MIN_RATE_LIMIT_RETRY_MS } from '../rate-limit.js';
 
 /**
  * THE one place where a failed provider call becomes a shared `ProviderError`, with the disposition
@@ -12,7 +12,6 @@ import { DEFAULT_RATE_LIMIT_RETRY_MS, MIN_RATE_LIMIT_RETRY_MS } from '../rate-li
  * (prompt text, images) and never a key (the SDK sends keys in a header, not the URL).
  */
 
-export { DEFAULT_RATE_LIMIT_RETRY_MS };
 
 const MAX_MESSAGE_CHARS = 300;
 
@@ -50,12 +49,12 @@ function classifyHttpError(error: GoogleGenerativeAIFetchError): ProviderError {
   const base = { httpStatus: status, cause: error };
 
   if (status === 429) {
-    const retryAfterMs = Math.max(MIN_RATE_LIMIT_RETRY_MS, retryDelayMs(details, google) ?? DEFAULT_RATE_LIMIT_RETRY_MS);
+    const named = retryDelayMs(details, google);
     const reportedQuota = quotaFailureLimit(details);
     return new ProviderError('PROVIDER_RATE_LIMITED', text, {
       ...base,
       disposition: 'rate-limit',
-      retryAfterMs,
+      ...(named !== undefined ? { retryAfterMs: Math.max(MIN_RATE_LIMIT_RETRY_MS, named) } : {}),
       ...(reportedQuota ? { reportedQuota } : {}),
     });
   }

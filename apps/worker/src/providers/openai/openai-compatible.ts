@@ -1,6 +1,6 @@
 import { fileUriRefusal, isProviderError, ProviderError, withArticle, type TokenUsage } from '@prompt-queue/shared';
 import { callSignal, CallNotSentError } from '../call-signal.js';
-import { DEFAULT_RATE_LIMIT_RETRY_MS, MIN_RATE_LIMIT_RETRY_MS } from '../rate-limit.js';
+import { MIN_RATE_LIMIT_RETRY_MS } from '../rate-limit.js';
 import { fileUriNotAllowed } from '../file-uris.js';
 import type { CallOptions, GenerateRequest, GenerateResult, Provider, ProviderPart } from '../provider.js';
 
@@ -276,7 +276,7 @@ export function classifyOpenAIThrown(
  * - 400, 422 → PROVIDER_BAD_REQUEST (a 400 with code `content_filter`, Azure's prompt filter → PROMPT_BLOCKED); 404 → PROVIDER_MODEL_NOT_FOUND: `fail`
  * - 401, 403 → PROVIDER_AUTH_FAILED: `fail` (the server's message is left out: OpenAI echoes part of the key)
  * - 429 → PROVIDER_RATE_LIMITED: `rate-limit`, retryAfterMs from `retry-after-ms`, `retry-after`
- *   (seconds or an HTTP date), "try again in 1.5s" in the message, else DEFAULT_RATE_LIMIT_RETRY_MS
+ *   (seconds or an HTTP date), "try again in 1.5s" in the message, else none (the call chain backs off)
  * - 504 → PROVIDER_TIMEOUT; other 5xx → PROVIDER_UNAVAILABLE: `backoff`
  * - other 4xx → PROVIDER_BAD_REQUEST `fail` (as classify.ts)
  * `body` is the parsed JSON answer (or its text); `context.apiKey`, if given, is masked out of messages.
@@ -294,11 +294,12 @@ export function classifyOpenAIError(
   const text = (withMessage: boolean) => `${provider} answered ${status}${withMessage && cleaned ? `: ${cleaned}` : code ? ` (${code})` : ''}`;
 
   if (status === 429) {
-    const retryAfterMs = Math.max(
-      MIN_RATE_LIMIT_RETRY_MS,
-      retryAfterFromHeaders(headers, context.now ?? Date.now()) ?? retryAfterFromMessage(serverMessage) ?? DEFAULT_RATE_LIMIT_RETRY_MS,
-    );
-    return new ProviderError('PROVIDER_RATE_LIMITED', text(true), { ...base, disposition: 'rate-limit', retryAfterMs });
+    const named = retryAfterFromHeaders(headers, context.now ?? Date.now()) ?? retryAfterFromMessage(serverMessage);
+    return new ProviderError('PROVIDER_RATE_LIMITED', text(true), {
+      ...base,
+      disposition: 'rate-limit',
+      ...(named !== undefined ? { retryAfterMs: Math.max(MIN_RATE_LIMIT_RETRY_MS, named) } : {}),
+    });
   }
   if (status === 401 || status === 403) return new ProviderError('PROVIDER_AUTH_FAILED', text(false), { ...base, disposition: 'fail' });
   if (status === 404) return new ProviderError('PROVIDER_MODEL_NOT_FOUND', text(true), { ...base, disposition: 'fail' });

@@ -1,6 +1,6 @@
 import { isProviderError, ProviderError } from '@prompt-queue/shared';
 import { quotaFailureLimit, retryDelayMs } from '../gemini/classify.js';
-import { DEFAULT_RATE_LIMIT_RETRY_MS, MIN_RATE_LIMIT_RETRY_MS } from '../rate-limit.js';
+import { MIN_RATE_LIMIT_RETRY_MS } from '../rate-limit.js';
 
 /**
  * A failed Vertex AI call (`@google/genai`'s ApiError: `status`, and Google's error body as JSON in
@@ -75,9 +75,15 @@ function classifyHttp(status: number, body: GoogleErrorBody, cause: unknown): Pr
   const text = `Vertex AI answered ${status}${body.status ? ` ${body.status}` : ''}${reason ? ` (${reason})` : ''}${google ? `: ${google}` : ''}`;
   const base = { httpStatus: status, cause };
   if (status === 429) {
-    const retryAfterMs = Math.max(MIN_RATE_LIMIT_RETRY_MS, retryDelayMs(body.details, body.message) ?? DEFAULT_RATE_LIMIT_RETRY_MS);
+    // Dynamic Shared Quota 429s name no delay: the call chain backs off (UnnamedRateLimitBackoff).
+    const named = retryDelayMs(body.details, body.message);
     const reportedQuota = quotaFailureLimit(body.details);
-    return new ProviderError('PROVIDER_RATE_LIMITED', text, { ...base, disposition: 'rate-limit', retryAfterMs, ...(reportedQuota ? { reportedQuota } : {}) });
+    return new ProviderError('PROVIDER_RATE_LIMITED', text, {
+      ...base,
+      disposition: 'rate-limit',
+      ...(named !== undefined ? { retryAfterMs: Math.max(MIN_RATE_LIMIT_RETRY_MS, named) } : {}),
+      ...(reportedQuota ? { reportedQuota } : {}),
+    });
   }
   if (status === 401 || status === 403) return new ProviderError('PROVIDER_AUTH_FAILED', text, { ...base, disposition: 'fail' });
   if (status === 404) return new ProviderError('PROVIDER_MODEL_NOT_FOUND', text, { ...base, disposition: 'fail' });
