@@ -214,15 +214,17 @@ describe('deadline-aware tiers (real Redis, emulator process, @google/genai)', (
     expect(counters.totals.successes).toBe(3);
   });
 
-  it('a batch forced to EXPIRED falls back to standard before the deadline, and no job is lost', async () => {
+  it('a batch forced to EXPIRED falls back to standard before the deadline, no job is lost, and the budget its jobs held is freed', async () => {
     await emulator.client.setBatchConfig({ completeAfterMs: 3_600_000 });
-    const { config, queue } = setup({ batch: { minJobs: 20, maxCollectMs: 60_000 } });
+    const { config, queue, worker } = setup({ batch: { minJobs: 20, maxCollectMs: 60_000 } }, { tenants: { acme: { dailyUsd: 100, onExceeded: 'fail' } } });
     const deadline = Date.now() + 24 * 3600_000;
     const ids = await enqueueMany(queue, config, 20, deadline);
     const batch = await waitFor(async () => (await emulator.client.listBatches()).find((b) => b.state === 'PENDING' || b.state === 'RUNNING'), {
       timeoutMs: 10_000,
       what: 'an unfinished batch',
     });
+    // While the batch runs, its jobs hold their estimated batch cost of the tenant's budget.
+    expect((await worker.budgets.remaining('acme')).daily!.reservedNanoUsd).toBeGreaterThan(0);
     const forcedAt = Date.now();
     await emulator.client.forceBatchState(batch!.name, 'EXPIRED');
     await allFinished(queue, ids, 15_000);
@@ -233,6 +235,9 @@ describe('deadline-aware tiers (real Redis, emulator process, @google/genai)', (
       expect(promptJobResultSchema.parse(job!.returnvalue).tier).toBe('standard');
       expect(job!.finishedOn!).toBeLessThan(deadline);
     }
+    // Released at the fallback; the standard calls reserved and settled their own.
+    const standardCost = jobs.reduce((sum, job) => sum + promptJobResultSchema.parse(job!.returnvalue).costNanoUsd!, 0);
+    expect((await worker.budgets.remaining('acme')).daily).toMatchObject({ reservedNanoUsd: 0, spentNanoUsd: standardCost });
     console.info(`[tiers] EXPIRED batch: 20 jobs served standard ${fellBackMs} ms after the expiry`);
   });
 
@@ -294,6 +299,32 @@ describe('deadline-aware tiers (real Redis, emulator process, @google/genai)', (
     const counters = await emulator.client.counters();
     expect(counters.batches.requests).toBe(20);
     expect(counters.byTier?.['standard']?.calls ?? 0).toBe(0);
+  });
+
+  it("money in open batches counts: a budgeted tenant's batch jobs hold their cost from collection, so its spend stays within the budget", async () => {
+    // The cost of 20 such jobs at the batch tier, from a tenant without a budget.
+    const probe = setup({ batch: { minJobs: 20, maxCollectMs: 60_000 } });
+    const probeIds = await enqueueMany(probe.queue, probe.config, 20, Date.now() + 24 * 3600_000);
+    await allFinished(probe.queue, probeIds, 15_000);
+    const twentyJobs = (await results(probe.queue, probeIds)).reduce((sum, result) => sum + result.costNanoUsd!, 0);
+
+    // A budget of 30% of that. Before, every job was collected while nothing was settled yet, and
+    // the tenant spent 100%.
+    const limitNanoUsd = Math.floor(twentyJobs * 0.3);
+    const { config, queue, worker } = setup({}, { tenants: { acme: { dailyUsd: limitNanoUsd / 1e9, onExceeded: 'fail' } } });
+    const ids = await enqueueMany(queue, config, 20, Date.now() + 24 * 3600_000, (i) => `Tier job ${i}: say something!`);
+    await allFinished(queue, ids, 30_000);
+    const jobs = await Promise.all(ids.map((id) => queue.getJob(id)));
+    const completed = jobs.filter((job) => job!.returnvalue).map((job) => promptJobResultSchema.parse(job!.returnvalue));
+    const refused = jobs.filter((job) => job!.failedReason);
+    expect(completed.length).toBeGreaterThan(0);
+    expect(refused.length).toBeGreaterThan(0);
+    for (const job of refused) expect(job!.failedReason).toMatch(/^\[BUDGET_EXCEEDED\] /);
+    for (const result of completed) expect(result.tier).toBe('batch');
+    const spent = completed.reduce((sum, result) => sum + result.costNanoUsd!, 0);
+    const { daily } = await worker.budgets.remaining('acme');
+    expect(daily).toMatchObject({ spentNanoUsd: spent, reservedNanoUsd: 0 });
+    expect(spent).toBeLessThanOrEqual(limitNanoUsd);
   });
 
   it("a per-request error in a batch decides that job's fate only", async () => {

@@ -147,6 +147,19 @@ describe('BudgetGuard (real Redis)', () => {
     expect(ttl).toBeGreaterThan(60_000);
   });
 
+  it('holds a reservation made with its own hold time (a Batch API job) past the usual TTL, until it ends', async () => {
+    const prefix = uniquePrefix();
+    const guard = new BudgetGuard(redis, prefix, TENANTS, { reservationTtlMs: 30_000 });
+    const hour = 3_600_000;
+    const [held] = granted(await guard.reserve([{ tenant: 'acme', amountNanoUsd: WORST }], NOW, hour));
+    expect(held!.expiresAtMs).toBe(NOW.getTime() + hour);
+    // Ten minutes on (no renewal): still reserved, not charged.
+    expect((await guard.remaining('acme', new Date(NOW.getTime() + 600_000))).daily).toMatchObject({ spentNanoUsd: 0, reservedNanoUsd: WORST });
+    expect(await redis.pttl(budgetReservedKey(prefix, 'acme'))).toBeGreaterThan(hour);
+    // Past its hold: charged at its amount like any lapsed reservation.
+    expect((await guard.remaining('acme', new Date(NOW.getTime() + hour + 1))).daily).toMatchObject({ spentNanoUsd: WORST, reservedNanoUsd: 0 });
+  });
+
   it('a slow holder settling an already charged reservation adds only the excess over its amount', async () => {
     const prefix = uniquePrefix();
     const guard = new BudgetGuard(redis, prefix, TENANTS, { reservationTtlMs: 1_000 });

@@ -123,7 +123,7 @@ export function maxOutputTokens(data: PromptJobData, outputTokenLimit: number | 
 }
 
 /** Loads the fleet's output estimates the candidates need (Redis trouble: what this process knows, or the bound). */
-async function prepareOutputEstimates(deps: BudgetAdmitDeps, candidates: readonly BatchJob[], links: readonly Link[]): Promise<void> {
+export async function prepareOutputEstimates(deps: Pick<BudgetAdmitDeps, 'config' | 'logger' | 'outputEstimator'>, candidates: readonly BatchJob[], links: readonly Link[]): Promise<void> {
   const { outputEstimator, config, logger } = deps;
   if (!outputEstimator) return;
   const wanted = candidates.flatMap((job) =>

@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import {
   appendJobEvents,
   type BudgetGuard,
+  type BudgetReservation,
   type Config,
   type FleetLimiter,
   type JobEndRecorder,
@@ -143,7 +144,9 @@ export function createBatchService(deps: BatchServiceDeps): BatchService {
     // Early answers go out before this batch's cache claims are released, so a worker waiting on
     // a claim finds the answer once the claim is gone.
     if (early.size > 0) earlySettles.flush();
-    await settleBatch(deps, { batch: { ...batch, jobs: rest }, fates, lookup, reservations: admission?.reservations ?? new Map(), ledger });
+    // Batch answers settle the reservations their jobs held since collection.
+    const reservations = new Map<unknown, BudgetReservation>([...(admission?.reservations ?? []), ...routing.reservations]);
+    await settleBatch(deps, { batch: { ...batch, jobs: rest }, fates, lookup, reservations, ledger });
     return Promise.all(batch.jobs.map((job) => early.get(job) ?? tellBullmq(job.entry, fates.get(job)!, logger)));
   };
 }

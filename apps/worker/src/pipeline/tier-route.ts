@@ -1,12 +1,13 @@
 import { GoogleGenerativeAIFetchError } from '@google/generative-ai';
 import type { Redis } from 'ioredis';
-import { slotPipeline, type BudgetGuard, type Config, type Logger } from '@prompt-queue/shared';
+import { slotPipeline, tierCostNanoUsd, type BudgetGuard, type BudgetReservation, type Config, type Logger, type OutputTokenEstimator } from '@prompt-queue/shared';
 import { classifyProviderError } from '../providers/gemini/classify.js';
 import { readAnswer, type WireResponse } from '../providers/gemini/answer.js';
 import { ttlMs, type CollectedRequest } from '../tiers/batch-runner.js';
 import { batchModelFor } from '../tiers/batch-link.js';
 import {
   batchAnswerKey,
+  batchBudgetKey,
   batchJobKey,
   collectedKey,
   memberOf,
@@ -15,7 +16,9 @@ import {
   type BatchAnswer,
   type BatchJobRecord,
 } from '../tiers/keys.js';
+import type { Link } from '../providers/chain.js';
 import type { Batch, BatchJob, Fates } from './batch.js';
+import { estimatedCost, prepareOutputEstimates } from './budget-admit.js';
 import { attemptFacts, jobFateOfError, type JobFate } from './fate.js';
 import type { JobResults } from './results.js';
 
@@ -43,6 +46,8 @@ export interface TierRouting {
    * call's timeout: until the deadline, less one standard call's time (`gemini.timeoutMs`).
    */
   flex: Map<BatchJob, number>;
+  /** The budget reservation each job served by its batch answer held: settled at its cost. */
+  reservations: Map<BatchJob, BudgetReservation>;
 }
 
 export interface TierRouteDeps {
@@ -50,12 +55,20 @@ export interface TierRouteDeps {
   logger: Logger;
   redis: Redis;
   results: JobResults;
-  /** A tenant whose budget is spent is not batched: the standard path refuses it per its policy. */
-  budgets: Pick<BudgetGuard, 'policy' | 'isOverBudget'>;
+  /**
+   * A budgeted tenant's job joins a batch only with its estimated batch cost reserved, held until
+   * its answer settles it or its fallback releases it: the money in open batches counts.
+   */
+  budgets: Pick<BudgetGuard, 'reserve' | 'release'>;
+  /** The fleet's output-token estimates, for those reservations; without it, the bound is reserved. */
+  outputEstimator?: OutputTokenEstimator | undefined;
   now?: () => number;
 }
 
-export const NO_ROUTING: TierRouting = Object.freeze({ fates: new Map(), flex: new Map() }) as TierRouting;
+/** A batch job's budget reservation outlives its fallback time by this much (it comes back then). */
+const BUDGET_HOLD_AFTER_FALLBACK_MS = 10 * 60_000;
+
+export const NO_ROUTING: TierRouting = Object.freeze({ fates: new Map(), flex: new Map(), reservations: new Map() }) as TierRouting;
 
 export async function routeTiers(deps: TierRouteDeps, batch: Batch, jobs: readonly BatchJob[]): Promise<TierRouting> {
   const { config, redis } = deps;
@@ -66,42 +79,47 @@ export async function routeTiers(deps: TierRouteDeps, batch: Batch, jobs: readon
   const batchModel = batchModelFor(config, batch.model);
   const fates: Fates = new Map();
   const flex = new Map<BatchJob, number>();
+  const reservations = new Map<BatchJob, BudgetReservation>();
   const link = batch.links[0];
-
-  // One read: each job's batch record and answer (tenant-tagged keys, by slot on a Cluster).
-  const read = slotPipeline(redis);
-  for (const job of withDeadline) {
+  const keysOf = (job: BatchJob) => {
     const { tenant } = job.entry.data;
     const id = job.entry.job.id ?? '';
-    read.get(batchJobKey(prefix, tenant, id)).get(batchAnswerKey(prefix, tenant, id));
-  }
-  // Budgeted tenants that could be batched (enough time left): is their budget spent already
-  // (settled spend only)? Read beside the records, and not at all when nothing could be batched.
-  const mayBeBatched = batchModel !== undefined ? withDeadline.filter((job) => job.entry.data.deadline! - now >= config.tiers.batch.minRemainingMs) : [];
-  const [execReplies, mayBatch] = await Promise.all([read.exec(), tenantsWithBudgetLeft(deps, mayBeBatched)]);
-  const replies = execReplies ?? [];
-  const value = (i: number): string | null => {
-    const [error, reply] = replies[i] ?? [null, null];
-    if (error) throw error;
-    return reply as string | null;
+    return { id, member: memberOf(tenant, id), record: batchJobKey(prefix, tenant, id), answer: batchAnswerKey(prefix, tenant, id), budget: batchBudgetKey(prefix, tenant, id) };
   };
 
+  // One read: each job's batch record, answer and budget reservation (tenant-tagged keys, by slot on a Cluster).
+  const read = slotPipeline(redis);
+  for (const job of withDeadline) {
+    const keys = keysOf(job);
+    read.get(keys.record).get(keys.answer).get(keys.budget);
+  }
+  const replies = (await read.exec()) ?? [];
+  const json = <T>(i: number): T | undefined => {
+    const [error, reply] = replies[i] ?? [null, null];
+    if (error) throw error;
+    return reply ? (JSON.parse(reply as string) as T) : undefined;
+  };
+  const stored = withDeadline.map((_, i) => ({ record: json<BatchJobRecord>(3 * i), answer: json<BatchAnswer>(3 * i + 1), budget: json<BudgetReservation>(3 * i + 2) }));
+
+  // New jobs with time enough for a batch: each reserves its estimated batch cost first.
+  const candidates = batchModel === undefined ? [] : withDeadline.filter((job, i) => !stored[i]!.record && !stored[i]!.answer && job.entry.data.deadline! - now >= config.tiers.batch.minRemainingMs);
+  const held = await reserveForBatch(deps, candidates, link, now);
+
   const write = slotPipeline(redis);
+  const releases: BudgetReservation[] = [];
   let writes = 0;
   withDeadline.forEach((job, i) => {
     const { data } = job.entry;
-    const id = job.entry.job.id ?? '';
-    const member = memberOf(data.tenant, id);
-    const recordJson = value(2 * i);
-    const answerJson = value(2 * i + 1);
-    const record = recordJson ? (JSON.parse(recordJson) as BatchJobRecord) : undefined;
+    const keys = keysOf(job);
+    const { record, answer, budget } = stored[i]!;
     const forget = (): void => {
-      write.del(batchJobKey(prefix, data.tenant, id), batchAnswerKey(prefix, data.tenant, id));
-      if (record) write.zrem(collectedKey(prefix, record.model), member).hdel(requestsKey(prefix, record.model), member);
+      write.del(keys.record, keys.answer, keys.budget);
+      if (record) write.zrem(collectedKey(prefix, record.model), keys.member).hdel(requestsKey(prefix, record.model), keys.member);
       writes += 1;
     };
-    if (answerJson) {
-      fates.set(job, answerFate(deps, job, JSON.parse(answerJson) as BatchAnswer, link?.providerName ?? 'gemini', link?.id, record?.model ?? batch.model));
+    if (answer) {
+      fates.set(job, answerFate(deps, job, answer, link?.providerName ?? 'gemini', link?.id, record?.model ?? batch.model));
+      if (budget) reservations.set(job, budget);
       forget();
       return;
     }
@@ -111,24 +129,31 @@ export async function routeTiers(deps: TierRouteDeps, batch: Batch, jobs: readon
         return;
       }
       // Its batch failed or expired, or the deadline is near: standard, now. The record stays
-      // `fallback`, so a job that comes back (a quota wait, a retry) is not batched again.
+      // `fallback`, so a job that comes back (a quota wait, a retry) is not batched again; the
+      // budget it held for the batch is freed (the standard path reserves its own).
+      if (budget) {
+        releases.push(budget);
+        write.del(keys.budget);
+        writes += 1;
+      }
       if (record.state !== 'fallback') {
-        deps.logger.info('batch tier: job falls back to standard', { jobId: id, tenant: data.tenant, why: 'deadline-near' });
+        deps.logger.info('batch tier: job falls back to standard', { jobId: keys.id, tenant: data.tenant, why: 'deadline-near' });
         const fallback: BatchJobRecord = { state: 'fallback', model: record.model, fallbackAt: record.fallbackAt, why: 'deadline-near' };
-        write.set(batchJobKey(prefix, data.tenant, id), JSON.stringify(fallback), 'PX', ttlMs(config, record.fallbackAt, now));
-        write.zrem(collectedKey(prefix, record.model), member).hdel(requestsKey(prefix, record.model), member);
+        write.set(keys.record, JSON.stringify(fallback), 'PX', ttlMs(config, record.fallbackAt, now));
+        write.zrem(collectedKey(prefix, record.model), keys.member).hdel(requestsKey(prefix, record.model), keys.member);
         writes += 1;
       }
       return routeNow(job);
     }
-    const remaining = data.deadline! - now;
-    if (batchModel !== undefined && remaining >= config.tiers.batch.minRemainingMs && mayBatch.has(data.tenant)) {
+    const reservation = held.get(job);
+    if (batchModel !== undefined && reservation) {
       const fallbackAt = data.deadline! - config.tiers.batch.fallbackMarginMs;
       const collected: BatchJobRecord = { state: 'collected', model: batchModel, fallbackAt };
       const request: CollectedRequest = { request: { ...job.request!, model: batchModel }, fallbackAt };
-      write.set(batchJobKey(prefix, data.tenant, id), JSON.stringify(collected), 'PX', ttlMs(config, fallbackAt, now));
-      write.hset(requestsKey(prefix, batchModel), member, JSON.stringify(request));
-      write.zadd(collectedKey(prefix, batchModel), 'NX', now, member);
+      write.set(keys.record, JSON.stringify(collected), 'PX', ttlMs(config, fallbackAt, now));
+      if (reservation.tracked) write.set(keys.budget, JSON.stringify(reservation), 'PX', Math.max(1, reservation.expiresAtMs - now));
+      write.hset(requestsKey(prefix, batchModel), keys.member, JSON.stringify(request));
+      write.zadd(collectedKey(prefix, batchModel), 'NX', now, keys.member);
       write.sadd(tierModelsKey(prefix), batchModel);
       writes += 1;
       fates.set(job, waitInBatch(fallbackAt));
@@ -136,12 +161,14 @@ export async function routeTiers(deps: TierRouteDeps, batch: Batch, jobs: readon
     }
     routeNow(job);
   });
+  // Freed before the keys that name them go: a release repeated after a crash frees nothing twice.
+  if (releases.length > 0) await deps.budgets.release(releases);
   if (writes > 0) {
     const results = (await write.exec()) ?? [];
     const failed = results.find(([error]) => error);
     if (failed) throw failed[0];
   }
-  return { fates, flex };
+  return { fates, flex, reservations };
 
   function routeNow(job: BatchJob): void {
     const remaining = job.entry.data.deadline! - now;
@@ -149,11 +176,26 @@ export async function routeTiers(deps: TierRouteDeps, batch: Batch, jobs: readon
   }
 }
 
-/** Tenants of `jobs` that may send work to a batch: no budget, or one not spent yet. One read per budgeted tenant, in parallel. */
-async function tenantsWithBudgetLeft(deps: TierRouteDeps, jobs: readonly BatchJob[]): Promise<Set<string>> {
-  const tenants = [...new Set(jobs.map((job) => job.entry.data.tenant))];
-  const left = await Promise.all(tenants.map(async (tenant) => !deps.budgets.policy(tenant).budgeted || !(await deps.budgets.isOverBudget(tenant)).over));
-  return new Set(tenants.filter((_, i) => left[i]));
+/**
+ * Reserves each candidate's estimated cost at the batch tier against its tenant's budget, held
+ * until shortly after its fallback time. Returns the granted ones (a tenant without a budget is
+ * granted without Redis). A refused job is not batched: the standard path refuses it, or makes it
+ * wait, per its tenant's policy.
+ */
+async function reserveForBatch(deps: TierRouteDeps, candidates: readonly BatchJob[], link: Link | undefined, now: number): Promise<Map<BatchJob, BudgetReservation>> {
+  const granted = new Map<BatchJob, BudgetReservation>();
+  if (candidates.length === 0 || !link) return granted;
+  const { config } = deps;
+  const links = [link];
+  await prepareOutputEstimates(deps, candidates, links);
+  const requests = candidates.map((job) => ({ tenant: job.entry.data.tenant, amountNanoUsd: tierCostNanoUsd(estimatedCost(deps, job, links), config.tiers.priceMultiplier.batch) }));
+  // One hold for the whole group: the latest fallback time among them, plus the slack.
+  const latestFallbackAt = Math.max(...candidates.map((job) => job.entry.data.deadline! - config.tiers.batch.fallbackMarginMs));
+  const decisions = await deps.budgets.reserve(requests, new Date(now), Math.max(1, latestFallbackAt - now) + BUDGET_HOLD_AFTER_FALLBACK_MS);
+  decisions.forEach((decision, i) => {
+    if (decision.ok) granted.set(candidates[i]!, decision.reservation);
+  });
+  return granted;
 }
 
 function waitInBatch(untilMs: number): JobFate {

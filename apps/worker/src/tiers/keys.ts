@@ -43,6 +43,14 @@ export function batchJobKey(prefix: string, tenant: string, jobId: string): stri
   return `${ownPrefix(prefix)}:tier:job:{${tenant}}:${jobId}`;
 }
 
+/**
+ * STRING (JSON BudgetReservation) with a TTL: the budget a budgeted tenant's job holds while it is
+ * on the batch path, from its collection until its answer settles it or its fallback releases it.
+ */
+export function batchBudgetKey(prefix: string, tenant: string, jobId: string): string {
+  return `${ownPrefix(prefix)}:tier:budget:{${tenant}}:${jobId}`;
+}
+
 /** STRING (JSON {@link BatchAnswer}) with a TTL: a job's answer from its batch. */
 export function batchAnswerKey(prefix: string, tenant: string, jobId: string): string {
   return `${ownPrefix(prefix)}:tier:answer:{${tenant}}:${jobId}`;

@@ -168,14 +168,15 @@ export class BudgetGuard {
    * sent at once: one round trip. Tenants without a budget are granted without touching Redis.
    * Never throws for one request's amount: it is saturated to an integer in [0, 2^53) (a
    * non-number counts as the maximum, so a budgeted tenant is refused and an unbudgeted one is
-   * unaffected).
+   * unaffected). `holdMs`: how long the reservations live unrenewed, when not `reservationTtlMs`
+   * (a Batch API job holds its reservation until its answer or its fallback time, hours away).
    */
-  async reserve(requests: { tenant: string; amountNanoUsd: number }[], now: Date = new Date()): Promise<BudgetDecision[]> {
+  async reserve(requests: { tenant: string; amountNanoUsd: number }[], now: Date = new Date(), holdMs: number = this.reservationTtlMs): Promise<BudgetDecision[]> {
     const day = utcDay(now);
     const month = utcMonth(now);
-    const expiresAtMs = now.getTime() + this.reservationTtlMs;
+    const expiresAtMs = now.getTime() + holdMs;
     const decisions: BudgetDecision[] = new Array<BudgetDecision>(requests.length);
-    const common: (string | number)[] = [now.getTime(), expiresAtMs, this.keyTtlMs(), this.daySpentTtlSeconds, this.monthSpentTtlSeconds];
+    const common: (string | number)[] = [now.getTime(), expiresAtMs, Math.max(this.keyTtlMs(), holdMs + 60_000), this.daySpentTtlSeconds, this.monthSpentTtlSeconds];
     const byTenant = new Map<string, { args: (string | number)[]; pending: { index: number; reservation: BudgetReservation; limits: Limits }[] }>();
 
     requests.forEach(({ tenant, amountNanoUsd: asked }, index) => {
