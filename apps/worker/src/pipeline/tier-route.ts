@@ -34,8 +34,8 @@ import type { JobResults } from './results.js';
  *     pipeline); ≥ tiers.flex.minRemainingMs left and Flex enabled → Flex (call-chain.ts);
  *   otherwise → standard.
  *
- * Two round trips per batch at most (one read pipeline, one write pipeline), none for a batch
- * without deadlines.
+ * Two round trips per batch (one read pipeline, one write pipeline), plus one budget script call
+ * per budgeted tenant with jobs to collect or to release; none for a batch without deadlines.
  */
 
 /** What the router decided: the batch path's fates; every other job goes on (standard or flex). */
@@ -59,7 +59,7 @@ export interface TierRouteDeps {
    * A budgeted tenant's job joins a batch only with its estimated batch cost reserved, held until
    * its answer settles it or its fallback releases it: the money in open batches counts.
    */
-  budgets: Pick<BudgetGuard, 'reserve' | 'release'>;
+  budgets: Pick<BudgetGuard, 'policy' | 'reserve' | 'release'>;
   /** The fleet's output-token estimates, for those reservations; without it, the bound is reserved. */
   outputEstimator?: OutputTokenEstimator | undefined;
   now?: () => number;
@@ -185,10 +185,15 @@ export async function routeTiers(deps: TierRouteDeps, batch: Batch, jobs: readon
 async function reserveForBatch(deps: TierRouteDeps, candidates: readonly BatchJob[], link: Link | undefined, now: number): Promise<Map<BatchJob, BudgetReservation>> {
   const granted = new Map<BatchJob, BudgetReservation>();
   if (candidates.length === 0 || !link) return granted;
-  const { config } = deps;
+  const { config, budgets } = deps;
   const links = [link];
-  await prepareOutputEstimates(deps, candidates, links);
-  const requests = candidates.map((job) => ({ tenant: job.entry.data.tenant, amountNanoUsd: tierCostNanoUsd(estimatedCost(deps, job, links), config.tiers.priceMultiplier.batch) }));
+  // Only budgeted tenants' jobs need an estimate (the others are granted without Redis).
+  const budgeted = new Set(candidates.filter((job) => budgets.policy(job.entry.data.tenant).budgeted));
+  if (budgeted.size > 0) await prepareOutputEstimates(deps, [...budgeted], links);
+  const requests = candidates.map((job) => ({
+    tenant: job.entry.data.tenant,
+    amountNanoUsd: budgeted.has(job) ? tierCostNanoUsd(estimatedCost(deps, job, links), config.tiers.priceMultiplier.batch) : 0,
+  }));
   // One hold for the whole group: the latest fallback time among them, plus the slack.
   const latestFallbackAt = Math.max(...candidates.map((job) => job.entry.data.deadline! - config.tiers.batch.fallbackMarginMs));
   const decisions = await deps.budgets.reserve(requests, new Date(now), Math.max(1, latestFallbackAt - now) + BUDGET_HOLD_AFTER_FALLBACK_MS);
