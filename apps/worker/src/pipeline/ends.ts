@@ -1,11 +1,11 @@
 import { endedJobView, type Config, type JobEnd } from '@prompt-queue/shared';
 import type { Link } from '../providers/chain.js';
 import type { BatchJob } from './batch.js';
-import type { JobFate } from './fate.js';
+import type { FinalFate } from './fate.js';
 import { promptText } from './prompt-digest.js';
 
 /** A final fate (served, failed for good, cancelled) as the end the recorder records. */
-export function jobEndOf(config: Config, job: BatchJob, fate: JobFate & { kind: 'served' | 'failed' | 'cancelled' }, links: readonly Link[], at: Date): JobEnd {
+export function jobEndOf(config: Config, job: BatchJob, fate: FinalFate, links: readonly Link[], at: Date): JobEnd {
   const { data, job: bullJob } = job.entry;
   const outcome = fate.kind === 'served' ? 'completed' : fate.kind;
   const link = fate.kind === 'failed' ? (links.find((candidate) => candidate.id === fate.link) ?? links[0]) : links[0];

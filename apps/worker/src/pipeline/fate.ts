@@ -157,8 +157,11 @@ export function attemptFacts(entry: { job: { attemptsMade: number; opts: { attem
   return { attemptsMade: entry.job.attemptsMade, attempts: entry.job.opts.attempts ?? 1, hasToken: entry.token !== undefined, signal: entry.signal };
 }
 
+/** A fate that ends the job for good: exactly these are recorded as ends (ends.ts). */
+export type FinalFate = JobFate & { kind: 'served' | 'failed' | 'cancelled' };
+
 /** Whether the fate ends the job for good (an end to record), as opposed to coming back. */
-export function isFinal(fate: JobFate): boolean {
+export function isFinal(fate: JobFate): fate is FinalFate {
   return fate.kind === 'served' || fate.kind === 'cancelled' || (fate.kind === 'failed' && !fate.retry);
 }
 

@@ -21,7 +21,7 @@ import { maxOutputTokens } from './budget-admit.js';
 import { cachedAnswerOf, type CacheLookup } from './cache-stage.js';
 import type { LimiterLedger } from './call-chain.js';
 import { jobEndOf } from './ends.js';
-import type { JobFate } from './fate.js';
+import { isFinal, type JobFate } from './fate.js';
 
 /**
  * Stage 5: settle, one round trip for the whole batch: the limiter's settle/release and token
@@ -112,8 +112,7 @@ function settleWritesOf(deps: SettleDeps, decided: BatchDecisions): SettleWrites
       if (!routine || fate.untilMs - now.getTime() >= QUIET_WAIT_MS) {
         writes.events.push({ ...base, type: 'waiting', reason: fate.reason, until: new Date(fate.untilMs).toISOString() });
       }
-    } else if (fate.kind !== 'hand-back') {
-      // Served, failed for good, cancelled: an end (fate.ts isFinal).
+    } else if (isFinal(fate)) {
       writes.ends.push(jobEndOf(config, job, fate, batch.links, now));
     }
   }
