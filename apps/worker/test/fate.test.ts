@@ -4,6 +4,7 @@ import { PromptQueueError, ProviderError, type PromptJobResult } from '@prompt-q
 import { BreakerOpenError } from '../src/providers/breaker.js';
 import { CallNotSentError } from '../src/providers/call-signal.js';
 import { classifyProviderError } from '../src/providers/gemini/classify.js';
+import { DEFAULT_DAILY_QUOTA_RETRY_MS } from '../src/providers/rate-limit.js';
 import {
   attemptFacts,
   callFate,
@@ -121,9 +122,12 @@ describe('callFate: a failed call → what happens next, and its limiter reserva
     expect(fate).not.toHaveProperty('reportedQuota');
   });
 
-  it('a 429 with a stray ProviderError without retryAfterMs waits 0 (the caller applies its minimum)', () => {
+  it('a 429 that names no delay waits without one: the link\'s backoff decides (call-chain.ts)', () => {
     const stray = new ProviderError('PROVIDER_RATE_LIMITED', 'no delay', { disposition: 'rate-limit', httpStatus: 429 });
-    expect(callFate(stray, closed)).toEqual({ kind: 'wait', reason: 'rate-limited', retryAfterMs: 0, reservation: 'release' });
+    expect(callFate(stray, closed)).toEqual({ kind: 'wait', reason: 'rate-limited', reservation: 'release' });
+    // A per-day one without a reset still pauses the link a while before it is asked again.
+    const daily = new ProviderError('PROVIDER_RATE_LIMITED', 'no delay', { disposition: 'rate-limit', httpStatus: 429, reportedQuota: { dimension: 'rpd', limit: 250 } });
+    expect(callFate(daily, closed)).toEqual({ kind: 'next-link', reason: 'daily-quota', retryAfterMs: DEFAULT_DAILY_QUOTA_RETRY_MS, reservation: 'release' });
   });
 
   it('a requests-per-day 429 → the next link (daily quota, hours away); releases', () => {
