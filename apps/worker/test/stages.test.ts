@@ -35,6 +35,7 @@ import { JobResults } from '../src/pipeline/results.js';
 import { settleBatch } from '../src/pipeline/settle.js';
 import { DEFAULT_BREAKER_OPTIONS, ProviderBreaker, type BreakerOptions } from '../src/providers/breaker.js';
 import type { Link } from '../src/providers/chain.js';
+import { CallLatencies } from '../src/providers/call-latencies.js';
 import { UnnamedRateLimitBackoff } from '../src/providers/rate-limit.js';
 import { classifyProviderError } from '../src/providers/gemini/classify.js';
 import type { GenerateRequest, GenerateResult, Provider } from '../src/providers/provider.js';
@@ -142,7 +143,7 @@ describe('pipeline stages, one branch at a time (real Redis)', () => {
       const { rpm = 1_000, ...breakerOptions } = options;
       const breaker = new ProviderBreaker({ link: id, redis, prefix, logger, options: { ...DEFAULT_BREAKER_OPTIONS, volumeThreshold: 100, resetTimeoutMs: 60_000, ...breakerOptions } });
       cleanups.push(() => breaker.shutdown());
-      return { id, providerName: provider.name, model, limitKey: { provider: provider.name, model, project: 'default' }, limits: { rpm, tpm: 1_000_000 }, provider, breaker, rateLimitBackoff: new UnnamedRateLimitBackoff() };
+      return { id, providerName: provider.name, model, limitKey: { provider: provider.name, model, project: 'default' }, limits: { rpm, tpm: 1_000_000 }, provider, breaker, rateLimitBackoff: new UnnamedRateLimitBackoff(), latencies: new CallLatencies() };
     };
 
     /** The prepare stage's batch: how every later stage receives its jobs. */

@@ -11,6 +11,7 @@ import {
 } from '@prompt-queue/shared';
 import type { WorkerMetrics } from '../metrics.js';
 import { isCallNotSent } from '../providers/call-signal.js';
+import type { CallLatencies } from '../providers/call-latencies.js';
 import type { Link } from '../providers/chain.js';
 import type { Batch, BatchJob, Fates } from './batch.js';
 import { attemptFacts, callFate, callMetricOutcome, jobFateOfError, type JobFate, type WaitReason } from './fate.js';
@@ -33,15 +34,26 @@ const DATE_AT_ANSWER_WITHIN_MS = 1_000;
 
 /**
  * When the provider counted a served call, as late as we can tell: it counts a call on arrival,
- * somewhere between our send and its answer. A fast call is dated at its answer: that is at most
- * its own latency late, while its arrival may lag the send by far more when the provider (or our
- * event loop) is busy, as in a fleet's first burst, and dating it at the send then frees its room
- * in our window before the provider frees it (429s at the window's rollover). A slow call is
- * dated at its send (its latency is the provider thinking, not the request in transit).
+ * somewhere between our send and its answer. Dating it too early frees its room in our window
+ * before the provider frees it: 429s at the window's rollover.
+ * - A fast call (answered within a second) is dated at its answer: at most its own latency late.
+ * - A call that took far longer than the link's calls normally do (CallLatencies.waited) waited
+ *   before it arrived — a fleet's first burst opening connections, a busy event loop on either
+ *   side — and is dated at its answer less the fastest normal call: still never before its arrival.
+ * - While the link's normal latency is not known yet (its first calls), at its answer.
+ * - Otherwise, a slow call is dated at its send: its latency is the provider thinking, and
+ *   dating it later would hold quota the provider has freed.
  */
-export function countedAt(limiter: Pick<FleetLimiter, 'toServerTime'>, sentAt: number): number {
+export function countedAt(limiter: Pick<FleetLimiter, 'toServerTime'>, sentAt: number, latencies: CallLatencies): number {
   const answeredAt = limiter.toServerTime(Date.now());
-  return answeredAt - sentAt <= DATE_AT_ANSWER_WITHIN_MS ? answeredAt : sentAt;
+  const latencyMs = answeredAt - sentAt;
+  const typical = latencies.typical();
+  let at: number;
+  if (latencyMs <= DATE_AT_ANSWER_WITHIN_MS || typical === undefined) at = answeredAt;
+  else if (latencies.waited(latencyMs)) at = Math.max(sentAt, answeredAt - typical.floorMs);
+  else at = sentAt;
+  latencies.record(latencyMs);
+  return at;
 }
 
 export interface CallChainDeps {
@@ -233,7 +245,7 @@ async function callLink(deps: CallChainDeps, batch: Batch, link: Link, candidate
           }
           const latencyMs = elapsed(started);
           metrics?.recordProviderCall(link.providerName, link.model, 'success', latencyMs / 1000);
-          const settle: SettleItem = { reservation, actualTokens: answer.usage.inputTokens, sentAt: countedAt(limiter, sentAt) };
+          const settle: SettleItem = { reservation, actualTokens: answer.usage.inputTokens, sentAt: countedAt(limiter, sentAt, link.latencies) };
           const sample: EstimateSample = { key: link.limitKey, features: job.features, predicted: estimates![i]!.predicted, actual: answer.usage.inputTokens };
           const generated = { ...answer, provider: link.providerName, model: link.model };
           served(

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { isProviderError, type ChainLinkSpec, type Config, type LimitKey, type Logger, type RateLimits } from '@prompt-queue/shared';
 import { ProviderBreaker, type BreakerState } from './breaker.js';
+import { CallLatencies } from './call-latencies.js';
 import { UnnamedRateLimitBackoff } from './rate-limit.js';
 import { createPluginContext, LinkCredentials } from './credentials.js';
 import { KeyRing } from './gemini/key-ring.js';
@@ -38,6 +39,8 @@ export interface Link {
   readonly breaker: LinkBreaker;
   /** How long to wait after a 429 that names no delay (this process's streak on the link). */
   readonly rateLimitBackoff: UnnamedRateLimitBackoff;
+  /** This process's recent call latencies on the link, to date calls in the limiter's window. */
+  readonly latencies: CallLatencies;
 }
 
 export interface ChainDeps {
@@ -162,6 +165,7 @@ export class ProviderChains {
       provider,
       breaker,
       rateLimitBackoff: new UnnamedRateLimitBackoff(),
+      latencies: new CallLatencies(),
     };
     this.links.set(spec.id, link);
     this.builtSpecs.set(spec.id, spec);
